@@ -6,6 +6,6 @@ runs and tests without KFP, KServe, MLflow or Feast installed.
 
 __version__ = "0.1.0"
 
-from serendip.errors import SerendipError, SchemaError  # noqa: E402
+from serendip.errors import SchemaError, SerendipError  # noqa: E402
 
 __all__ = ["SerendipError", "SchemaError", "__version__"]

@@ -49,13 +49,14 @@ class Visual:
                 f"{self.motif}.{self.seed}#{kind}")
 
     @staticmethod
-    def parse(uri: str) -> tuple["Visual", str]:
+    def parse(uri: str) -> tuple[Visual, str]:
         try:
             body, kind = uri[len("synth:"):].split("#", 1)
             shape, hue, tex, lay, motif, seed = (int(x) for x in body.split("."))
         except ValueError:
             raise SerendipError(f"malformed synthetic media URI {uri!r}", field="image",
-                                fix="use synth:<shape>.<hue>.<texture>.<layout>.<motif>.<seed>#thumb|fN") from None
+                                fix="use synth:<shape>.<hue>.<texture>.<layout>.<motif>.<seed>"
+                                    "#thumb|fN") from None
         return Visual(shape, hue, tex, lay, motif, seed), kind
 
 

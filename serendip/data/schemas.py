@@ -57,7 +57,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("strategy", pa.string()),
         ("prompt", pa.string()),
         ("images", pa.list_(pa.string())),
-        ("split", pa.string()),
+        ("reasoning", pa.string()),          # chain-of-thought prefix (null otherwise)
+        ("split", pa.string()),              # "train" or "test", split by context item
     ]),
     "item_serendipity": pa.schema([
         ("item_id", pa.string()),
@@ -86,14 +87,15 @@ class Rules:
 RULES: dict[str, Rules] = {
     "items": Rules(ids=("item_id", "title", "impressions"), unique=("item_id",),
                    ranges={"impressions": (0, float("inf")), "duration_s": (0, float("inf"))},
-                   media=("thumbnail", "frames"), optional=("created_at", "duration_s")),
+                   media=("thumbnail", "frames"),
+                   optional=("created_at", "duration_s", "thumbnail", "frames")),
     "interactions": Rules(ids=("user_id", "context_item_id", "next_item_id", "satisfaction", "ts"),
                           ranges={"satisfaction": (0.0, 1.0)}),
     "clusters": Rules(ids=("cluster_id", "level", "description"),
                       unique=("cluster_id", "description"), ranges={"level": (1, 4)}),
     "item_clusters": Rules(ids=("item_id", "c1", "c2", "c3", "c4"), unique=("item_id",)),
     "examples": Rules(ids=("context_item_id", "target_cluster_id", "target_description",
-                           "strategy", "split")),
+                           "strategy", "split"), optional=("reasoning",)),
     "item_serendipity": Rules(ids=("item_id", "cluster_ids", "model_version"),
                               unique=("item_id",)),
 }
@@ -161,7 +163,8 @@ def validate(name: str, table: pa.Table,
     for col in rules.unique:
         c = out.column(col)
         if pc.count_distinct(c).as_py() != len(c) - c.null_count:
-            dup = pc.value_counts(c).filter(pc.greater(pc.struct_field(pc.value_counts(c), "counts"), 1))
+            counts = pc.value_counts(c)
+            dup = counts.filter(pc.greater(counts.field("counts"), 1))
             example = dup[0]["values"].as_py() if len(dup) else "?"
             raise SchemaError(name, col, f"has duplicate values (e.g. {example!r})",
                               f"make '{col}' unique")

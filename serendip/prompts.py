@@ -1,0 +1,85 @@
+"""Prompt strategies of the paper's Figure 2, and frame selection.
+
+* ``text``       — title + the context item's cluster description (Prompt 1)
+* ``video``      — the frames only (Prompt 2)
+* ``multimodal`` — frames + title + description, answered directly (Prompt 3)
+* ``cot``        — frames; the model first describes the video (its own topic), then names
+                   the serendipitous cluster after :data:`ANSWER_MARKER` (Prompt 4)
+
+Prompts are plain text without model-specific image tokens: the model adapter
+(``serendip.mllm``) inserts one image placeholder per image in the way its processor expects.
+Targets of every strategy end with ``ANSWER_MARKER + description``, so answers are parsed and
+constrained decoding starts the same way for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from serendip.data.media import sample_frames
+from serendip.errors import ConfigError
+
+STRATEGIES = ("text", "video", "multimodal", "cot")
+ANSWER_MARKER = "Answer:"
+INSTRUCTION = "Suggest a new interest cluster that a viewer of this video would enjoy."
+
+
+@dataclass
+class PromptConfig:
+    strategy: str = "cot"
+    n_frames: int = 4               # uniformly sampled frames (paper: 1, 2, 4, 8)
+    use_thumbnail: bool = False     # the thumbnail instead of frames (paper Fig. 5)
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown prompt strategy {self.strategy!r}", field="strategy",
+                              fix=f"use one of {', '.join(STRATEGIES)}")
+        if not self.use_thumbnail and self.n_frames not in (1, 2, 4, 8):
+            raise ConfigError(f"n_frames={self.n_frames}", field="n_frames",
+                              fix="use 1, 2, 4 or 8 frames, or use_thumbnail=true")
+
+    @property
+    def uses_images(self) -> bool:
+        return self.strategy != "text"
+
+
+def build_prompt(cfg: PromptConfig, title: str, context_description: str) -> str:
+    cfg.check()
+    if cfg.strategy == "text":
+        return f"Video title: {title}. Its topic: {context_description}. {INSTRUCTION}"
+    if cfg.strategy == "video":
+        return f"Watch the video. {INSTRUCTION}"
+    if cfg.strategy == "multimodal":
+        return (f"Watch the video. Title: {title}. Its topic: {context_description}. "
+                f"{INSTRUCTION}")
+    return (f"Watch the video. First describe what the video is about, then {INSTRUCTION[0].lower()}"
+            f"{INSTRUCTION[1:]}")
+
+
+def build_target(cfg: PromptConfig, target_description: str, reasoning: str | None) -> str:
+    """The text the model learns to generate; for CoT a description of the video comes first."""
+    if cfg.strategy == "cot":
+        if not reasoning:
+            raise ConfigError("chain-of-thought needs a reasoning text", field="reasoning",
+                              fix="curate examples with strategy 'cot'")
+        return f"The video is about {reasoning}. {ANSWER_MARKER} {target_description}"
+    return f"{ANSWER_MARKER} {target_description}"
+
+
+def parse_answer(generated: str) -> str:
+    """The final answer of a generation: the text after the last answer marker, stripped."""
+    if ANSWER_MARKER in generated:
+        generated = generated.rsplit(ANSWER_MARKER, 1)[1]
+    return generated.strip()
+
+
+def select_images(cfg: PromptConfig, thumbnail: str | bytes | None, frames: list | None) -> list:
+    """Media references fed to the model: none (text), the thumbnail, or N uniform frames."""
+    if not cfg.uses_images:
+        return []
+    if cfg.use_thumbnail:
+        if thumbnail is None:
+            raise ConfigError("item has no thumbnail", field="thumbnail",
+                              fix="set use_thumbnail=false to use frames")
+        return [thumbnail]
+    return sample_frames(list(frames or []), cfg.n_frames)
