@@ -237,8 +237,13 @@ class _LeafSampler:
         return self.items[pos]
 
 
-def _satisfaction(tax: Taxonomy, next_leaf, interests, affinity, cfg: SynthConfig, rng):
-    s = cfg.satisfaction
+def expected_satisfaction(tax: Taxonomy, next_leaf, interests, affinity,
+                          s: SatisfactionModel) -> np.ndarray:
+    """Noise-free satisfaction of ``next_leaf`` for users with ``interests``/``affinity``.
+
+    The best relation over the user's interests wins; evaluation uses this as the ground truth
+    of how much a recommended item would satisfy the user.
+    """
     best = np.full(len(next_leaf), s.unrelated)
     na, nb, nc, nd = tax.digits(next_leaf)
     for j in range(interests.shape[1]):
@@ -257,7 +262,21 @@ def _satisfaction(tax: Taxonomy, next_leaf, interests, affinity, cfg: SynthConfi
         val = np.where(same_leaf, s.familiar, val)
         val = np.where(bridge, s.bridge_affinity, val)
         best = np.maximum(best, val)
+    return best
+
+
+def _satisfaction(tax: Taxonomy, next_leaf, interests, affinity, cfg: SynthConfig, rng):
+    s = cfg.satisfaction
+    best = expected_satisfaction(tax, next_leaf, interests, affinity, s)
     return np.clip(best + rng.normal(0, s.noise, len(best)), 0.0, 1.0)
+
+
+def with_context(interests: np.ndarray, affinity: np.ndarray, ctx_leaf: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The context item acts as a momentary interest: viewers of a topic enjoy its bridge if
+    the user is open to bridges (has the affinity for any of their own interests)."""
+    return (np.concatenate([interests, ctx_leaf[:, None]], axis=1),
+            np.concatenate([affinity, affinity.any(axis=1)[:, None]], axis=1))
 
 
 def _next_leaf(tax: Taxonomy, ctx_leaf, user_interest_leaf, cfg: SynthConfig, rng):
@@ -316,10 +335,7 @@ def make_interactions(tax: Taxonomy, leaf: np.ndarray, impressions: np.ndarray,
         nxt = sampler.sample(nl, rng)
         clash = nxt == ctx                                      # never recommend the context
         nxt[clash] = sampler.sample(nl[clash], rng)
-        # The context item acts as a momentary interest: viewers of a topic enjoy its bridge
-        # if the user is open to it (has the affinity for any of their own interests).
-        ctx_interest = np.concatenate([interests[u], leaf[ctx][:, None]], axis=1)
-        ctx_affinity = np.concatenate([affinity[u], affinity[u].any(axis=1)[:, None]], axis=1)
+        ctx_interest, ctx_affinity = with_context(interests[u], affinity[u], leaf[ctx])
         sat = _satisfaction(tax, leaf[nxt], ctx_interest, ctx_affinity, cfg, rng)
         ts[active] += rng.integers(8, 90, size=len(active)) * 10**6
         cols["s"].append(active); cols["ctx"].append(ctx); cols["nxt"].append(nxt)
