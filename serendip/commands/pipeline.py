@@ -1,0 +1,41 @@
+"""``serendip pipeline compile|run``: KFP pipelines locally (``kfp.local``) or on a KFP host."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="<compile|run>", required=True)
+    c = sub.add_parser("compile", help="write the pipelines' IR YAML")
+    c.add_argument("--out", required=True, help="directory for <name>.yaml")
+    c.add_argument("names", nargs="*", help="pipelines to compile (default: all)")
+    r = sub.add_parser("run", help="run a pipeline with kfp.local, or submit it with --host")
+    r.add_argument("name", help="training or scoring")
+    r.add_argument("--workdir", default="./serendip-work",
+                   help="local runs: work directory (pipeline root, MLflow store, outputs)")
+    r.add_argument("--host", default=None, help="KFP API endpoint; submits instead of running")
+    r.add_argument("--experiment", default="serendip", help="KFP experiment name (with --host)")
+    r.add_argument("--data-uri", default=None,
+                   help="directory or object-store URI with items/interactions (default: workdir)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="pipeline parameter override (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from serendip.config import parse_overrides
+    from serendip.platform import pipelines as kfp_adapter
+
+    if args.action == "compile":
+        for path in kfp_adapter.compile_all(args.out, args.names or None):
+            print(f"wrote {path}")
+        return 0
+    params = parse_overrides(args.overrides)
+    if args.host:
+        run_id = kfp_adapter.submit(args.name, args.host, args.experiment, args.data_uri, params)
+        print(f"submitted {args.name} to {args.host}: run {run_id}")
+        return 0
+    outputs = kfp_adapter.run_local(args.name, args.workdir, args.data_uri, params)
+    for key, value in outputs.items():
+        print(f"{key}: {value}")
+    return 0
