@@ -1,0 +1,146 @@
+"""Examples → model inputs.
+
+A prompt from :mod:`serendip.prompts` carries no image tokens; :func:`format_prompt` inserts
+the processor's image placeholder once per image, and the processor expands it to the vision
+tokens. The target is tokenized in pieces — reasoning, ``" Answer:"``, ``" " + description``,
+EOS — so that the answer's ids are exactly the sequence the trie holds (no BPE merge across the
+marker), whatever the tokenizer. Labels mask the prompt (and padding) with -100.
+
+Images are decoded and preprocessed once per media reference and cached; token-level tensors
+are padded (right for training, left for generation), image-level tensors are concatenated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from serendip.data.media import load_image
+from serendip.errors import SerendipError
+from serendip.mllm.loading import format_prompt, tokenizer_of
+from serendip.mllm.trie import answer_ids
+from serendip.prompts import ANSWER_MARKER
+
+# Processor outputs aligned with the token sequence (padded); everything else is per image.
+TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    """One example: prompt ids (image tokens expanded), image tensors, and target ids."""
+
+    prompt_ids: list[int]
+    extra_token: dict[str, list[int]] = field(default_factory=dict)   # e.g. mm_token_type_ids
+    vision: dict[str, torch.Tensor] = field(default_factory=dict)     # e.g. pixel_values
+    target_ids: list[int] = field(default_factory=list)
+
+
+def marker_ids(tokenizer) -> list[int]:
+    return answer_ids(tokenizer, ANSWER_MARKER)
+
+
+def target_ids(tokenizer, target: str) -> list[int]:
+    """Ids of a target text ``[reasoning] Answer: description`` + EOS, piece by piece."""
+    if ANSWER_MARKER not in target:
+        raise SerendipError(f"target {target[:60]!r} has no answer marker", field="target",
+                            fix=f"build targets with serendip.prompts.build_target "
+                                f"(they end with '{ANSWER_MARKER} <description>')")
+    head, desc = target.rsplit(ANSWER_MARKER, 1)
+    ids: list[int] = []
+    if head.strip():
+        ids += list(tokenizer(head.strip(), add_special_tokens=False)["input_ids"])
+    ids += marker_ids(tokenizer) + answer_ids(tokenizer, desc.strip())
+    return ids + [tokenizer.eos_token_id]
+
+
+class Encoder:
+    """Turns (prompt, images, target) into :class:`Encoded`, caching preprocessed images."""
+
+    def __init__(self, processor, image_size: int | None = None, base_dir=None):
+        self.processor = processor
+        self.tokenizer = tokenizer_of(processor)
+        self.image_size = image_size
+        self.base_dir = base_dir
+        self._images: dict = {}
+
+    def _image(self, ref):
+        if not isinstance(ref, (str, bytes)):
+            return ref if getattr(ref, "mode", "RGB") == "RGB" else ref.convert("RGB")
+        key = ref if isinstance(ref, str) else hash(ref)
+        img = self._images.get(key)
+        if img is None:
+            img = load_image(ref, self.image_size, self.base_dir)
+            if len(self._images) < 50_000:
+                self._images[key] = img
+        return img
+
+    def encode(self, prompt: str, images: Sequence, target: str | None = None) -> Encoded:
+        imgs = [self._image(r) for r in images]
+        text = format_prompt(self.processor, prompt, len(imgs))
+        kwargs = {"images": imgs} if imgs else {}
+        out = self.processor(text=[text], return_tensors="pt", **kwargs)
+        enc = Encoded(prompt_ids=out["input_ids"][0].tolist())
+        for key, value in out.items():
+            if key in ("input_ids", "attention_mask"):
+                continue
+            if key in TOKEN_KEYS:
+                enc.extra_token[key] = value[0].tolist()
+            elif isinstance(value, torch.Tensor):
+                enc.vision[key] = value
+        if target is not None:
+            enc.target_ids = target_ids(self.tokenizer, target)
+        return enc
+
+
+def _cat_vision(batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+    keys = batch[0].vision.keys()
+    return {k: torch.cat([e.vision[k] for e in batch], dim=0) for k in keys}
+
+
+def collate_train(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+target with labels on the target only."""
+    seqs = [e.prompt_ids + e.target_ids for e in batch]
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+    extra = {k: torch.zeros((len(batch), n), dtype=torch.long) for k in batch[0].extra_token}
+    for i, (e, s) in enumerate(zip(batch, seqs)):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+        labels[i, len(e.prompt_ids):len(s)] = torch.tensor(e.target_ids)
+        for k, v in e.extra_token.items():
+            extra[k][i, :len(v)] = torch.tensor(v)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, **extra,
+            **_cat_vision(batch)}
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int,
+             extra: dict[str, Sequence[Sequence[int]]] | None = None) -> dict[str, torch.Tensor]:
+    """Left-padded ids + attention mask (+ token-aligned extras padded with 0) for generation."""
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    out_extra = {k: torch.zeros((len(seqs), n), dtype=torch.long) for k in (extra or {})}
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, n - len(s):] = torch.tensor(list(s))
+            mask[i, n - len(s):] = 1
+        for k, vals in (extra or {}).items():
+            v = list(vals[i])
+            if v:
+                out_extra[k][i, n - len(v):] = torch.tensor(v)
+    return {"input_ids": ids, "attention_mask": mask, **out_extra}
+
+
+def collate_generate(batch: Sequence[Encoded], pad_id: int,
+                     suffixes: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
+    """Left-padded prompts (optionally followed by ``suffixes``, e.g. reasoning + marker)."""
+    suffixes = suffixes or [[] for _ in batch]
+    seqs = [e.prompt_ids + list(s) for e, s in zip(batch, suffixes)]
+    extra = {k: [e.extra_token[k] + [0] * len(s) for e, s in zip(batch, suffixes)]
+             for k in batch[0].extra_token}
+    return {**left_pad(seqs, pad_id, extra), **_cat_vision(batch)}

@@ -1,0 +1,90 @@
+"""Test helper: clusters, item_clusters and examples straight from the synthetic ground truth.
+
+The latent taxonomy *is* a perfect cluster tree; each context item's label is its leaf's
+bridge (the serendipitous level-3 sibling its viewers enjoy). This gives the fine-tuning tests
+clean, learnable data independent of the clustering and curation stages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from serendip.prompts import PromptConfig, build_prompt, select_images
+
+
+def truth_tables(synth_dir: Path) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(items, clusters, item_clusters) with path-style ids from truth/ (levels 1-4)."""
+    d = Path(synth_dir)
+    items = pq.read_table(d / "items.parquet")
+    b1, b2, b3, b4 = json.loads((d / "truth" / "truth.json").read_text())["config"]["branching"]
+    tax = pq.read_table(d / "truth" / "taxonomy.parquet").to_pylist()
+
+    def path(level: int, node: int) -> str:
+        digits = []
+        sizes = [b1, b2, b3, b4][:level]
+        for s in reversed(sizes[1:]):
+            digits.append(node % s)
+            node //= s
+        digits.append(node)
+        return ".".join(str(x) for x in reversed(digits))
+
+    topics = pq.read_table(d / "truth" / "item_topics.parquet").to_pydict()
+    leaf = np.asarray(topics["leaf"])
+    rows = []
+    for t in tax:
+        lvl, node = t["level"], t["node"]
+        div = {1: b2 * b3 * b4, 2: b3 * b4, 3: b4, 4: 1}[lvl]
+        size = int((leaf // div == node).sum())
+        rows.append({"cluster_id": path(lvl, node), "level": lvl,
+                     "parent_id": path(lvl - 1, t["parent"]) if lvl > 1 else None,
+                     "description": t["name"], "size": size, "traffic": size})
+    clusters = pa.Table.from_pylist(rows)
+    ic = {"item_id": topics["item_id"]}
+    for lvl in (1, 2, 3, 4):
+        div = {1: b2 * b3 * b4, 2: b3 * b4, 3: b4, 4: 1}[lvl]
+        ic[f"c{lvl}"] = [path(lvl, int(x // div)) for x in leaf]
+    return items, clusters, pa.table(ic)
+
+
+def truth_examples(synth_dir: Path, prompt: PromptConfig, n_items: int = 200,
+                   test_fraction: float = 0.25, seed: int = 0) -> tuple[pa.Table, pa.Table,
+                                                                            pa.Table, pa.Table]:
+    """(examples, clusters, item_clusters, items): label = the context leaf's bridge l3."""
+    d = Path(synth_dir)
+    items, clusters, item_clusters = truth_tables(d)
+    bridges = pq.read_table(d / "truth" / "bridges.parquet").to_pydict()
+    bridge_of = dict(zip(bridges["leaf"], bridges["bridge_l3"]))
+    topics = pq.read_table(d / "truth" / "item_topics.parquet").to_pydict()
+    desc = dict(zip(clusters.column("cluster_id").to_pylist(),
+                    clusters.column("description").to_pylist()))
+    c3 = dict(zip(item_clusters.column("item_id").to_pylist(),
+                  item_clusters.column("c3").to_pylist()))
+    l3_path = {}
+    for item_id, l3 in zip(topics["item_id"], topics["l3"]):
+        l3_path[l3] = c3[item_id]
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(items.num_rows)[:n_items]
+    item_rows = items.to_pylist()
+    rows = []
+    for rank, i in enumerate(pick):
+        it = item_rows[int(i)]
+        target = l3_path[bridge_of[topics["leaf"][int(i)]]]
+        own = desc[c3[it["item_id"]]]
+        rows.append({
+            "context_item_id": it["item_id"], "target_cluster_id": target,
+            "target_description": desc[target], "satisfaction": 0.9,
+            "strategy": prompt.strategy, "prompt": build_prompt(prompt, it["title"], own),
+            "images": select_images(prompt, it["thumbnail"], it["frames"]),
+            "reasoning": own if prompt.strategy == "cot" else None,
+            "split": "test" if rank < int(test_fraction * len(pick)) else "train"})
+    examples = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("context_item_id", pa.string()), ("target_cluster_id", pa.string()),
+        ("target_description", pa.string()), ("satisfaction", pa.float64()),
+        ("strategy", pa.string()), ("prompt", pa.string()), ("images", pa.list_(pa.string())),
+        ("reasoning", pa.string()), ("split", pa.string())]))
+    return examples, clusters, item_clusters, items
