@@ -1,0 +1,269 @@
+"""Train the sequence retriever on user sessions and gate it on held-out next items.
+
+Sequences: interactions ordered by (user, ts); a row adds its context item unless it continues
+the previous row's next item, then its next item — so a session ``a→b, b→c`` becomes
+``a b c``. The last ``holdout`` items of each user are held out: the model must rank the true
+next item inside *its own* cluster (the serving situation: the MLLM picked the cluster, the
+retriever picks the items), against a popularity-within-cluster baseline on the same cases.
+Only held-out items the user has not seen before count (seen items are excluded at serving).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from serendip.config import to_dict
+from serendip.errors import ConfigError, SerendipError
+from serendip.retriever.index import LEVELS, Retriever
+from serendip.retriever.model import SASRec
+
+
+@dataclass
+class RetrieverConfig:
+    dim: int = 32
+    layers: int = 1
+    heads: int = 2
+    max_len: int = 50               # most recent items the model attends to
+    dropout: float = 0.2
+    epochs: int = 30                # at most; early stopping on validation NDCG
+    patience: int = 3               # epochs without improvement before stopping (0: off)
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    holdout: int = 1                # last items per user held out for the gate metric
+    eval_level: int = 3             # cluster level of the "true next cluster" (1..4)
+    k: int = 10                     # hit rate / NDCG cut-off
+    seed: int = 0
+    cluster_features: bool = True   # add c1..c4 cluster embeddings to item vectors
+    torchscript: bool = True        # also export retriever.pt for serving
+    progress: bool = True
+
+    def check(self) -> None:
+        for name in ("dim", "layers", "heads", "max_len", "epochs", "batch_size", "k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=name,
+                                  fix=f"set {name} to a positive integer")
+        if self.dim % self.heads:
+            raise ConfigError(f"dim {self.dim} is not a multiple of heads {self.heads}",
+                              field="heads", fix="choose heads dividing dim (e.g. 2 for 64)")
+        if not 1 <= self.eval_level <= 4:
+            raise ConfigError(f"must be in 1..4, got {self.eval_level}", field="eval_level",
+                              fix="use a cluster level between 1 and 4")
+        if self.patience < 0:
+            raise ConfigError("must be >= 0", field="patience", fix="use 0 (off) or more")
+        if self.holdout < 0:
+            raise ConfigError("must be >= 0", field="holdout", fix="use 0 (no gate) or more")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("must be in [0, 1)", field="dropout", fix="use e.g. 0.2")
+
+
+@dataclass
+class RetrieverResult:
+    retriever: Retriever
+    metrics: dict = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+def user_sequences(interactions: pa.Table) -> dict[str, list[str]]:
+    """user_id → item sequence (see the module docstring), users in sorted order."""
+    if interactions.num_rows == 0:
+        raise SerendipError("no interactions", field="interactions",
+                            fix="train the retriever on a non-empty interactions table")
+    df = interactions.select(["user_id", "context_item_id", "next_item_id", "ts"]).to_pandas()
+    df = df.sort_values(["user_id", "ts"], kind="stable")
+    users = df["user_id"].to_numpy()
+    ctx = df["context_item_id"].to_numpy()
+    nxt = df["next_item_id"].to_numpy()
+    new_user = np.r_[True, users[1:] != users[:-1]]
+    continues = ~new_user & np.r_[False, ctx[1:] == nxt[:-1]]
+    seqs: dict[str, list[str]] = {}
+    for u, c, n, cont in zip(users, ctx, nxt, continues):
+        s = seqs.setdefault(u, [])
+        if not cont:
+            s.append(c)
+        s.append(n)
+    return seqs
+
+
+def _windows(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
+    """Right-padded training windows of max_len + 1 positions covering every transition once."""
+    rows = []
+    for s in seqs:
+        end = len(s)
+        while end > 1:
+            start = max(0, end - max_len - 1)
+            w = np.zeros(max_len + 1, dtype=np.int64)
+            w[: end - start] = s[start:end]
+            rows.append(w)
+            end = start + 1 if start > 0 else 0
+    return np.stack(rows) if rows else np.zeros((0, max_len + 1), dtype=np.int64)
+
+
+def ranking_metrics(ranked: list[list[str]], targets: list[str], k: int) -> dict[str, float]:
+    """Hit rate and NDCG at k (one relevant item per case)."""
+    hits, ndcg = 0.0, 0.0
+    for r, t in zip(ranked, targets):
+        r = r[:k]
+        if t in r:
+            hits += 1
+            ndcg += 1.0 / math.log2(r.index(t) + 2)
+    n = max(len(targets), 1)
+    return {f"hit@{k}": hits / n, f"ndcg@{k}": ndcg / n}
+
+
+def evaluate(retriever: Retriever, cases: list[tuple[list[str], str]],
+             cluster_of: dict[str, tuple], k: int, levels=(1, 2, 3, 4),
+             baseline: bool = True) -> dict:
+    """Model vs popularity-within-cluster on held-out (history, next item) cases, per level."""
+    out: dict = {"n_cases": len(cases)}
+    for level in levels:
+        ok = [(h, t) for h, t in cases if t in cluster_of]
+        hist = [h for h, _ in ok]
+        tg = [t for _, t in ok]
+        cids = [cluster_of[t][level - 1] for t in tg]
+        model = retriever.retrieve_batch(hist, cids, k)
+        out[f"level{level}"] = {"model": ranking_metrics([[i for i, _ in r] for r in model],
+                                                         tg, k), "n": len(ok)}
+        if baseline:
+            pop = retriever.retrieve_batch([[]] * len(ok), cids,
+                                           k + max(map(len, hist), default=0))
+            pop = [[i for i, _ in p if i not in set(h)][:k] for p, h in zip(pop, hist)]
+            out[f"level{level}"]["popularity"] = ranking_metrics(pop, tg, k)
+    return out
+
+
+def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
+                    cfg: RetrieverConfig, out_dir: str | Path | None = None) -> RetrieverResult:
+    """Train the SASRec retriever, evaluate it against popularity within the true next
+    cluster, and save it to ``out_dir`` (if given). Deterministic under ``cfg.seed``."""
+    cfg.check()
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    seqs = user_sequences(interactions)
+
+    # vocabulary: every clustered item (retrievable even if never interacted), then the rest
+    clustered = item_clusters.column("item_id").to_pylist() if item_clusters is not None else []
+    extra = sorted({i for s in seqs.values() for i in s} - set(clustered))
+    item_ids = clustered + extra
+    pos = {i: p for p, i in enumerate(item_ids)}
+    cluster_cols = {}
+    cluster_of: dict[str, tuple] = {}
+    if item_clusters is not None:
+        cols = [item_clusters.column(lvl).to_pylist() for lvl in LEVELS]
+        cluster_cols = {lvl: col + [None] * len(extra) for lvl, col in zip(LEVELS, cols)}
+        cluster_of = {i: tuple(c[p] for c in cols) for p, i in enumerate(clustered)}
+
+    def unseen_tail(s: list[str], n: int) -> list[tuple[list[str], str]]:
+        return [(s[:j], s[j]) for j in range(len(s) - n, len(s)) if s[j] not in set(s[:j])]
+
+    # test: the last `holdout` items; validation (early stopping): the item before them
+    train_seqs, cases, valid = [], [], []
+    for s in seqs.values():
+        idx = np.asarray([pos[i] + 1 for i in s], dtype=np.int64)
+        h = cfg.holdout if len(s) > cfg.holdout + 1 else 0
+        cases += unseen_tail(s, h)
+        v = 1 if cfg.patience and len(s) - h > 2 else 0
+        valid += unseen_tail(s[: len(s) - h], v)
+        train_seqs.append(idx[: len(s) - h - v])
+    popularity = np.zeros(len(item_ids), dtype=np.float32)
+    for s in train_seqs:
+        np.add.at(popularity, s - 1, 1.0)
+
+    windows = torch.as_tensor(_windows(train_seqs, cfg.max_len))
+    if len(windows) == 0:
+        raise SerendipError("no user has two or more items in sequence", field="interactions",
+                            fix="train on sessions with at least one context → next transition")
+    cluster_vocab = sorted({c for col in cluster_cols.values() for c in col if c is not None}
+                           ) if cfg.cluster_features else []
+    cvi = {c: j + 1 for j, c in enumerate(cluster_vocab)}
+    model = SASRec(len(item_ids), cfg.dim, cfg.layers, cfg.heads, cfg.max_len, cfg.dropout,
+                   n_clusters=len(cluster_vocab))
+    with torch.no_grad():  # start from the popularity prior; the sequence part learns the rest
+        logp = np.log(popularity + 1.0)
+        model.item_bias[1:] = torch.as_tensor(logp - logp.mean(), dtype=torch.float32)
+    if cluster_vocab:
+        for j, lvl in enumerate(LEVELS):
+            col = [cvi.get(c, 0) if c is not None else 0 for c in cluster_cols[lvl]]
+            model.item_clusters[1:, j] = torch.as_tensor(col, dtype=torch.long)
+    config = {"retriever": to_dict(cfg),
+              "model": {"n_items": len(item_ids), "dim": cfg.dim, "layers": cfg.layers,
+                        "heads": cfg.heads, "max_len": cfg.max_len, "dropout": cfg.dropout,
+                        "n_clusters": len(cluster_vocab)}}
+    retriever = Retriever(model, item_ids, popularity, cluster_cols, config)
+    valid_key = f"ndcg@{cfg.k}"
+
+    def validate() -> float | None:
+        if not valid or not cluster_of:
+            return None
+        retriever.refresh()
+        ev = evaluate(retriever, valid, cluster_of, cfg.k, levels=(cfg.eval_level,),
+                      baseline=False)
+        return ev[f"level{cfg.eval_level}"]["model"][valid_key]
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses, valid_curve = [], []
+    best, best_state, bad = -1.0, None, 0
+    bar = tqdm(range(cfg.epochs), desc="train retriever", unit="epoch", disable=not cfg.progress)
+    for _ in bar:
+        model.train()
+        order = rng.permutation(len(windows))
+        total, count = 0.0, 0
+        for b in range(0, len(order), cfg.batch_size):
+            w = windows[order[b: b + cfg.batch_size]]
+            x, y = w[:, :-1], w[:, 1:]
+            logits = model.train_logits(x)
+            logits[..., 0] = float("-inf")           # never predict padding
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                   ignore_index=0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            n = int((y > 0).sum())
+            total, count = total + float(loss.detach()) * n, count + n
+        losses.append(total / max(count, 1))
+        model.eval()
+        score = validate()
+        if score is None:
+            continue
+        valid_curve.append(score)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", valid=f"{score:.3f}")
+        if score > best:
+            best, bad = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    retriever.refresh()
+
+    metrics: dict = {"train_loss": losses, f"valid_{valid_key}": valid_curve,
+                     "best_epoch": (int(np.argmax(valid_curve)) + 1) if valid_curve else len(losses),
+                     "n_items": len(item_ids), "n_users": len(seqs),
+                     "n_windows": int(len(windows)), "train_s": round(time.perf_counter() - t0, 2)}
+    if cases and cluster_of:
+        ev = evaluate(retriever, cases, cluster_of, cfg.k)
+        metrics["eval"] = ev
+        gate = ev[f"level{cfg.eval_level}"]
+        metrics[f"hit@{cfg.k}"] = gate["model"][f"hit@{cfg.k}"]
+        metrics[f"ndcg@{cfg.k}"] = gate["model"][f"ndcg@{cfg.k}"]
+        metrics[f"popularity_hit@{cfg.k}"] = gate["popularity"][f"hit@{cfg.k}"]
+        metrics[f"popularity_ndcg@{cfg.k}"] = gate["popularity"][f"ndcg@{cfg.k}"]
+    config["metrics"] = {k: v for k, v in metrics.items()
+                         if k not in ("train_loss", f"valid_{valid_key}")}
+    if out_dir is not None:
+        retriever.save(out_dir, torchscript=cfg.torchscript)
+    return RetrieverResult(retriever, metrics, Path(out_dir) if out_dir else None)
