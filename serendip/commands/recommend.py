@@ -1,0 +1,51 @@
+"""``serendip recommend``: ask a running server (``serendip serve``, or a KServe
+InferenceService) for serendipitous recommendations over the v2 protocol (tritonclient)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--item", required=True, help="context item id (the video being watched)")
+    p.add_argument("--history", nargs="*", default=[],
+                   help="the user's recent item ids, oldest first (may be empty)")
+    p.add_argument("--k", type=int, default=10, help="number of items (default 10)")
+    p.add_argument("--url", default=None,
+                   help="host:port of the recommend endpoint (default 127.0.0.1:8080 for http, "
+                        "127.0.0.1:8081 for grpc)")
+    p.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    p.add_argument("--model", default="recommend", help="v2 model name (default recommend)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from serendip.errors import SerendipError
+    from serendip.platform.serving.client import InferError, V2Client
+
+    if args.k < 1:
+        raise SerendipError(f"k={args.k}", field="k", fix="ask for at least 1 item")
+    client = V2Client(args.url, args.protocol, args.timeout)
+    if not client.ready():
+        raise SerendipError(f"no ready v2 server at {client.url} ({args.protocol})",
+                            field="url", fix="start one with `serendip serve --workdir W`")
+    try:
+        res = client.recommend(args.item, args.history, args.k)
+    except InferError as e:
+        raise SerendipError(f"the server refused the request ({e.status}): {e.message}") \
+            from None
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    print(f"context item {args.item}: serendipitous cluster {res.cluster_id} "
+          f"({res.description}) [{res.source}]")
+    for rank, (item, score) in enumerate(zip(res.item_ids, res.scores), 1):
+        print(f"{rank:3d}. {item}  {score:.4f}")
+    if not res.item_ids:
+        print("  (the cluster has no unseen items)")
+    return 0

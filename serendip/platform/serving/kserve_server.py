@@ -1,0 +1,306 @@
+"""KServe side of serving (v2 protocol over REST and gRPC):
+
+* :class:`RecommendTransformer` — the ``recommend`` model: a KServe *transformer* in the
+  production layout (``spec.transformer`` in front of the Triton predictor). It finds the
+  context item's serendipitous cluster (in-process cache → Feast → Triton ``mllm`` for items not
+  scored yet) and asks Triton's ``retriever`` for the top-k inside that cluster, over gRPC.
+* :class:`HandlerModel` — the KServe *fallback* predictor: ``mllm`` / ``retriever`` served by
+  KServe itself when no Triton is available, with the same tensors, the same checks and
+  Triton-style dynamic batching (:class:`~serendip.serving_core.MicroBatcher`).
+* :class:`LoopbackModelServer` — kserve 0.21's ``ModelServer`` hard-codes ``0.0.0.0`` (REST)
+  and ``[::]`` (gRPC); this subclass binds a given host (127.0.0.1 locally) instead.
+
+Never import ``tritonclient.grpc`` here: with kserve in the same process its protobufs clash
+(DESIGN §7). kserve's own async gRPC client talks to Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Mapping
+
+import numpy as np
+
+from serendip.errors import SerendipError
+from serendip.serving_core import (
+    MLLM,
+    NUMPY_DTYPES,
+    RECOMMEND,
+    RETRIEVER,
+    ClusterCache,
+    ClusterChoice,
+    MicroBatcher,
+    ModelSpec,
+    RecommendFlow,
+    check_tensors,
+    first_row_choice,
+    first_row_items,
+    mllm_request,
+    retriever_request,
+)
+
+
+def import_kserve():
+    """``import kserve`` without letting it parse *our* command line (it reads sys.argv at
+    import time and would pick up e.g. ``--workers``)."""
+    if "kserve" in sys.modules:
+        return sys.modules["kserve"]
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        import kserve
+        import kserve.model_server  # noqa: F401 — the import that parses argv
+    finally:
+        sys.argv = argv
+    return kserve
+
+
+kserve = import_kserve()
+from kserve.errors import InvalidInput  # noqa: E402
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse  # noqa: E402,I001
+
+
+# ------------------------------------------------------------------ tensors <-> kserve
+def request_arrays(spec: ModelSpec, payload) -> dict[str, np.ndarray]:
+    """A v2 request → input arrays, checked against ``spec`` (names, dtypes, shapes)."""
+    inputs = getattr(payload, "inputs", None)
+    if not isinstance(inputs, list):
+        raise InvalidInput("expected a v2 inference request with an 'inputs' list")
+    try:
+        check_tensors(spec, {i.name: (i.datatype, list(i.shape)) for i in inputs})
+        arrays = {}
+        for i in inputs:
+            try:
+                a = i.as_numpy()
+            except Exception as e:  # noqa: BLE001 — malformed tensor data
+                raise SerendipError(f"cannot be read as {i.datatype} {list(i.shape)} ({e})",
+                                    field=i.name, fix="send data matching the shape") from None
+            arrays[i.name] = a.astype(NUMPY_DTYPES[i.datatype], copy=False)
+        return arrays
+    except SerendipError as e:
+        raise InvalidInput(str(e)) from None
+
+
+def make_response(payload, model_name: str, outputs: Mapping[str, np.ndarray]) -> InferResponse:
+    """Outputs → a v2 response (binary tensors: JSON outputs came back empty to gRPC clients;
+    a fresh id when the request had none)."""
+    spec = {t.name: t for t in {"mllm": MLLM, "retriever": RETRIEVER,
+                                "recommend": RECOMMEND}[model_name].outputs}
+    outs = []
+    for name, a in outputs.items():
+        o = InferOutput(name=name, shape=list(a.shape), datatype=spec[name].datatype)
+        o.set_data_from_numpy(np.ascontiguousarray(a), binary_data=True)
+        outs.append(o)
+    rid = getattr(payload, "id", None) or str(uuid.uuid4())
+    return InferResponse(response_id=rid, model_name=model_name, infer_outputs=outs,
+                         use_binary_outputs=True)
+
+
+def _types(tensors) -> list[dict]:
+    return [{"name": t.name, "datatype": t.datatype, "shape": [-1, *t.dims]} for t in tensors]
+
+
+class _V2Model(kserve.Model):
+    spec: ModelSpec
+
+    def get_input_types(self) -> list[dict]:
+        return _types(self.spec.inputs)
+
+    def get_output_types(self) -> list[dict]:
+        return _types(self.spec.outputs)
+
+
+# ------------------------------------------------------------------ fallback predictor
+class HandlerModel(_V2Model):
+    """``mllm`` or ``retriever`` served by KServe (the fallback when Triton is unavailable)."""
+
+    def __init__(self, handler, max_batch: int | None = None, max_delay_s: float = 0.002):
+        super().__init__(handler.spec.name)
+        self.spec = handler.spec
+        self.handler = handler
+        self.batcher = MicroBatcher(handler, max_batch or handler.spec.max_batch_size,
+                                    max_delay_s)
+        self.ready = True
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        arrays = request_arrays(self.spec, payload)
+        res = await self.batcher.submit(arrays)
+        if isinstance(res, SerendipError):
+            raise InvalidInput(str(res))
+        return make_response(payload, self.name, res)
+
+    async def infer_arrays(self, arrays: Mapping[str, np.ndarray]):
+        """In-process call (the fallback's recommend skips the network hop)."""
+        res = await self.batcher.submit(arrays)
+        if isinstance(res, SerendipError):
+            raise res
+        return res
+
+    def stop(self) -> None:
+        self.batcher.close()
+
+
+# ------------------------------------------------------------------ Triton client
+class TritonGrpc:
+    """Async v2 calls to Triton with kserve's gRPC client; INVALID_ARGUMENT comes back as a
+    :class:`SerendipError` carrying Triton's message (which names the input)."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0):
+        self.url, self.timeout_s = url, timeout_s
+        self._client = None
+
+    def _get(self):
+        if self._client is None:
+            from kserve.inference_client import InferenceGRPCClient
+
+            self._client = InferenceGRPCClient(self.url, timeout=self.timeout_s, retries=2)
+        return self._client
+
+    async def infer(self, model: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import grpc
+
+        spec = {"mllm": MLLM, "retriever": RETRIEVER}[model]
+        inputs = []
+        for t in spec.inputs:
+            if t.name in arrays:
+                a = np.ascontiguousarray(arrays[t.name], dtype=NUMPY_DTYPES[t.datatype])
+                i = InferInput(t.name, list(a.shape), t.datatype)
+                i.set_data_from_numpy(a, binary_data=True)
+                inputs.append(i)
+        req = InferRequest(model_name=model, infer_inputs=inputs,
+                           request_id=str(uuid.uuid4()))
+        try:
+            res = await self._get().infer(req)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise SerendipError(f"{model}: {e.details()}") from None
+            raise
+        return {o.name: o.as_numpy() for o in res.outputs}
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self._get().is_server_ready())
+        except Exception:  # noqa: BLE001
+            return False
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+# ------------------------------------------------------------------ recommend transformer
+class RecommendTransformer(_V2Model):
+    """``recommend``: cluster lookup, then the retriever inside that cluster (module docstring).
+
+    ``predict_cluster`` and ``retrieve`` are coroutines: Triton over gRPC
+    (:meth:`for_triton`), or the fallback predictors in process (:meth:`for_handlers`).
+    """
+
+    spec = RECOMMEND
+
+    def __init__(self, lookup, catalog, predict_cluster, retrieve,
+                 cache: ClusterCache | None = None, name: str = "recommend"):
+        super().__init__(name)
+        self.lookup, self.catalog = lookup, catalog
+        self.flow = RecommendFlow(lookup=lookup, item_info=catalog, predict=predict_cluster,
+                                  retrieve=retrieve, cache=cache or ClusterCache())
+        self.ready = True
+
+    @classmethod
+    def for_triton(cls, lookup, catalog, triton_grpc_url: str, **kw) -> RecommendTransformer:
+        triton = TritonGrpc(triton_grpc_url)
+
+        async def predict_cluster(info: dict) -> ClusterChoice:
+            return first_row_choice(await triton.infer("mllm", mllm_request(info)))
+
+        async def retrieve(history, cluster_id, k):
+            return first_row_items(await triton.infer(
+                "retriever", retriever_request(history, cluster_id, k)))
+
+        model = cls(lookup, catalog, predict_cluster, retrieve, **kw)
+        model.triton = triton
+        return model
+
+    @classmethod
+    def for_handlers(cls, lookup, catalog, mllm: HandlerModel, retriever: HandlerModel,
+                     **kw) -> RecommendTransformer:
+        async def predict_cluster(info: dict) -> ClusterChoice:
+            return first_row_choice(await mllm.infer_arrays(mllm_request(info)))
+
+        async def retrieve(history, cluster_id, k):
+            return first_row_items(await retriever.infer_arrays(
+                retriever_request(history, cluster_id, k)))
+
+        return cls(lookup, catalog, predict_cluster, retrieve, **kw)
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        arrays = request_arrays(self.spec, payload)
+        try:
+            outputs = await self.flow.infer(arrays)
+        except SerendipError as e:
+            raise InvalidInput(str(e)) from None
+        return make_response(payload, self.name, outputs)
+
+
+# ------------------------------------------------------------------ loopback server
+class LoopbackModelServer(kserve.ModelServer):
+    """kserve's ModelServer bound to ``host`` (REST and gRPC), single process."""
+
+    def __init__(self, host: str = "127.0.0.1", **kwargs):
+        kwargs.setdefault("workers", 1)
+        kwargs.setdefault("enable_latency_logging", False)
+        super().__init__(**kwargs)
+        self.host = host
+
+    def start(self, models) -> None:
+        from kserve.protocol.grpc.server import GRPCServer
+        from kserve.protocol.rest.server import RESTServer
+
+        host = self.host
+
+        class _GRPC(GRPCServer):
+            async def start(self, max_workers):
+                from concurrent import futures
+
+                from grpc import aio
+                from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+                from kserve.protocol.grpc.interceptors import (
+                    ExceptionToStatusInterceptor,
+                    LoggingInterceptor,
+                )
+                from kserve.protocol.grpc.servicer import InferenceServicer
+
+                servicer = InferenceServicer(self._data_plane,
+                                             self._model_repository_extension)
+                self._server = aio.server(
+                    futures.ThreadPoolExecutor(max_workers=max_workers),
+                    interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+                    options=[("grpc.max_send_message_length", 64 << 20),
+                             ("grpc.max_receive_message_length", 64 << 20)])
+                grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+                    servicer, self._server)
+                self._server.add_insecure_port(f"{host}:{self._port}")
+                await self._server.start()
+                await self._server.wait_for_termination()
+
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = RESTServer(
+            "kserve.model_server:app", self.dataplane, self.model_repository_extension,
+            self.http_port, access_log_format=self.access_log_format, workers=1,
+            grace_period=self.grace_period, event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive)
+        self._rest_server.config.host = host
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = _GRPC(self.grpc_port, self.dataplane,
+                                      self.model_repository_extension, kwargs={},
+                                      grace_period=2)
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        try:
+            asyncio.run(self._serve())
+        except asyncio.CancelledError:
+            pass

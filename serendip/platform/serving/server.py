@@ -1,0 +1,169 @@
+"""``serendip serve``: start the serving stack for a work directory.
+
+* backend ``triton`` — a real ``tritonserver`` (pytriton wheel, ``.venv-triton``) serves
+  ``mllm`` and ``retriever`` from ``<workdir>/model_repository``; in front of it the
+  ``recommend`` KServe transformer (this process) does the cluster lookup and calls Triton over
+  gRPC. This is the production layout (InferenceService ``spec.transformer`` + Triton
+  ``spec.predictor``), on one machine.
+* backend ``kserve`` — the fallback: one KServe ModelServer serves ``mllm``, ``retriever`` and
+  ``recommend`` (which calls the other two in process). Same tensors, same errors.
+* ``auto`` (default) — ``triton`` when the Triton venv is usable, else ``kserve``.
+
+Everything binds 127.0.0.1 by default (kserve's own ModelServer would bind 0.0.0.0; see
+:class:`~serendip.platform.serving.kserve_server.LoopbackModelServer`). SIGTERM or SIGINT stops
+the KServe server, then Triton (SIGTERM), and ``serve`` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from serendip.errors import ConfigError, SerendipError
+from serendip.model_repository import (
+    MODELS,
+    ExportSource,
+    export_repository,
+    exported_versions,
+    latest_mllm_dir,
+)
+
+BACKENDS = ("auto", "triton", "kserve")
+
+
+@dataclass
+class ServeConfig:
+    workdir: Path
+    backend: str = "auto"
+    host: str = "127.0.0.1"
+    http_port: int = 8080              # recommend (and, for kserve, all models): v2 REST
+    grpc_port: int = 8081              # ... v2 gRPC
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    features: str = "auto"             # auto | feast | table
+    cache_ttl_s: float = 300.0
+    triton_venv: str | None = None
+
+    def check(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}", field="backend",
+                              fix=f"use one of {', '.join(BACKENDS)}")
+        if self.features not in ("auto", "feast", "table"):
+            raise ConfigError(f"unknown feature source {self.features!r}", field="features",
+                              fix="use auto, feast or table")
+        ports = [self.http_port, self.grpc_port]
+        if self.backend != "kserve":
+            ports += [self.triton_http_port, self.triton_grpc_port, self.triton_metrics_port]
+        if len(set(ports)) != len(ports) or not all(0 < p < 65536 for p in ports):
+            raise ConfigError(f"ports {ports} overlap or are out of range", field="ports",
+                              fix="give every server its own port in 1..65535")
+        if not Path(self.workdir).is_dir():
+            raise ConfigError(f"{self.workdir} is not a directory", field="workdir",
+                              fix="run the pipeline first (`serendip demo --workdir W`)")
+
+
+def resolve_backend(cfg: ServeConfig) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    from serendip.platform.serving.triton import triton_available
+
+    return "triton" if triton_available(cfg.triton_venv) else "kserve"
+
+
+def ensure_repository(workdir: Path) -> Path:
+    """``<workdir>/model_repository``, exported from the work directory's own models when it
+    is missing (``serendip export`` does the same, or from the registry)."""
+    repo = workdir / "model_repository"
+    if set(exported_versions(repo)) == set(MODELS):
+        return repo
+    mllm = latest_mllm_dir(workdir)
+    if mllm is None or not (workdir / "retriever" / "config.json").exists():
+        raise SerendipError(f"nothing to serve in {workdir}: no exported model repository and "
+                            "no mllm/<run> + retriever/ to export", field="workdir",
+                            fix="run `serendip export --workdir W` (or the pipeline) first")
+    print(f"serendip serve: exporting {mllm.relative_to(workdir)} and retriever/ into "
+          f"{repo}", flush=True)
+    export_repository([ExportSource("mllm", mllm), ExportSource("retriever",
+                                                                 workdir / "retriever")], repo)
+    return repo
+
+
+def weights_dir(repo: Path, model: str) -> Path:
+    """``<repo>/<model>/<highest version>/weights`` — what Triton would load."""
+    versions = sorted(int(p.name) for p in (repo / model).iterdir() if p.name.isdigit())
+    if not versions:
+        raise SerendipError(f"{repo / model} has no version folder", field="model_repository",
+                            fix="run `serendip export`")
+    return repo / model / str(versions[-1]) / "weights"
+
+
+def serve(cfg: ServeConfig) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    cfg.check()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    wd = Path(cfg.workdir).resolve()
+    backend = resolve_backend(cfg)
+    repo = ensure_repository(wd)
+
+    from serendip.platform.serving.kserve_server import (
+        HandlerModel,
+        LoopbackModelServer,
+        RecommendTransformer,
+    )
+    from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
+    from serendip.serving_core import ClusterCache, MllmHandler, RetrieverHandler
+
+    lookup = ClusterLookup(wd, cfg.features)
+    catalog = ItemCatalog(wd)
+    cache = ClusterCache(ttl_s=cfg.cache_ttl_s)
+    triton = None
+    fallback: list[HandlerModel] = []
+    if backend == "triton":
+        from serendip.platform.serving.triton import TritonServer
+
+        triton = TritonServer(repo, wd / ".serve" / "triton", host=cfg.host,
+                              http_port=cfg.triton_http_port, grpc_port=cfg.triton_grpc_port,
+                              metrics_port=cfg.triton_metrics_port, venv=cfg.triton_venv)
+        print(f"serendip serve: starting tritonserver (log {triton.log_path})", flush=True)
+        triton.start()
+        models = [RecommendTransformer.for_triton(lookup, catalog, triton.grpc_url,
+                                                  cache=cache)]
+    else:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("SERENDIP_TORCH_THREADS", "1")))
+        mllm = HandlerModel(MllmHandler.load(weights_dir(repo, "mllm")), max_delay_s=0.005)
+        retr = HandlerModel(RetrieverHandler.load(weights_dir(repo, "retriever")),
+                            max_delay_s=0.0005)
+        fallback = [mllm, retr]
+        models = [*fallback, RecommendTransformer.for_handlers(lookup, catalog, mllm, retr,
+                                                               cache=cache)]
+    versions = exported_versions(repo)
+    print(f"serendip serve: backend {backend}; features from {lookup.kind}; "
+          f"{len(catalog)} catalogue items", flush=True)
+    print(f"  recommend  http://{cfg.host}:{cfg.http_port}/v2/models/recommend/infer  "
+          f"grpc {cfg.host}:{cfg.grpc_port}", flush=True)
+    if triton is not None:
+        print(f"  triton     http://{triton.http_url}/v2/models/{{mllm,retriever}}/infer  "
+              f"grpc {triton.grpc_url}  metrics http://{cfg.host}:{cfg.triton_metrics_port}"
+              "/metrics", flush=True)
+    else:
+        print("  mllm, retriever (KServe fallback) on the same ports", flush=True)
+    for m, v in versions.items():
+        print(f"  {m:10s} version {v['version']} from {v['origin']}", flush=True)
+    server = LoopbackModelServer(host=cfg.host, http_port=cfg.http_port,
+                                 grpc_port=cfg.grpc_port)
+    try:
+        server.start(models)
+    finally:
+        for m in fallback:
+            m.stop()
+        if triton is not None:
+            code = triton.stop()
+            print(f"serendip serve: tritonserver stopped (exit {code})", file=sys.stderr,
+                  flush=True)
+    print("serendip serve: stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,660 @@
+"""Serving logic shared by every server: tensor contracts, input checks, the model handlers and
+the recommend flow. No platform imports — Triton's Python backend (a numpy<2 venv), the KServe
+fallback and the KServe transformer all call this module, so they answer identically.
+
+Tensor contracts (v2 protocol; every input and output has a leading batch dimension, as Triton
+requires with ``max_batch_size > 0``):
+
+* ``mllm``      TITLE, CONTEXT_DESCRIPTION?, THUMBNAIL?, FRAMES?, K? →
+                CLUSTER_IDS, DESCRIPTIONS, SCORES, MODEL_VERSION
+* ``retriever`` HISTORY?, CLUSTER_ID, K? → ITEM_IDS, SCORES
+* ``recommend`` ITEM_ID, HISTORY?, K? → ITEM_IDS, SCORES, CLUSTER_ID, DESCRIPTION, SOURCE
+
+Images (THUMBNAIL, FRAMES) are encoded PNG/JPEG bytes or ``synth:`` URIs; an empty element is
+padding. File paths are refused: a client must never make the server read its disk.
+
+Errors are :class:`SerendipError` whose ``field`` is the input name; servers turn them into
+HTTP 400 / gRPC INVALID_ARGUMENT and keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from serendip.errors import SerendipError
+
+# ------------------------------------------------------------------ limits
+MAX_K_MLLM = 10            # beams of constrained decoding; more is slow and meaningless
+MAX_K_ITEMS = 200          # items per retriever / recommend answer
+MAX_FRAMES = 32            # images per row
+MAX_HISTORY = 1000         # history ids per row (the retriever attends to the last max_len)
+MAX_ID_BYTES = 256         # one item or cluster id
+MAX_TEXT_BYTES = 4096      # a title or description
+
+
+# ------------------------------------------------------------------ tensor contracts
+@dataclass(frozen=True)
+class TensorSpec:
+    """One v2 tensor: name, datatype and dims *without* the batch dimension (-1: variable)."""
+
+    name: str
+    datatype: str                  # BYTES | INT32 | FP32
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.inputs if t.name == name), None)
+
+
+MLLM = ModelSpec(
+    "mllm",
+    inputs=(TensorSpec("TITLE", "BYTES", (1,)),
+            TensorSpec("CONTEXT_DESCRIPTION", "BYTES", (1,), optional=True),
+            TensorSpec("THUMBNAIL", "BYTES", (1,), optional=True),
+            TensorSpec("FRAMES", "BYTES", (-1,), optional=True),
+            TensorSpec("K", "INT32", (1,), optional=True)),
+    outputs=(TensorSpec("CLUSTER_IDS", "BYTES", (-1,)),
+             TensorSpec("DESCRIPTIONS", "BYTES", (-1,)),
+             TensorSpec("SCORES", "FP32", (-1,)),
+             TensorSpec("MODEL_VERSION", "BYTES", (1,))),
+    max_batch_size=8)
+
+RETRIEVER = ModelSpec(
+    "retriever",
+    inputs=(TensorSpec("HISTORY", "BYTES", (-1,), optional=True),
+            TensorSpec("CLUSTER_ID", "BYTES", (1,)),
+            TensorSpec("K", "INT32", (1,), optional=True)),
+    outputs=(TensorSpec("ITEM_IDS", "BYTES", (-1,)),
+             TensorSpec("SCORES", "FP32", (-1,))),
+    max_batch_size=64)
+
+RECOMMEND = ModelSpec(
+    "recommend",
+    inputs=(TensorSpec("ITEM_ID", "BYTES", (1,)),
+            TensorSpec("HISTORY", "BYTES", (-1,), optional=True),
+            TensorSpec("K", "INT32", (1,), optional=True)),
+    outputs=(TensorSpec("ITEM_IDS", "BYTES", (-1,)),
+             TensorSpec("SCORES", "FP32", (-1,)),
+             TensorSpec("CLUSTER_ID", "BYTES", (1,)),
+             TensorSpec("DESCRIPTION", "BYTES", (1,)),
+             TensorSpec("SOURCE", "BYTES", (1,))),
+    max_batch_size=64)
+
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (MLLM, RETRIEVER, RECOMMEND)}
+NUMPY_DTYPES = {"BYTES": np.object_, "INT32": np.int32, "FP32": np.float32}
+_TRITON_TYPES = {"BYTES": "TYPE_STRING", "INT32": "TYPE_INT32", "FP32": "TYPE_FP32"}
+
+
+def config_pbtxt_io(spec: ModelSpec) -> str:
+    """The ``input``/``output`` blocks of a Triton ``config.pbtxt`` for ``spec`` (a test keeps
+    the committed configs equal to the contracts above)."""
+    def block(kind: str, tensors: Sequence[TensorSpec]) -> str:
+        rows = []
+        for t in tensors:
+            opt = " optional: true" if t.optional else ""
+            if kind == "input" and -1 in t.dims:   # python backend takes requests one by one
+                opt += " allow_ragged_batch: true"
+            dims = ", ".join(str(d) for d in t.dims)
+            rows.append(f'  {{ name: "{t.name}" data_type: {_TRITON_TYPES[t.datatype]} '
+                        f"dims: [ {dims} ]{opt} }}")
+        return f"{kind} [\n" + ",\n".join(rows) + "\n]"
+    return block("input", spec.inputs) + "\n" + block("output", spec.outputs) + "\n"
+
+
+def check_tensors(spec: ModelSpec, tensors: Mapping[str, tuple[str, Sequence[int]]]) -> int:
+    """Check names, datatypes and shapes as Triton does; return the batch size.
+
+    ``tensors`` maps input name → (datatype, shape). Used by the KServe servers, which (unlike
+    Triton) do not check requests against a model config.
+    """
+    batch = None
+    for name, (datatype, shape) in tensors.items():
+        t = spec.input(name)
+        if t is None:
+            raise SerendipError(f"unexpected input for model '{spec.name}'", field=name,
+                                fix="send only " + ", ".join(x.name for x in spec.inputs))
+        if datatype != t.datatype:
+            raise SerendipError(f"data-type is '{datatype}', but model '{spec.name}' expects "
+                                f"'{t.datatype}'", field=name, fix=f"send {name} as {t.datatype}")
+        shape = [int(s) for s in shape]
+        want = [-1, *t.dims]
+        if len(shape) != len(want) or any(w != -1 and s != w for s, w in zip(shape, want)):
+            raise SerendipError(f"unexpected shape {shape}, expected {want} (a leading batch "
+                                "dimension, then the tensor)", field=name,
+                                fix=f"reshape {name} to {[1, *t.dims]} for one request")
+        if not 1 <= shape[0] <= spec.max_batch_size:
+            raise SerendipError(f"batch size {shape[0]} outside [1, {spec.max_batch_size}]",
+                                field=name, fix=f"send at most {spec.max_batch_size} rows")
+        if batch is not None and shape[0] != batch:
+            raise SerendipError(f"batch size {shape[0]} differs from the other inputs ({batch})",
+                                field=name, fix="give every input the same number of rows")
+        batch = shape[0]
+    for t in spec.inputs:
+        if not t.optional and t.name not in tensors:
+            raise SerendipError(f"required input is missing for model '{spec.name}'",
+                                field=t.name, fix=f"send {t.name} ({t.datatype} {[1, *t.dims]})")
+    return int(batch or 0)
+
+
+# ------------------------------------------------------------------ decoding helpers
+def _as_bytes(x: Any) -> bytes:
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    if isinstance(x, np.bytes_):
+        return bytes(x)
+    return str(x).encode()
+
+
+def _text(x: Any, name: str, limit: int, allow_empty: bool = False) -> str:
+    b = _as_bytes(x)
+    if len(b) > limit:
+        raise SerendipError(f"is {len(b)} bytes, over {limit}", field=name,
+                            fix=f"send a shorter {name}")
+    try:
+        s = b.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise SerendipError("is not valid UTF-8", field=name, fix="send UTF-8 text") from None
+    if not s and not allow_empty:
+        raise SerendipError("is empty", field=name, fix=f"send a non-empty {name}")
+    return s
+
+
+def _ids(row: np.ndarray | None, name: str, limit: int) -> list[str]:
+    if row is None:
+        return []
+    vals = [v for v in np.asarray(row, dtype=object).reshape(-1) if len(_as_bytes(v))]
+    if len(vals) > limit:
+        raise SerendipError(f"has {len(vals)} ids, over {limit}", field=name,
+                            fix=f"send the most recent {limit} ids")
+    return [_text(v, name, MAX_ID_BYTES) for v in vals]
+
+
+def _k(row: np.ndarray | None, default: int, limit: int) -> int:
+    if row is None:
+        return default
+    k = int(np.asarray(row).reshape(-1)[0])
+    if not 1 <= k <= limit:
+        raise SerendipError(f"is {k}, outside [1, {limit}]", field="K",
+                            fix=f"ask for between 1 and {limit} results")
+    return k
+
+
+def decode_image(data: Any, name: str):
+    """Encoded image bytes → PIL RGB, or a checked ``synth:`` URI (kept as a string so the
+    model renders it at its own size); errors name the input."""
+    from serendip.data.media import Visual, load_image
+
+    b = _as_bytes(data)
+    try:
+        if b.startswith(b"synth:"):
+            uri = b.decode("ascii")
+            Visual.parse(uri)
+            return uri
+        return load_image(b)
+    except (SerendipError, UnicodeDecodeError) as e:
+        msg = e.message if isinstance(e, SerendipError) else "is not an ASCII synth: URI"
+        fix = e.fix if isinstance(e, SerendipError) else "send PNG/JPEG bytes"
+        raise SerendipError(msg, field=name, fix=fix) from None
+
+
+def _images(row: np.ndarray | None, name: str) -> list:
+    if row is None:
+        return []
+    vals = [v for v in np.asarray(row, dtype=object).reshape(-1) if len(_as_bytes(v))]
+    if len(vals) > MAX_FRAMES:
+        raise SerendipError(f"has {len(vals)} images, over {MAX_FRAMES}", field=name,
+                            fix=f"send at most {MAX_FRAMES} frames")
+    return [decode_image(v, f"{name}[{i}]") for i, v in enumerate(vals)]
+
+
+def _rows(arrays: Mapping[str, np.ndarray], name: str, batch: int) -> list:
+    a = arrays.get(name)
+    return [None] * batch if a is None else [a[i] for i in range(batch)]
+
+
+def _batch_of(arrays: Mapping[str, np.ndarray], spec: ModelSpec) -> int:
+    for t in spec.inputs:
+        if t.name in arrays:
+            return int(np.asarray(arrays[t.name]).shape[0])
+    return 0
+
+
+def pad_rows(rows: Sequence[Sequence], fill: Any, dtype) -> np.ndarray:
+    """Rows of unequal length → a [B, max_len] array padded with ``fill`` (``""`` ids, NaN
+    scores): a short cluster gives fewer than k items, stated rather than invented."""
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        for j, v in enumerate(r):
+            out[i, j] = v
+    return out
+
+
+def _bytes_rows(rows: Sequence[Sequence[str]]) -> np.ndarray:
+    return pad_rows([[s.encode() for s in r] for r in rows], b"", np.object_)
+
+
+def _column(values: Sequence[str]) -> np.ndarray:
+    return np.array([[v.encode()] for v in values], dtype=np.object_).reshape(len(values), 1)
+
+
+Outputs = dict[str, np.ndarray]
+
+
+# ------------------------------------------------------------------ model handlers
+class MllmHandler:
+    """``mllm``: context item (title, images) → its top-k serendipitous clusters, under the
+    trie constraint, so every answer is a valid cluster."""
+
+    spec = MLLM
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.model_version = str(getattr(predictor, "model_version", "") or "unversioned")
+        self.max_k = min(MAX_K_MLLM, len(getattr(predictor, "cluster_ids", [])) or MAX_K_MLLM)
+
+    @classmethod
+    def load(cls, model_dir, batch_size: int = 8) -> MllmHandler:
+        from serendip.mllm.inference import ClusterPredictor
+
+        return cls(ClusterPredictor.load(model_dir, batch_size=batch_size))
+
+    def _decode(self, arrays: Mapping[str, np.ndarray]) -> tuple[list[dict], list[int]]:
+        batch = _batch_of(arrays, self.spec)
+        rows, ks = [], []
+        for title, ctx, thumb, frames, k in zip(*(_rows(arrays, n, batch) for n in (
+                "TITLE", "CONTEXT_DESCRIPTION", "THUMBNAIL", "FRAMES", "K"))):
+            x = {"title": _text(np.asarray(title).reshape(-1)[0], "TITLE", MAX_TEXT_BYTES,
+                                allow_empty=True),
+                 "context_description": "" if ctx is None else _text(
+                     np.asarray(ctx).reshape(-1)[0], "CONTEXT_DESCRIPTION", MAX_TEXT_BYTES,
+                     allow_empty=True)}
+            thumbs = _images(thumb, "THUMBNAIL")
+            x["thumbnail"] = thumbs[0] if thumbs else None
+            x["frames"] = _images(frames, "FRAMES") or None
+            if self.predictor.prompt_config.uses_images:
+                if self.predictor.prompt_config.use_thumbnail and x["thumbnail"] is None:
+                    raise SerendipError("is required by this model (prompt uses the thumbnail)",
+                                        field="THUMBNAIL", fix="send the item's thumbnail")
+                if not self.predictor.prompt_config.use_thumbnail and not x["frames"]:
+                    raise SerendipError("are required by this model (prompt uses frames)",
+                                        field="FRAMES", fix="send the item's frames")
+            rows.append(x)
+            ks.append(_k(k, 1, self.max_k))
+        return rows, ks
+
+    def infer(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[Outputs | SerendipError]:
+        """Answer several requests with as few batched generate calls as possible (one per
+        distinct k); a bad request gets its own error and never fails the others."""
+        decoded: list[tuple[list[dict], list[int]] | SerendipError] = []
+        for arrays in requests:
+            try:
+                decoded.append(self._decode(arrays))
+            except SerendipError as e:
+                decoded.append(e)
+        flat = [(ri, j, x, k) for ri, d in enumerate(decoded) if not isinstance(d, SerendipError)
+                for j, (x, k) in enumerate(zip(*d))]
+        preds: dict[tuple[int, int], list] = {}
+        for k in sorted({f[3] for f in flat}):
+            group = [f for f in flat if f[3] == k]
+            out = self.predictor.predict([f[2] for f in group], k=k, constrained=True)
+            for f, p in zip(group, out):
+                preds[(f[0], f[1])] = p
+        results: list[Outputs | SerendipError] = []
+        for ri, d in enumerate(decoded):
+            if isinstance(d, SerendipError):
+                results.append(d)
+                continue
+            rows = [preds[(ri, j)] for j in range(len(d[0]))]
+            results.append({
+                "CLUSTER_IDS": _bytes_rows([[p.cluster_id or "" for p in r] for r in rows]),
+                "DESCRIPTIONS": _bytes_rows([[p.description for p in r] for r in rows]),
+                "SCORES": pad_rows([[p.score for p in r] for r in rows], np.nan, np.float32),
+                "MODEL_VERSION": _column([self.model_version] * len(rows))})
+        return results
+
+
+class RetrieverHandler:
+    """``retriever``: history + cluster id → top-k items of that cluster, none already seen."""
+
+    spec = RETRIEVER
+
+    def __init__(self, retriever):
+        self.retriever = retriever
+
+    @classmethod
+    def load(cls, model_dir) -> RetrieverHandler:
+        from serendip.retriever import Retriever
+
+        return cls(Retriever.load(model_dir))
+
+    def _decode(self, arrays: Mapping[str, np.ndarray]) -> tuple[list, list, list]:
+        batch = _batch_of(arrays, self.spec)
+        hist, cids, ks = [], [], []
+        for h, c, k in zip(*(_rows(arrays, n, batch) for n in ("HISTORY", "CLUSTER_ID", "K"))):
+            cid = _text(np.asarray(c).reshape(-1)[0], "CLUSTER_ID", MAX_ID_BYTES)
+            if not self.retriever.has_cluster(cid):
+                raise SerendipError(f"unknown cluster {cid!r}", field="CLUSTER_ID",
+                                    fix="use a cluster id of the served cluster tree "
+                                        "(path ids like '3.1.0')")
+            hist.append(_ids(h, "HISTORY", MAX_HISTORY))
+            cids.append(cid)
+            ks.append(_k(k, 10, MAX_K_ITEMS))
+        return hist, cids, ks
+
+    def infer(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[Outputs | SerendipError]:
+        decoded = []
+        for arrays in requests:
+            try:
+                decoded.append(self._decode(arrays))
+            except SerendipError as e:
+                decoded.append(e)
+        flat = [(ri, h, c, k) for ri, d in enumerate(decoded) if not isinstance(d, SerendipError)
+                for h, c, k in zip(*d)]
+        found: dict[int, list] = {}
+        for k in sorted({f[3] for f in flat}):   # one forward pass per distinct k
+            group = [f for f in flat if f[3] == k]
+            out = self.retriever.retrieve_batch([f[1] for f in group], [f[2] for f in group], k)
+            for f, r in zip(group, out):
+                found.setdefault(f[0], []).append(r)
+        results: list[Outputs | SerendipError] = []
+        for ri, d in enumerate(decoded):
+            if isinstance(d, SerendipError):
+                results.append(d)
+                continue
+            rows = found[ri]
+            results.append({"ITEM_IDS": _bytes_rows([[i for i, _ in r] for r in rows]),
+                            "SCORES": pad_rows([[s for _, s in r] for r in rows], np.nan,
+                                               np.float32)})
+        return results
+
+
+# ------------------------------------------------------------------ micro-batching
+class MicroBatcher:
+    """Triton's dynamic batching for the KServe fallback: requests arriving within
+    ``max_delay_s`` of each other (up to ``max_batch``) go to ``handler.infer`` together, in
+    one worker thread (torch is single-threaded here), so the event loop keeps accepting."""
+
+    def __init__(self, handler, max_batch: int = 8, max_delay_s: float = 0.002):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.handler, self.max_batch, self.max_delay_s = handler, max_batch, max_delay_s
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=handler.spec.name)
+
+    async def submit(self, arrays: Mapping[str, np.ndarray]) -> Outputs | SerendipError:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.ensure_future(self._run())
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((arrays, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_delay_s
+            while len(batch) < self.max_batch:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except asyncio.TimeoutError:
+                    break
+            try:
+                results = await loop.run_in_executor(
+                    self._pool, self.handler.infer, [a for a, _ in batch])
+            except Exception as e:  # noqa: BLE001 — every waiter gets the error
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), res in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(res)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ------------------------------------------------------------------ recommend
+@dataclass(frozen=True)
+class ClusterChoice:
+    """The context item's serendipitous cluster, and where it came from."""
+
+    cluster_id: str
+    description: str
+    source: str                  # feast | table | cache | mllm
+
+
+@dataclass
+class Recommendation:
+    item_ids: list[str]
+    scores: list[float]
+    cluster_id: str
+    description: str
+    source: str
+
+
+class ClusterCache:
+    """In-process item → cluster cache (LRU + TTL): one Feast read per context item per TTL,
+    not per request (PEERS.md: per-request feature reads dominated serving latency). The TTL
+    bounds staleness after a re-scoring run."""
+
+    def __init__(self, size: int = 100_000, ttl_s: float = 300.0):
+        self.size, self.ttl_s = size, ttl_s
+        self._d: OrderedDict[str, tuple[float, ClusterChoice]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, item_id: str) -> ClusterChoice | None:
+        e = self._d.get(item_id)
+        if e is None or time.monotonic() - e[0] > self.ttl_s:
+            self.misses += 1
+            if e is not None:
+                del self._d[item_id]
+            return None
+        self._d.move_to_end(item_id)
+        self.hits += 1
+        return e[1]
+
+    def put(self, item_id: str, choice: ClusterChoice) -> None:
+        self._d[item_id] = (time.monotonic(), choice)
+        self._d.move_to_end(item_id)
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+
+
+Lookup = Callable[[str], ClusterChoice | None]
+ItemInfo = Callable[[str], dict | None]
+Predict = Callable[[dict], Awaitable[ClusterChoice]]
+Retrieve = Callable[[list[str], str, int], Awaitable[list[tuple[str, float]]]]
+
+
+@dataclass
+class RecommendFlow:
+    """recommend(context item, history, k) = serendipitous cluster of the context item (cache →
+    feature store → the MLLM for items not scored yet) → retriever top-k inside that cluster.
+
+    The lookups are plain callables and the model calls are coroutines, so the same flow runs
+    in the KServe transformer (calling Triton over gRPC) and in the KServe fallback (calling
+    the handlers in process).
+    """
+
+    lookup: Lookup                           # feature store read; None when not scored
+    item_info: ItemInfo                      # title/thumbnail/frames of a known item, or None
+    predict: Predict                         # the mllm, for items the feature store lacks
+    retrieve: Retrieve                       # the retriever restricted to a cluster
+    cache: ClusterCache = field(default_factory=ClusterCache)
+    _inflight: dict = field(default_factory=dict, init=False, repr=False)
+
+    async def cluster_of(self, item_id: str) -> ClusterChoice:
+        hit = self.cache.get(item_id)
+        if hit is not None:
+            return ClusterChoice(hit.cluster_id, hit.description, "cache")
+        if item_id in self._inflight:            # one MLLM call per item, however many ask
+            return await asyncio.shield(self._inflight[item_id])
+        choice = self.lookup(item_id)
+        if choice is None:
+            info = self.item_info(item_id)
+            if info is None:
+                raise SerendipError(f"unknown item {item_id!r} (not scored, not in the items "
+                                    "table)", field="ITEM_ID",
+                                    fix="send an item id of the catalogue, or add the item and "
+                                        "run `serendip score`")
+            fut = asyncio.ensure_future(self.predict(info))
+            self._inflight[item_id] = fut
+            try:
+                choice = await fut
+            finally:
+                self._inflight.pop(item_id, None)
+        self.cache.put(item_id, choice)
+        return choice
+
+    async def recommend(self, item_id: str, history: list[str], k: int) -> Recommendation:
+        choice = await self.cluster_of(item_id)
+        found = await self.retrieve(history, choice.cluster_id, k)
+        return Recommendation([i for i, _ in found], [s for _, s in found], choice.cluster_id,
+                              choice.description, choice.source)
+
+    async def infer(self, arrays: Mapping[str, np.ndarray]) -> Outputs:
+        """One v2 request (B rows) → the RECOMMEND outputs; errors name the input."""
+        batch = _batch_of(arrays, RECOMMEND)
+        rows = []
+        for item, h, k in zip(*(_rows(arrays, n, batch) for n in ("ITEM_ID", "HISTORY", "K"))):
+            rows.append((_text(np.asarray(item).reshape(-1)[0], "ITEM_ID", MAX_ID_BYTES),
+                         _ids(h, "HISTORY", MAX_HISTORY), _k(k, 10, MAX_K_ITEMS)))
+        recs = await asyncio.gather(*(self.recommend(*r) for r in rows))
+        return recommend_outputs(recs)
+
+
+def recommend_outputs(recs: Sequence[Recommendation]) -> Outputs:
+    return {"ITEM_IDS": _bytes_rows([r.item_ids for r in recs]),
+            "SCORES": pad_rows([r.scores for r in recs], np.nan, np.float32),
+            "CLUSTER_ID": _column([r.cluster_id for r in recs]),
+            "DESCRIPTION": _column([r.description for r in recs]),
+            "SOURCE": _column([r.source for r in recs])}
+
+
+def top_choice(cluster_ids: Sequence, descriptions: Sequence, source: str) -> ClusterChoice | None:
+    """The best-scored cluster of a feature-store / table row (lists ordered best first)."""
+    cids = [c for c in (cluster_ids or []) if c]
+    if not cids:
+        return None
+    descs = list(descriptions or [])
+    return ClusterChoice(str(cids[0]), str(descs[0]) if descs else "", source)
+
+
+def mllm_request(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The ``mllm`` input tensors for one known item (media refs become bytes: a ``synth:``
+    URI is sent as is, a file is read here — on the server that owns the items table)."""
+    from pathlib import Path
+
+    def media(ref) -> bytes:
+        if isinstance(ref, (bytes, bytearray)):
+            return bytes(ref)
+        ref = str(ref)
+        if ref.startswith("synth:"):
+            return ref.encode()
+        p = Path(ref)
+        if not p.is_absolute() and info.get("base_dir"):
+            p = Path(info["base_dir"]) / p
+        return p.read_bytes()
+
+    frames = [media(f) for f in (info.get("frames") or [])]
+    arrays = {"TITLE": np.array([[str(info.get("title") or "").encode()]], dtype=np.object_),
+              "CONTEXT_DESCRIPTION": np.array(
+                  [[str(info.get("context_description") or "").encode()]], dtype=np.object_),
+              "K": np.array([[1]], dtype=np.int32)}
+    if info.get("thumbnail") is not None:
+        arrays["THUMBNAIL"] = np.array([[media(info["thumbnail"])]], dtype=np.object_)
+    if frames:
+        arrays["FRAMES"] = np.array([frames], dtype=np.object_)
+    return arrays
+
+
+def retriever_request(history: Sequence[str], cluster_id: str, k: int) -> dict[str, np.ndarray]:
+    arrays = {"CLUSTER_ID": np.array([[cluster_id.encode()]], dtype=np.object_),
+              "K": np.array([[k]], dtype=np.int32)}
+    if history:
+        arrays["HISTORY"] = np.array([[h.encode() for h in history]], dtype=np.object_)
+    return arrays
+
+
+def first_row_items(outputs: Mapping[str, np.ndarray]) -> list[tuple[str, float]]:
+    """(item_id, score) pairs of row 0 of a retriever/recommend answer, padding dropped."""
+    ids = [_as_bytes(x).decode() for x in np.asarray(outputs["ITEM_IDS"], dtype=object)[0]]
+    scores = np.asarray(outputs["SCORES"], dtype=np.float32)[0]
+    return [(i, float(s)) for i, s in zip(ids, scores) if i]
+
+
+def first_row_choice(outputs: Mapping[str, np.ndarray], source: str = "mllm") -> ClusterChoice:
+    cid = [_as_bytes(x).decode() for x in np.asarray(outputs["CLUSTER_IDS"], dtype=object)[0]]
+    desc = [_as_bytes(x).decode() for x in np.asarray(outputs["DESCRIPTIONS"], dtype=object)[0]]
+    choice = top_choice(cid, desc, source)
+    if choice is None:
+        raise SerendipError("the mllm returned no cluster", field="ITEM_ID",
+                            fix="check the served mllm model")
+    return choice
+
+
+# ------------------------------------------------------------------ Triton Python backend glue
+def triton_execute(handler, requests: Sequence, pb_utils) -> list:
+    """``TritonPythonModel.execute`` for a handler: tensors in, one response per request.
+
+    ``pb_utils`` is Triton's ``triton_python_backend_utils`` module, passed in so this module
+    stays importable (and testable) outside Triton. A :class:`SerendipError` becomes an
+    INVALID_ARG response (HTTP 400 / gRPC INVALID_ARGUMENT) for that request only; an
+    unexpected exception fails the batch with INTERNAL, and the model keeps serving.
+    """
+    arrays = []
+    for r in requests:
+        a = {}
+        for t in handler.spec.inputs:
+            x = pb_utils.get_input_tensor_by_name(r, t.name)
+            if x is not None:
+                a[t.name] = x.as_numpy()
+        arrays.append(a)
+    try:
+        results = handler.infer(arrays)
+    except SerendipError as e:
+        results = [e] * len(requests)
+    except Exception as e:  # noqa: BLE001 — answered as INTERNAL, the server lives on
+        err = pb_utils.TritonError(f"{type(e).__name__}: {e}")
+        return [pb_utils.InferenceResponse(error=err) for _ in requests]
+    out = []
+    for res in results:
+        if isinstance(res, SerendipError):
+            out.append(pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(res), pb_utils.TritonError.INVALID_ARG)))
+        else:
+            out.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor(name, np.ascontiguousarray(a)) for name, a in res.items()]))
+    return out
+
+
+def model_parameters(model_config: Mapping) -> dict[str, str]:
+    """``parameters`` of a Triton model config (as passed to ``initialize``) → plain dict."""
+    return {k: v.get("string_value", "") for k, v in (model_config.get("parameters") or {}).items()}
