@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: venv test test-all demo bench lint clean
+.PHONY: venv test test-all demo bench lint clean triton-venv
 
 venv: $(STAMP)
 
@@ -27,20 +27,37 @@ $(STAMP): requirements.txt constraints.txt setup.cfg pyproject.toml
 	$(BIN)/python -c "import torch, serendip; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	@touch $(STAMP)
 
-test: venv
+test: venv triton-venv
 	$(BIN)/python -m pytest -q
 
-test-all: venv
+test-all: venv triton-venv
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 demo: venv
 	$(BIN)/serendip demo --workdir ./serendip-demo
 
-bench: venv
+bench: venv triton-venv
 	$(BIN)/python -m benchmarks.run
 
 lint: venv
 	$(BIN)/ruff check serendip components pipelines tests benchmarks
 
+# The Triton venv: a real tritonserver (nvidia-pytriton wheel) with numpy<2 for its Python
+# backend; `serendip serve` uses it when present (else the KServe fallback). ~2 min, ~2 GB.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
+TRITON_PIP := $(TRITON_VENV)/bin/pip --disable-pip-version-check
+
+triton-venv: $(TRITON_STAMP)
+
+$(TRITON_STAMP): requirements-triton.txt constraints.txt setup.cfg pyproject.toml
+	@test -x $(TRITON_VENV)/bin/python || $(PY) -m venv $(TRITON_VENV)
+	@echo ">> building the Triton venv ($(TRITON_VENV)): torch CPU, nvidia-pytriton, numpy<2"
+	$(TRITON_PIP) install -q -c constraints.txt torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
+	$(TRITON_PIP) install -q -c constraints.txt -r requirements-triton.txt 2>&1 | { grep -v "is ignored" || true; }
+	$(TRITON_PIP) install -q -c constraints.txt --no-deps --no-build-isolation -e . 2>&1 | { grep -v "is ignored" || true; }
+	$(TRITON_VENV)/bin/python -c "import numpy, pytriton, serendip.serving_core; assert numpy.__version__ < '2', numpy.__version__"
+	@touch $(TRITON_STAMP)
+
 clean:
-	rm -rf $(VENV) serendip-demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) serendip-demo .pytest_cache build *.egg-info
