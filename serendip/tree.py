@@ -1,0 +1,632 @@
+"""Hierarchical, traffic-balanced cluster tree with unique natural-language descriptions.
+
+Paper §2: items are organised in a 4-level tree of "equal-sized and traffic-weighted" clusters,
+level 1 broadest; every cluster has a unique description the MLLM learns to generate.
+
+Built top-down. For every node:
+
+1. **centroids** — faiss k-means on the node's item embeddings (unweighted, so that a handful of
+   viral items do not own the centroids);
+2. **balanced assignment** — entropic optimal transport (Sinkhorn) from items (row mass = the
+   item's traffic share) to the children (column mass = equal traffic shares), rounded to hard
+   assignments and repaired greedily (cheapest moves first) until sibling traffic is within
+   ``balance_tol`` (max/min) where the items allow it, and every child keeps enough items to be
+   split further; centroids are then recomputed from the members and the assignment repeated;
+3. **descriptions** — class-based TF-IDF over member titles among siblings (stop words and
+   title filler removed, a phrase such as "for beginners" kept whole), made unique across the
+   whole tree by adding the node's next distinctive word and, if still colliding, its parent's
+   description ("tricks" → "football tricks").
+
+Cluster ids are path-style (``"3.1.0.2"``, see INTERFACES.md). New items are placed with
+:func:`assign_items` (nearest centroid per level, top-down), which batch scoring needs.
+The tree saves as ``tree.json`` + ``centroids.safetensors`` (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from serendip.data.schemas import SCHEMAS
+from serendip.errors import ConfigError, SerendipError
+
+LEVELS = 4
+TREE_JSON = "tree.json"
+CENTROIDS_FILE = "centroids.safetensors"
+
+# Words that say nothing about a topic in short-video titles (beyond English stop words).
+TITLE_FILLER = frozenset("""
+amazing watch today my best wow day new video videos life vlog try ever this epic insane part real
+top quick shorts short official full episode ep subscribe like omg must see viral trending
+compilation ultimate crazy incredible awesome cool great good nice check out everyone guys
+""".split())
+
+
+@dataclass
+class ClusterConfig:
+    """How the tree is shaped and balanced; defaults follow the paper (4 levels)."""
+
+    branching: tuple[int, ...] = (8, 8, 8, 8)
+    seed: int = 0
+    kmeans_iters: int = 20
+    kmeans_redo: int = 3            # faiss restarts per node; the best objective wins
+    kmeans_max_points_per_centroid: int = 256   # faiss subsamples larger nodes for speed
+    traffic_power: float = 1.0      # balance impressions**p: 1 = traffic, 0 = item counts
+    balance_tol: float = 1.2        # target max/min traffic among siblings
+    balance_rounds: int = 2         # assign → recompute centroids → assign
+    assignment: str = "greedy"      # greedy: nearest centroid + cheapest-move repair;
+                                    # sinkhorn: entropic OT with equal traffic shares + repair
+    sinkhorn_iters: int = 200
+    sinkhorn_eps: float = 0.05      # entropic regularisation, relative to the mean cost
+    min_leaf_items: int = 1         # every leaf keeps at least this many items
+    description_words: int = 2      # own distinctive terms a description may use
+    description_min_lift: float = 1.5   # a term must be this over-represented vs its parent
+    extra_stopwords: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        b = tuple(self.branching)
+        if len(b) != LEVELS or any(int(x) < 2 for x in b):
+            raise ConfigError(f"branching {list(b)} must have {LEVELS} levels, each >= 2",
+                              field="branching", fix="use e.g. --branching 8/8/8/8 or 4/3/4/2")
+        if self.balance_tol < 1.0:
+            raise ConfigError(f"balance_tol={self.balance_tol} < 1", field="balance_tol",
+                              fix="use a max/min ratio >= 1, e.g. 1.2")
+        if self.traffic_power < 0:
+            raise ConfigError(f"traffic_power={self.traffic_power}", field="traffic_power",
+                              fix="use 0 (equal item counts) to 1 (equal traffic)")
+        if self.assignment not in ("greedy", "sinkhorn"):
+            raise ConfigError(f"unknown assignment {self.assignment!r}", field="assignment",
+                              fix="use greedy or sinkhorn")
+        if self.min_leaf_items < 1:
+            raise ConfigError(f"min_leaf_items={self.min_leaf_items}", field="min_leaf_items",
+                              fix="use min_leaf_items >= 1")
+        if self.description_words < 1:
+            raise ConfigError(f"description_words={self.description_words}",
+                              field="description_words", fix="use description_words >= 1")
+
+
+def parse_branching(text: str | tuple | list) -> tuple[int, ...]:
+    """``"4/3/4/2"`` (or a list) → ``(4, 3, 4, 2)``, refusing anything that is not 4 ints ≥ 2."""
+    if isinstance(text, (tuple, list)):
+        parts = list(text)
+    else:
+        parts = str(text).replace(",", "/").split("/")
+    try:
+        out = tuple(int(x) for x in parts)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != LEVELS or any(x < 2 for x in out):
+        raise ConfigError(f"branching {text!r} is not {LEVELS} integers >= 2", field="branching",
+                          fix="write it like 8/8/8/8 or 4/3/4/2")
+    return out
+
+
+# ------------------------------------------------------------------ the tree object
+@dataclass
+class ClusterTree:
+    """A fitted tree: per level, node ids, parents, centroids and descriptions."""
+
+    config: ClusterConfig
+    ids: list[list[str]]                     # per level: cluster ids
+    centroids: list[np.ndarray]              # per level: (n_nodes × d) float32
+    descriptions: dict[str, str]
+    sizes: dict[str, int] = field(default_factory=dict)
+    traffic: dict[str, int] = field(default_factory=dict)
+    item_clusters: pa.Table | None = None    # assignment of the items the tree was built on
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids[0].shape[1])
+
+    @property
+    def clusters(self) -> pa.Table:
+        rows = {"cluster_id": [], "level": [], "parent_id": [], "description": [], "size": [],
+                "traffic": []}
+        for lvl, ids in enumerate(self.ids, start=1):
+            for cid in ids:
+                rows["cluster_id"].append(cid)
+                rows["level"].append(lvl)
+                rows["parent_id"].append(cid.rsplit(".", 1)[0] if lvl > 1 else None)
+                rows["description"].append(self.descriptions[cid])
+                rows["size"].append(int(self.sizes.get(cid, 0)))
+                rows["traffic"].append(int(self.traffic.get(cid, 0)))
+        return pa.table(rows, schema=SCHEMAS["clusters"])
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``tree.json`` + ``centroids.safetensors`` atomically into ``out_dir``."""
+        from safetensors.numpy import save
+
+        from serendip.data.io import atomic_write_bytes
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"level{lvl}": np.ascontiguousarray(c, np.float32)
+                   for lvl, c in enumerate(self.centroids, start=1)}
+        atomic_write_bytes(out / CENTROIDS_FILE, save(tensors))
+        meta = {"format": 1, "config": _config_dict(self.config), "ids": self.ids,
+                "descriptions": self.descriptions, "sizes": self.sizes, "traffic": self.traffic,
+                "stats": self.stats}
+        atomic_write_bytes(out / TREE_JSON, json.dumps(meta, indent=1).encode())
+        return out
+
+    @classmethod
+    def load(cls, tree_dir: str | os.PathLike) -> ClusterTree:
+        from safetensors.numpy import load_file
+
+        from serendip.config import from_dict
+
+        d = Path(tree_dir)
+        if not (d / TREE_JSON).exists() or not (d / CENTROIDS_FILE).exists():
+            raise SerendipError(f"no saved cluster tree in {d}", field="cluster_tree",
+                                fix="run `serendip cluster` first or pass the right directory")
+        meta = json.loads((d / TREE_JSON).read_text())
+        tensors = load_file(str(d / CENTROIDS_FILE))
+        cfg = from_dict(ClusterConfig, meta["config"])
+        return cls(config=cfg, ids=meta["ids"],
+                   centroids=[tensors[f"level{lvl}"] for lvl in range(1, LEVELS + 1)],
+                   descriptions=meta["descriptions"], sizes=meta.get("sizes", {}),
+                   traffic=meta.get("traffic", {}), stats=meta.get("stats", {}))
+
+
+def _config_dict(cfg: ClusterConfig) -> dict:
+    d = asdict(cfg)
+    d["branching"] = list(cfg.branching)
+    d["extra_stopwords"] = list(cfg.extra_stopwords)
+    return d
+
+
+# ------------------------------------------------------------------ clustering primitives
+def kmeans_centroids(x: np.ndarray, k: int, cfg: ClusterConfig, seed: int) -> np.ndarray:
+    """k centroids of ``x``: faiss k-means from k-means++ seeds (scikit-learn), best of
+    ``kmeans_redo`` restarts; large nodes are subsampled to ``k × max_points_per_centroid``."""
+    import faiss
+    from sklearn.cluster import kmeans_plusplus
+
+    x = np.ascontiguousarray(x, np.float32)
+    if len(x) <= k:
+        return x[:k].copy()
+    rng = np.random.default_rng(seed)
+    cap = k * cfg.kmeans_max_points_per_centroid
+    sample = x[np.sort(rng.choice(len(x), cap, replace=False))] if len(x) > cap else x
+    best, best_obj = None, np.inf
+    for r in range(max(1, cfg.kmeans_redo)):
+        init, _ = kmeans_plusplus(sample, k, random_state=int(seed + r) % (2**31 - 1))
+        km = faiss.Kmeans(x.shape[1], k, niter=cfg.kmeans_iters, seed=int(seed + r) % (2**31 - 1),
+                          max_points_per_centroid=cfg.kmeans_max_points_per_centroid,
+                          min_points_per_centroid=1, verbose=False)
+        km.train(sample, init_centroids=np.ascontiguousarray(init, np.float32))
+        obj = float(km.obj[-1]) if len(km.obj) else 0.0
+        if obj < best_obj:
+            best, best_obj = np.asarray(km.centroids, np.float32).copy(), obj
+    return best
+
+
+def _sq_dists(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    d = (x * x).sum(1, keepdims=True) - 2.0 * (x @ c.T) + (c * c).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def sinkhorn(cost: np.ndarray, row_mass: np.ndarray, col_mass: np.ndarray, eps: float,
+             iters: int) -> np.ndarray:
+    """Entropic OT plan (n × k) between row and column masses (each summing to 1)."""
+    c = cost - cost.min(axis=1, keepdims=True)          # row shifts are absorbed by u
+    scale = float(c.mean()) or 1.0
+    kern = np.exp(-c / (eps * scale))
+    kern = np.maximum(kern, 1e-300)
+    v = np.ones(cost.shape[1])
+    for _ in range(iters):
+        u = row_mass / np.maximum(kern @ v, 1e-300)
+        v_new = col_mass / np.maximum(kern.T @ u, 1e-300)
+        if np.allclose(v_new, v, rtol=1e-6, atol=0):
+            v = v_new
+            break
+        v = v_new
+    u = row_mass / np.maximum(kern @ v, 1e-300)
+    return u[:, None] * kern * v[None, :]
+
+
+def balance_assignment(cost: np.ndarray, weight: np.ndarray, assign: np.ndarray, tol: float,
+                       min_count: int, max_rounds: int = 64) -> np.ndarray:
+    """Greedy repair of a hard assignment.
+
+    First every child gets ``min_count`` items (so it can still be split down to the leaves).
+    Then, while max/min traffic > ``tol``: the heaviest child sheds, or the lightest child
+    pulls, the items with the smallest cost increase per unit of traffic. Every move goes from a
+    heavier to a lighter child by less than their difference, so the sum of squared loads
+    strictly falls and the loop ends; items heavier than any possible improvement stay put.
+    """
+    n, k = cost.shape
+    assign = assign.copy()
+    for _ in range(k * 2):
+        counts = np.bincount(assign, minlength=k)
+        short = np.flatnonzero(counts < min_count)
+        if len(short) == 0:
+            break
+        j = int(short[0])
+        need = int(min_count - counts[j])
+        cand = np.flatnonzero((counts[assign] > min_count) & (assign != j))
+        delta = cost[cand, j] - cost[cand, assign[cand]]
+        spare = counts - min_count
+        taken: list[int] = []
+        for i in cand[np.lexsort((weight[cand], delta))]:
+            if spare[assign[i]] > 0:
+                spare[assign[i]] -= 1
+                taken.append(int(i))
+                if len(taken) == need:
+                    break
+        assign[taken] = j
+    loads = np.bincount(assign, weights=weight, minlength=k)
+    counts = np.bincount(assign, minlength=k)
+    active = np.ones(k, bool)       # children that still take part in balancing
+    w_safe = np.maximum(weight, 1e-18)
+    for _ in range(max_rounds):
+        act = np.flatnonzero(active)
+        if len(act) < 2:
+            break
+        hi, lo = int(act[np.argmax(loads[act])]), int(act[np.argmin(loads[act])])
+        if loads[hi] <= tol * max(loads[lo], 1e-18):
+            break
+        avg = loads[act].mean()
+        members = np.flatnonzero(assign == hi)
+        if weight[members].max() >= avg:
+            # One item alone exceeds a fair share: this child cannot be balanced. Keep its
+            # members (shedding them would not reach the bound) and balance the others.
+            active[hi] = False
+            continue
+        moved = 0
+        # (a) the heaviest child sheds items to lighter children
+        if counts[hi] > min_count:
+            delta = cost[np.ix_(members, act)] - cost[members, hi][:, None]
+            delta[:, act == hi] = np.inf
+            delta[weight[members][:, None] >= (loads[hi] - loads[act])[None, :]] = np.inf
+            best = np.min(delta, axis=1)
+            ok = np.isfinite(best)
+            for idx in members[ok][np.argsort(best[ok] / w_safe[members[ok]], kind="stable")]:
+                if loads[hi] <= avg or counts[hi] <= min_count:
+                    break
+                w = weight[idx]
+                d = cost[idx, act] - cost[idx, hi]
+                d[act == hi] = np.inf
+                d[w >= loads[hi] - loads[act]] = np.inf
+                j = int(act[np.argmin(d)])
+                if not np.isfinite(d.min()):
+                    continue
+                assign[idx] = j
+                loads[hi] -= w; loads[j] += w
+                counts[hi] -= 1; counts[j] += 1
+                moved += 1
+        # (b) the lightest child pulls items from heavier children
+        if loads[lo] < avg:
+            src = assign
+            cand = np.flatnonzero(active[src] & (src != lo) & (counts[src] > min_count)
+                                  & (weight < loads[src] - loads[lo]))
+            if len(cand):
+                delta = cost[cand, lo] - cost[cand, src[cand]]
+                for idx in cand[np.argsort(delta / w_safe[cand], kind="stable")]:
+                    if loads[lo] >= avg:
+                        break
+                    a, w = int(assign[idx]), weight[idx]
+                    if counts[a] <= min_count or w >= loads[a] - loads[lo]:
+                        continue
+                    assign[idx] = lo
+                    loads[a] -= w; loads[lo] += w
+                    counts[a] -= 1; counts[lo] += 1
+                    moved += 1
+        if not moved:
+            break
+    return assign
+
+
+def split_node(x: np.ndarray, weight: np.ndarray, k: int, min_count: int, cfg: ClusterConfig,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split one node's items into ``k`` traffic-balanced children; returns (labels, centroids)."""
+    n = len(x)
+    if n < k * min_count:
+        raise ConfigError(f"a node has {n} items, too few for {k} children of >= {min_count}",
+                          field="branching", fix="use a smaller branching or more items")
+    centroids = kmeans_centroids(x, k, cfg, seed)
+    mass = weight / weight.sum() if weight.sum() > 0 else np.full(n, 1.0 / n)
+    labels = np.zeros(n, np.int64)
+    for _ in range(max(1, cfg.balance_rounds)):
+        cost = _sq_dists(x, centroids)
+        if cfg.assignment == "sinkhorn":
+            plan = sinkhorn(cost, mass, np.full(k, 1.0 / k), cfg.sinkhorn_eps,
+                            cfg.sinkhorn_iters)
+            labels = np.argmax(plan, axis=1)
+        else:
+            labels = np.argmin(cost, axis=1)
+        labels = balance_assignment(cost, mass, labels, cfg.balance_tol, min_count)
+        new = np.stack([x[labels == j].mean(axis=0) if np.any(labels == j) else centroids[j]
+                        for j in range(k)]).astype(np.float32)
+        centroids = new
+    return labels, centroids
+
+
+# ------------------------------------------------------------------ build
+def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
+                       cfg: ClusterConfig | None = None) -> ClusterTree:
+    """Fit the 4-level tree on ``items`` (item_id, title, impressions) and their embeddings."""
+    from tqdm import tqdm
+
+    cfg = cfg or ClusterConfig()
+    cfg.branching = tuple(int(b) for b in cfg.branching)
+    cfg.check()
+    n = items.num_rows
+    if embeddings.shape[0] != n:
+        raise ConfigError(f"{embeddings.shape[0]} embeddings for {n} items", field="embeddings",
+                          fix="compute one embedding per item row (same order)")
+    leaves = math.prod(cfg.branching)
+    if n < leaves * cfg.min_leaf_items:
+        raise ConfigError(f"{n} items are too few for branching "
+                          f"{'/'.join(map(str, cfg.branching))} ({leaves} leaves)",
+                          field="branching",
+                          fix=f"use a smaller --branching (product <= {n // cfg.min_leaf_items})"
+                              " or more items")
+    x = np.ascontiguousarray(embeddings, np.float32)
+    impressions = np.asarray(items.column("impressions").to_numpy(zero_copy_only=False),
+                             np.float64)
+    weight = np.power(np.maximum(impressions, 0.0), cfg.traffic_power)
+    if weight.sum() <= 0:
+        weight = np.ones(n)
+    node_of = np.zeros(n, np.int64)          # index of the item's node at the current level
+    ids: list[list[str]] = []
+    cents: list[np.ndarray] = []
+    paths = np.empty((n, LEVELS), dtype=object)
+    parent_ids = [""]
+    rng = np.random.default_rng(cfg.seed)
+    for lvl in range(LEVELS):
+        k = cfg.branching[lvl]
+        min_count = math.prod(cfg.branching[lvl + 1:]) * cfg.min_leaf_items
+        level_ids: list[str] = []
+        level_cents: list[np.ndarray] = []
+        new_node = np.zeros(n, np.int64)
+        order = np.argsort(node_of, kind="stable")
+        bounds = np.searchsorted(node_of[order], np.arange(len(parent_ids) + 1))
+        seeds = rng.integers(0, 2**31 - 1, size=len(parent_ids))
+        for p, pid in enumerate(tqdm(parent_ids, desc=f"level {lvl + 1}", mininterval=5,
+                                     disable=len(parent_ids) < 64 or n < 100_000)):
+            members = order[bounds[p]:bounds[p + 1]]
+            labels, c = split_node(x[members], weight[members], k, min_count, cfg, int(seeds[p]))
+            base = len(level_ids)
+            for j in range(k):
+                level_ids.append(f"{pid}.{j}" if pid else str(j))
+            level_cents.append(c)
+            new_node[members] = base + labels
+        ids.append(level_ids)
+        cents.append(np.concatenate(level_cents).astype(np.float32))
+        paths[:, lvl] = np.asarray(level_ids, dtype=object)[new_node]
+        node_of = new_node
+        parent_ids = level_ids
+    item_ids = items.column("item_id")
+    ic = pa.table({"item_id": item_ids, **{f"c{lvl + 1}": pa.array(paths[:, lvl], pa.string())
+                                           for lvl in range(LEVELS)}},
+                  schema=SCHEMAS["item_clusters"])
+    sizes, traffic = _sizes_and_traffic(paths, impressions)
+    titles = [t or "" for t in items.column("title").to_pylist()]
+    descriptions = describe_clusters(titles, paths, ids, cfg)
+    tree = ClusterTree(config=cfg, ids=ids, centroids=cents, descriptions=descriptions,
+                       sizes=sizes, traffic=traffic, item_clusters=ic)
+    tree.stats = balance_stats(tree.clusters)
+    return tree
+
+
+def _sizes_and_traffic(paths: np.ndarray, impressions: np.ndarray
+                       ) -> tuple[dict[str, int], dict[str, int]]:
+    sizes: dict[str, int] = {}
+    traffic: dict[str, int] = {}
+    for lvl in range(LEVELS):
+        uniq, inv = np.unique(paths[:, lvl].astype(str), return_inverse=True)
+        cnt = np.bincount(inv)
+        tr = np.bincount(inv, weights=impressions)
+        for u, c, t in zip(uniq, cnt, tr):
+            sizes[str(u)] = int(c)
+            traffic[str(u)] = int(round(t))
+    return sizes, traffic
+
+
+def balance_stats(clusters: pa.Table) -> dict:
+    """Per level: worst and median max/min traffic ratio among siblings, and level-wide ratio."""
+    df = clusters.to_pandas()
+    out: dict[str, dict] = {}
+    for lvl in range(1, LEVELS + 1):
+        sub = df[df.level == lvl]
+        parent = sub.parent_id.fillna("")
+        ratios = sub.groupby(parent).traffic.agg(lambda s: s.max() / max(s.min(), 1))
+        out[f"level{lvl}"] = {
+            "clusters": int(len(sub)),
+            "sibling_max_min_traffic_worst": round(float(ratios.max()), 3),
+            "sibling_max_min_traffic_median": round(float(ratios.median()), 3),
+            "level_max_min_traffic": round(float(sub.traffic.max() / max(sub.traffic.min(), 1)), 3),
+            "min_size": int(sub["size"].min()),
+        }
+    return out
+
+
+# ------------------------------------------------------------------ assignment of new items
+def assign_items(tree: ClusterTree, item_ids, embeddings: np.ndarray) -> pa.Table:
+    """item_clusters rows for (new) items: nearest centroid per level, top-down."""
+    x = np.ascontiguousarray(embeddings, np.float32)
+    ids = list(item_ids.to_pylist() if hasattr(item_ids, "to_pylist") else item_ids)
+    if x.ndim != 2 or x.shape[0] != len(ids):
+        raise SerendipError(f"{x.shape[0] if x.ndim else 0} embeddings for {len(ids)} items",
+                            field="embeddings", fix="pass one embedding row per item id")
+    if len(ids) and x.shape[1] != tree.dim:
+        raise SerendipError(f"embedding dim {x.shape[1]} != tree dim {tree.dim}",
+                            field="embeddings",
+                            fix="embed new items with the same EmbeddingConfig as the tree")
+    n = len(ids)
+    node = np.zeros(n, np.int64)
+    cols = []
+    for lvl in range(LEVELS):
+        level_ids = tree.ids[lvl]
+        cents = tree.centroids[lvl]
+        if lvl == 0:
+            child_start = np.zeros(1, np.int64)
+            child_count = np.array([len(level_ids)])
+        else:
+            parents = tree.ids[lvl - 1]
+            pos = {pid: i for i, pid in enumerate(parents)}
+            parent_idx = np.array([pos[c.rsplit(".", 1)[0]] for c in level_ids])
+            child_start = np.searchsorted(parent_idx, np.arange(len(parents)))
+            child_count = np.bincount(parent_idx, minlength=len(parents))
+        new = np.zeros(n, np.int64)
+        for p in np.unique(node) if n else []:
+            rows = np.flatnonzero(node == p)
+            s, c = int(child_start[p]), int(child_count[p])
+            d = _sq_dists(x[rows], cents[s:s + c])
+            new[rows] = s + np.argmin(d, axis=1)
+        node = new
+        cols.append(np.asarray(level_ids, dtype=object)[node] if n else np.array([], object))
+    return pa.table({"item_id": pa.array(ids, pa.string()),
+                     **{f"c{lvl + 1}": pa.array(list(cols[lvl]), pa.string())
+                        for lvl in range(LEVELS)}}, schema=SCHEMAS["item_clusters"])
+
+
+# ------------------------------------------------------------------ descriptions
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def _stopwords(cfg: ClusterConfig) -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) | TITLE_FILLER | frozenset(cfg.extra_stopwords)
+
+
+def _terms(title: str, stop: frozenset[str]) -> list[str]:
+    """Unigrams without stop words/filler, and bigrams that end in a content word and contain
+    no filler (so "for beginners" and "pro level" survive as phrases)."""
+    toks = _TOKEN.findall(title.lower())
+    out = [t for t in toks if t not in stop and not t.isdigit()]
+    for a, b in zip(toks, toks[1:]):
+        if b in stop or a in TITLE_FILLER or b.isdigit() or a.isdigit():
+            continue
+        out.append(f"{a} {b}")
+    return out
+
+
+def _own_terms(counts: dict[str, Counter], siblings: list[str], parent_total: Counter,
+               cfg: ClusterConfig, stop: frozenset[str]) -> dict[str, list[str]]:
+    """Ranked distinctive terms per sibling (class-based TF-IDF among siblings, lift filter,
+    unigram→phrase merge)."""
+    tokens = {s: sum(counts[s].values()) for s in siblings}
+    avg = max(1.0, sum(tokens.values()) / max(len(siblings), 1))
+    ptot = max(1, sum(parent_total.values()))
+    freq: Counter = Counter()
+    for s in siblings:
+        freq.update(counts[s])
+    out: dict[str, list[str]] = {}
+    for s in siblings:
+        c, tot = counts[s], max(tokens[s], 1)
+        scored = []
+        for term, cnt in c.items():
+            if cnt < 2 and tot > 20:
+                continue
+            tf = cnt / tot
+            lift = tf / (parent_total[term] / ptot) if parent_total[term] else 1.0
+            if lift < cfg.description_min_lift and len(siblings) > 1:
+                continue
+            scored.append((tf * math.log(1.0 + avg / freq[term]), term))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        if not scored:
+            out[s] = []
+            continue
+        top = scored[0][0]
+        chosen: list[str] = []
+        used: set[str] = set()
+        for score, term in scored:
+            if score < 0.5 * top or len(chosen) >= cfg.description_words:
+                break
+            if " " not in term:   # prefer a phrase that (nearly) always surrounds this word
+                phrases = [(cc, p) for p, cc in c.items() if " " in p and term in p.split()
+                           and cc >= 0.6 * c[term]]
+                if phrases:
+                    term = max(phrases)[1]
+            words = set(term.split()) - stop
+            if words & used:
+                continue
+            used |= words
+            chosen.append(term)
+        out[s] = chosen
+    return out
+
+
+def _compose(cid: str, parts: dict[str, list[str]], with_parent: dict[str, bool],
+             descriptions: dict[str, str]) -> str:
+    """A node's description: (its parent's words, if asked for) + its own terms."""
+    words = list(parts[cid])
+    if with_parent[cid] and "." in cid:
+        mine = set(" ".join(words).split())
+        prefix = [w for w in descriptions[cid.rsplit(".", 1)[0]].split() if w not in mine]
+        words = [" ".join(prefix)] + words if prefix else words
+    return " ".join(w for w in words if w).strip()
+
+
+def describe_clusters(titles: list[str], paths: np.ndarray, ids: list[list[str]],
+                      cfg: ClusterConfig) -> dict[str, str]:
+    """A unique, short description for every cluster id (see the module docstring)."""
+    stop = _stopwords(cfg)
+    item_terms = [_terms(t, stop) for t in titles]
+    descriptions: dict[str, str] = {}
+    used: set[str] = set()
+    all_terms: Counter = Counter()
+    for terms in item_terms:
+        all_terms.update(terms)
+    for lvl in range(LEVELS):
+        counts: dict[str, Counter] = {cid: Counter() for cid in ids[lvl]}
+        for cid, terms in zip(paths[:, lvl], item_terms):
+            counts[cid].update(terms)
+        by_parent: dict[str, list[str]] = {}
+        for cid in ids[lvl]:
+            by_parent.setdefault(cid.rsplit(".", 1)[0] if lvl else "", []).append(cid)
+        own: dict[str, list[str]] = {}
+        for sibs in by_parent.values():
+            ptot = Counter()
+            for s in sibs:
+                ptot.update(counts[s])
+            own.update(_own_terms(counts, sibs, ptot if lvl else all_terms, cfg, stop))
+        # Start from the top own term, then resolve collisions group by group.
+        parts: dict[str, list[str]] = {}
+        n_own: dict[str, int] = {}
+        with_parent: dict[str, bool] = {}
+        for cid in ids[lvl]:
+            parts[cid] = own[cid][:1]
+            n_own[cid] = 1
+            with_parent[cid] = False
+            if not parts[cid]:         # no distinctive words at all: borrow the parent's
+                with_parent[cid] = lvl > 0
+                parts[cid] = []
+        for _ in range(8):
+            current = {cid: _compose(cid, parts, with_parent, descriptions) for cid in ids[lvl]}
+            groups: dict[str, list[str]] = {}
+            for cid, t in current.items():
+                groups.setdefault(t, []).append(cid)
+            clash = [cid for t, g in groups.items() for cid in g if len(g) > 1 or t in used or not t]
+            if not clash:
+                break
+            for cid in clash:
+                if n_own[cid] < len(own[cid]):
+                    parts[cid] = own[cid][:n_own[cid] + 1]
+                    n_own[cid] += 1
+                elif not with_parent[cid] and lvl > 0:
+                    with_parent[cid] = True
+                else:
+                    n_own[cid] = len(own[cid]) + 1    # exhausted: numbered below
+        current = {cid: _compose(cid, parts, with_parent, descriptions) for cid in ids[lvl]}
+        for cid in ids[lvl]:
+            t = current[cid] or ("topic " + cid)
+            base, k = t, 2
+            while t in used:
+                t = f"{base} {k}"
+                k += 1
+            descriptions[cid] = t
+            used.add(t)
+    return descriptions
