@@ -88,3 +88,54 @@ def truth_examples(synth_dir: Path, prompt: PromptConfig, n_items: int = 200,
         ("strategy", pa.string()), ("prompt", pa.string()), ("images", pa.list_(pa.string())),
         ("reasoning", pa.string()), ("split", pa.string())]))
     return examples, clusters, item_clusters, items
+
+
+def write_truth_workdir(synth_dir: Path, workdir: Path, prompt: PromptConfig,
+                        n_items: int = 120, level: int = 3) -> Path:
+    """A work directory as curation leaves it (tables + curation.json), from the ground truth."""
+    import shutil
+
+    from serendip.data.io import write_table
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in ("items.parquet", "interactions.parquet"):
+        shutil.copy(Path(synth_dir) / name, workdir / name)
+    examples, clusters, item_clusters, items = truth_examples(synth_dir, prompt, n_items)
+    write_table(workdir, "clusters", clusters)
+    write_table(workdir, "item_clusters", item_clusters, refs={"items": items})
+    write_table(workdir, "examples", examples, refs={"items": items, "clusters": clusters})
+    (workdir / "curation.json").write_text(json.dumps({
+        "level": level, "delta": 1, "strategy": prompt.strategy, "n_frames": prompt.n_frames,
+        "use_thumbnail": prompt.use_thumbnail,
+        "candidate_cluster_ids": [c for c, lv in zip(clusters.column("cluster_id").to_pylist(),
+                                                     clusters.column("level").to_pylist())
+                                  if lv == level]}))
+    return workdir
+
+
+# Small and fast: a few seconds of full training on ~100 examples.
+TEST_TINY = dict(text_hidden=64, text_intermediate=128, vision_hidden=32, vision_layers=1,
+                 text_layers=2, vocab_size=600)
+_TRAINED: dict = {}
+
+
+def trained_tiny(synth_dir: Path, root: Path, strategy: str = "video", steps: int = 40,
+                 **overrides):
+    """(FinetuneResult, examples, clusters, item_clusters) of a tiny fine-tune, cached per
+    session so several test modules share one training run."""
+    from serendip.mllm.tiny import TinyVLMConfig
+    from serendip.mllm.train import FinetuneConfig, finetune
+
+    key = (str(synth_dir), strategy, steps, tuple(sorted(overrides.items())))
+    if key not in _TRAINED:
+        prompt = PromptConfig(strategy, 2)
+        examples, clusters, item_clusters, items = truth_examples(synth_dir, prompt, n_items=96)
+        cfg = FinetuneConfig(steps=steps, batch_size=8, eval_every=max(steps // 4, 1),
+                             save_every=max(steps // 2, 1), eval_max_examples=16,
+                             reasoning_tokens=12, tiny=TinyVLMConfig(**TEST_TINY), **overrides)
+        out = Path(root) / f"mllm-{strategy}-{len(_TRAINED)}"
+        res = finetune(examples, clusters, cfg, out, prompt_config=prompt, items=items,
+                       progress=False)
+        _TRAINED[key] = (res, examples, clusters, item_clusters, cfg)
+    return _TRAINED[key]

@@ -166,6 +166,7 @@ class ClusterPredictor:
         cot = self.prompt_config.strategy == "cot"
         if not constrained:
             return self._free(batch, k, cot)
+        k = min(k, len(self.descriptions))
         suffixes = self._reason(batch, True) if cot else [self.marker for _ in batch]
         inputs = collate_generate(batch, self.pad_id, suffixes)
         start = inputs["input_ids"].shape[1]
@@ -174,7 +175,7 @@ class ClusterPredictor:
         res = self._generate(inputs, max_new_tokens=self.trie.max_len,
                              logits_processor=[trie_proc], num_beams=beams,
                              num_return_sequences=k, length_penalty=0.0,
-                             output_logits=beams == 1)
+                             output_logits=beams == 1, output_scores=beams > 1)
         seqs = res.sequences[:, start:]
         if beams == 1:
             logp = _greedy_logprob(res.logits, seqs, self.pad_id)
@@ -200,7 +201,8 @@ class ClusterPredictor:
         start = inputs["input_ids"].shape[1]
         budget = (self.reasoning_tokens if cot else 0) + len(self.marker) + self.trie.max_len + 4
         res = self._generate(inputs, max_new_tokens=budget, num_beams=k,
-                             num_return_sequences=k, length_penalty=0.0, output_logits=k == 1)
+                             num_return_sequences=k, length_penalty=0.0, output_logits=k == 1,
+                             output_scores=k > 1)
         seqs = res.sequences[:, start:]
         logp = _greedy_logprob(res.logits, seqs, self.pad_id) if k == 1 else res.sequences_scores
         out = []

@@ -1,0 +1,163 @@
+"""``serendip evaluate``: offline metrics of a fine-tuned MLLM on the held-out split (match rate
+and recall with and without the trie, recall@k, two baselines); ``--ablation`` runs the paper's
+Figures 3-5 on the work directory; ``--online-sim`` compares recommenders on the synthetic
+platform's ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", required=True, help="work directory (examples, clusters, mllm/)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--ablation", action="store_true",
+                      help="prompt types, frame counts and thumbnail vs frame (paper Figs. 3-5)")
+    mode.add_argument("--online-sim", action="store_true",
+                      help="online simulation against the ground truth (paper §4)")
+    p.add_argument("--model", default=None,
+                   help="models:/serendip-mllm@champion (default when registered), a version "
+                        "URI, or a model directory (default otherwise: newest <workdir>/mllm/*)")
+    p.add_argument("--k", type=int, default=5, help="recall@k under the trie (default 5)")
+    p.add_argument("--max-examples", type=int, default=None, help="cap on held-out examples")
+    p.add_argument("--groups", default="prompt,frames,thumbnail",
+                   help="ablation groups, comma-separated (prompt, frames, thumbnail)")
+    p.add_argument("--steps", type=int, default=300, help="ablation: steps per variant")
+    p.add_argument("--eval-every", type=int, default=50, help="ablation: evaluation cadence")
+    p.add_argument("--seeds", default="0", help="ablation: comma-separated seeds (mean curves)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="ablation: FinetuneConfig override (as for serendip finetune)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default <workdir>/evaluation or <workdir>/ablation)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.online_sim:
+        return _online_sim(args)
+    if args.ablation:
+        return _ablation(args)
+    return _offline(args)
+
+
+def _online_sim(args: argparse.Namespace) -> int:
+    # Hook for the lead's online simulation (serendip.evaluation.online_sim).
+    from serendip.errors import SerendipError
+
+    raise SerendipError("the online simulation is not implemented yet", field="--online-sim",
+                        fix="run `serendip evaluate --workdir W` (offline) or --ablation")
+
+
+def _newest_model_dir(workdir):
+    from pathlib import Path
+
+    from serendip.errors import SerendipError
+
+    dirs = sorted((p for p in (Path(workdir) / "mllm").glob("*") if (p / "serendip.json").exists()),
+                  key=lambda p: p.stat().st_mtime)
+    if not dirs:
+        raise SerendipError(f"no fine-tuned model under {workdir}/mllm", field="--model",
+                            fix=f"run `serendip finetune --workdir {workdir}` or pass --model")
+    return dirs[-1]
+
+
+def load_model(spec: str | None, workdir, use_mlflow: bool = True):
+    """A ClusterPredictor from a models:/ URI, a directory, or the registry's champion."""
+    from pathlib import Path
+
+    from serendip.mllm.inference import ClusterPredictor
+
+    if spec and not spec.startswith("models:/"):
+        return ClusterPredictor.load(spec, base_dir=str(workdir))
+    if use_mlflow:
+        from serendip.platform import registry
+
+        if spec:
+            predictor = registry.load_predictor(spec, workdir)
+        else:
+            registry.setup(workdir)
+            if registry.alias_version(registry.MLLM, registry.CHAMPION) is None:
+                return ClusterPredictor.load(_newest_model_dir(workdir), base_dir=str(workdir))
+            predictor = registry.load_predictor(workdir=workdir)
+        predictor.encoder.base_dir = str(Path(workdir))
+        return predictor
+    return ClusterPredictor.load(_newest_model_dir(workdir), base_dir=str(workdir))
+
+
+def _offline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from serendip.data.io import atomic_write_bytes
+    from serendip.mllm.evaluation import offline_report, report_markdown
+    from serendip.mllm.workdir import load_inputs
+
+    inp = load_inputs(args.workdir)
+    predictor = load_model(args.model, inp.workdir, use_mlflow=not args.no_mlflow)
+    examples = inp.examples
+    if predictor.prompt_config != inp.prompt:
+        from serendip.mllm.workdir import rebuild_examples
+
+        examples = rebuild_examples(inp, predictor.prompt_config)
+    rep = offline_report(predictor, examples, inp.item_clusters, inp.clusters, inp.delta,
+                         k=args.k, max_examples=args.max_examples)
+    out = Path(args.out) if args.out else inp.workdir / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    md = report_markdown(rep)
+    atomic_write_bytes(out / "mllm_offline.json", json.dumps(rep, indent=2).encode())
+    atomic_write_bytes(out / "mllm_offline.md", (md + "\n").encode())
+    if not args.no_mlflow:
+        from serendip.platform import registry
+
+        with registry.start_run("serendip-evaluate", inp.workdir, run_name="offline",
+                                params={"model": args.model or "champion",
+                                        "model_version": predictor.model_version, "k": args.k}):
+            registry.log_metrics({k: v for k, v in rep.items() if isinstance(v, (int, float))})
+            registry.log_artifact(out / "mllm_offline.md")
+    print(md)
+    return 0
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from serendip.commands.finetune import finetune_config
+    from serendip.mllm.ablation import AblationConfig, run_ablation
+    from serendip.mllm.workdir import load_inputs, rebuild_examples
+
+    inp = load_inputs(args.workdir)
+    ft = finetune_config(None, args.set)
+    cfg = AblationConfig(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()),
+                         steps=args.steps, eval_every=args.eval_every,
+                         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+                         finetune=ft)
+    out = Path(args.out) if args.out else inp.workdir / "ablation"
+
+    def build(prompt):
+        return rebuild_examples(inp, prompt)
+
+    def go(on_variant=None):
+        return run_ablation(build, inp.clusters, cfg, out, items=inp.items,
+                            on_variant=on_variant, progress=not args.quiet,
+                            base_dir=str(inp.workdir))
+
+    if args.no_mlflow:
+        payload = go()
+    else:
+        from serendip.config import to_dict
+        from serendip.platform import registry
+
+        with registry.start_run("serendip-ablation", inp.workdir, run_name="ablation",
+                                params=to_dict(cfg)):
+            payload = go()
+            for name, res in payload["results"].items():
+                for row in res["history"]:
+                    registry.log_metrics({f"{name}.{k}": v for k, v in row.items()
+                                          if k in ("recall", "match_rate", "recall_constrained")},
+                                         step=row["step"])
+            registry.log_artifact(out / "table.md")
+            for png in payload["plots"].values():
+                registry.log_artifact(png, "plots")
+    print((out / "table.md").read_text())
+    return 0

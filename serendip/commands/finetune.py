@@ -1,0 +1,145 @@
+"""``serendip finetune``: fine-tune the MLLM on the curated examples, evaluate on the held-out
+split every few steps, log the run to MLflow and register the model as ``serendip-mllm``
+(@challenger). ``serendip promote`` then decides whether it becomes @champion."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", required=True,
+                   help="work directory with examples.parquet, clusters.parquet, curation.json")
+    p.add_argument("--config", default=None, help="YAML file with FinetuneConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a FinetuneConfig field (repeatable), e.g. --set steps=500 "
+                        "--set prompt.strategy=video --set tiny.text_hidden=192")
+    p.add_argument("--run-name", default=None,
+                   help="output folder <workdir>/mllm/<run-name>; re-running the same name "
+                        "resumes from its last checkpoint (default: derived from the config)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not log to MLflow or register the model")
+    p.add_argument("--promote", action="store_true",
+                   help="run the promotion gate right after registering")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def nested(overrides: dict) -> dict:
+    """``{"tiny.text_hidden": 192}`` → ``{"tiny": {"text_hidden": 192}}``."""
+    out: dict = {}
+    for key, value in overrides.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def finetune_config(path: str | None, sets: list[str]):
+    """FinetuneConfig from defaults < YAML < ``--set`` (dotted keys reach nested configs)."""
+    from pathlib import Path
+
+    import yaml
+
+    from serendip.config import from_dict, load_config, parse_overrides
+    from serendip.errors import ConfigError
+    from serendip.mllm.train import FinetuneConfig
+    from serendip.prompts import PromptConfig
+
+    if path and not Path(path).exists():
+        raise ConfigError(f"config file {path} does not exist", field="--config",
+                          fix="pass an existing YAML file")
+    data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    for key, value in nested(parse_overrides(sets)).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    if isinstance(data.get("prompt"), dict):
+        data["prompt"] = from_dict(PromptConfig, data["prompt"])
+    cfg = load_config(FinetuneConfig, None, data)
+    cfg.check()
+    return cfg
+
+
+def run_name_for(cfg, prompt) -> str:
+    import hashlib
+
+    from serendip.config import to_dict
+
+    digest = hashlib.sha256(json.dumps([to_dict(cfg), to_dict(prompt)], sort_keys=True)
+                            .encode()).hexdigest()[:8]
+    return f"{prompt.strategy}-{cfg.resolved_method()}-{digest}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from serendip.config import to_dict
+    from serendip.mllm.evaluation import baselines, plot_history
+    from serendip.mllm.train import finetune
+    from serendip.mllm.workdir import load_inputs, rebuild_examples
+
+    threads = os.environ.get("SERENDIP_TORCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    cfg = finetune_config(args.config, args.set)
+    inp = load_inputs(args.workdir)
+    prompt = cfg.prompt or inp.prompt
+    examples = rebuild_examples(inp, prompt)
+    cfg.prompt = None
+    name = args.run_name or run_name_for(cfg, prompt)
+    out = inp.workdir / "mllm" / name
+    base_dir = str(inp.workdir)
+    summary: dict = {"run_name": name, "model_dir": str(out), "strategy": prompt.strategy,
+                     "n_frames": prompt.n_frames, "use_thumbnail": prompt.use_thumbnail}
+    base_scores = baselines(examples, inp.item_clusters, inp.clusters, inp.level, inp.delta)
+
+    def train(on_eval=None):
+        return finetune(examples, inp.clusters, cfg, out, prompt_config=prompt, items=inp.items,
+                        on_eval=on_eval, resume=not args.no_resume, base_dir=base_dir,
+                        progress=not args.quiet)
+
+    if args.no_register:
+        result = train()
+    else:
+        from serendip.platform import registry
+
+        params = {**to_dict(cfg), "prompt": to_dict(prompt), "level": inp.level,
+                  "delta": inp.delta, "train_examples": _count(examples, "train"),
+                  "test_examples": _count(examples, "test")}
+        with registry.start_run("serendip-mllm", inp.workdir, run_name=name,
+                                params=params) as mlrun:
+            result = train(on_eval=lambda step, m: registry.log_metrics(m, step=step))
+            flat_base = {f"baseline_{k}_recall": v["recall"] for k, v in base_scores.items()}
+            registry.log_metrics(flat_base)
+            plot = plot_history(result.history, out.parent / f"{name}.curves.png", base_scores,
+                                title=f"serendip-mllm {name}")
+            registry.log_artifact(plot, "plots")
+            registry.log_artifact(out / "history.json", "history")
+            metrics = {**result.metrics, **flat_base}
+            version = registry.register_mllm(out, metrics=metrics, workdir=inp.workdir)
+            summary.update(mlflow_run_id=mlrun.info.run_id, registered_version=version,
+                           alias="challenger")
+        if args.promote:
+            res = registry.promote(registry.MLLM, version, workdir=inp.workdir)
+            summary["promotion"] = res.message
+    best = max(b["recall"] for b in base_scores.values())
+    summary.update(metrics=result.metrics, baselines=base_scores, method=result.method,
+                   trainable_params=result.trainable_params, total_params=result.total_params,
+                   seconds=result.seconds,
+                   lift_over_best_baseline=(result.metrics.get("recall_constrained", 0) / best
+                                            if best else None))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _count(examples, split: str) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.equal(examples.column("split"), split)).as_py() or 0)

@@ -1,0 +1,69 @@
+"""The fine-tuning stage's view of a work directory: curated examples, clusters, curation.json,
+and rebuilding examples for another prompt config from the same curated selection."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from serendip.data.io import read_table, table_path
+from serendip.errors import SerendipError
+from serendip.prompts import PromptConfig
+
+SELECTION = ["context_item_id", "target_cluster_id", "satisfaction", "split"]
+
+
+@dataclass
+class StageInputs:
+    workdir: Path
+    items: pa.Table
+    clusters: pa.Table
+    item_clusters: pa.Table
+    examples: pa.Table
+    curation: dict
+    prompt: PromptConfig
+    level: int
+    delta: int
+
+
+def load_inputs(workdir: str | os.PathLike) -> StageInputs:
+    wd = Path(workdir)
+    for name in ("items", "clusters", "item_clusters", "examples"):
+        if not table_path(wd, name).exists():
+            stage = "serendip curate" if name == "examples" else "serendip cluster"
+            raise SerendipError(f"{table_path(wd, name)} is missing", field=name,
+                                fix=f"run `{stage} --workdir {wd}` first")
+    cur_path = wd / "curation.json"
+    if not cur_path.exists():
+        raise SerendipError(f"{cur_path} is missing", field="curation.json",
+                            fix=f"run `serendip curate --workdir {wd}` first")
+    curation = json.loads(cur_path.read_text())
+    items = read_table(wd, "items")
+    clusters = read_table(wd, "clusters")
+    item_clusters = read_table(wd, "item_clusters", refs={"items": items})
+    examples = read_table(wd, "examples", refs={"items": items, "clusters": clusters})
+    strategies = set(examples.column("strategy").to_pylist())
+    prompt = PromptConfig(strategy=curation.get("strategy") or (strategies.pop() if strategies
+                                                                else "cot"),
+                          n_frames=int(curation.get("n_frames", 4)),
+                          use_thumbnail=bool(curation.get("use_thumbnail", False)))
+    return StageInputs(wd, items, clusters, item_clusters, examples, curation, prompt,
+                       int(curation.get("level", 3)), int(curation.get("delta", 1)))
+
+
+def rebuild_examples(inp: StageInputs, prompt: PromptConfig) -> pa.Table:
+    """Examples for ``prompt`` from the same curated selection (same pairs, same split)."""
+    if prompt == inp.prompt:
+        return inp.examples
+    try:
+        from serendip.curation import build_examples
+    except ImportError:  # pragma: no cover - the curation stage ships with the package
+        raise SerendipError("serendip.curation is not available", field="prompt",
+                            fix="use the prompt config the examples were curated with") from None
+    selected = inp.examples.select(SELECTION)
+    return build_examples(selected, inp.items, inp.clusters, inp.item_clusters, prompt,
+                          inp.level)

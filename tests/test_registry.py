@@ -1,0 +1,116 @@
+"""MLflow registry adapter: the store lives in the work dir, save → register → load by
+``models:/serendip-mllm@champion`` gives identical outputs, and the promotion gate refuses a
+worse challenger."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from mllm_truth import trained_tiny
+
+from serendip import cli
+from serendip.mllm.inference import ClusterPredictor
+from serendip.mllm.train import split
+
+pytest.importorskip("mlflow")
+from serendip.platform import registry  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def store(synth_dir, tmp_path_factory):
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    res, examples, *_ = trained_tiny(synth_dir, tmp_path_factory.mktemp("mllm"))
+    wd = tmp_path_factory.mktemp("wd")
+    yield wd, res, examples
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _inputs(examples, n=4):
+    test = split(examples, "test").slice(0, n)
+    return [{"title": "t", "context_description": "d", "images": imgs}
+            for imgs in test.column("images").to_pylist()]
+
+
+def test_tracking_uri_defaults_to_the_workdir_and_follows_the_env(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = registry.setup(tmp_path)
+    assert uri == f"sqlite:///{(tmp_path / 'mlflow' / 'mlflow.db').resolve()}"
+    other = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert registry.setup(tmp_path) == other
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "1"
+
+
+def test_register_then_load_champion_gives_identical_outputs(store, monkeypatch):
+    wd, res, examples = store
+    monkeypatch.chdir(wd)
+    with registry.start_run("serendip-mllm", wd, run_name="t", params={"a": {"b": 1}}) as run:
+        registry.log_metrics({"recall": 0.5, "step": 3, "flag": True}, step=1)
+        version = registry.register_mllm(res.model_dir, metrics=res.metrics, workdir=wd)
+    assert version == "1"
+    assert registry.alias_version(registry.MLLM, "challenger") == "1"
+    first = registry.promote(workdir=wd)
+    assert first.promoted and first.champion_after == "1"
+
+    loaded = registry.load_predictor(f"models:/{registry.MLLM}@champion", wd)
+    assert loaded.model_version == "serendip-mllm/v1"
+    direct = ClusterPredictor.load(res.model_dir)
+    inputs = _inputs(examples)
+    for k in (1, 3):
+        a = direct.predict(inputs, k=k)
+        b = loaded.predict(inputs, k=k)
+        assert [[(p.cluster_id, p.description, p.score) for p in ps] for ps in a] == \
+               [[(p.cluster_id, p.description, p.score) for p in ps] for ps in b]
+
+    import mlflow
+    import pandas as pd
+
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{registry.MLLM}@champion")
+    df = pyfunc.predict(pd.DataFrame(inputs), params={"k": 2})
+    assert list(df.columns) == ["input_index", "rank", "cluster_id", "description", "score"]
+    expected = direct.predict(inputs, k=2)
+    assert df["cluster_id"].tolist() == [p.cluster_id for ps in expected for p in ps]
+    # params and per-step metrics were logged; artifacts stayed inside the work dir
+    client = mlflow.MlflowClient()
+    data = client.get_run(run.info.run_id).data
+    assert data.params["a.b"] == "1" and data.metrics["recall"] == 0.5
+    assert client.get_metric_history(run.info.run_id, "recall")[0].step == 1
+    assert (wd / "mlflow" / "artifacts").is_dir() and not (wd / "mlruns").exists()
+
+
+def test_gate_refuses_a_worse_challenger(store, monkeypatch, capsys):
+    wd, res, _ = store
+    monkeypatch.chdir(wd)
+    base = res.metrics["recall_constrained"]
+    with registry.start_run("serendip-mllm", wd, run_name="worse"):
+        worse = registry.register_mllm(res.model_dir,
+                                       metrics={**res.metrics, "recall_constrained": base - 0.1},
+                                       workdir=wd)
+    champion = registry.alias_version(registry.MLLM, "champion")
+    refused = registry.promote(workdir=wd)
+    assert not refused.promoted and "refused" in refused.message
+    assert refused.challenger == worse and refused.champion_after == champion
+    assert registry.alias_version(registry.MLLM, "champion") == champion
+
+    assert cli.main(["promote", "--workdir", str(wd)]) == 1           # the CLI says no too
+    assert "worse than champion" in capsys.readouterr().err
+    assert registry.alias_version(registry.MLLM, "champion") == champion
+
+    with registry.start_run("serendip-mllm", wd, run_name="equal"):
+        equal = registry.register_mllm(res.model_dir, metrics=res.metrics, workdir=wd)
+    assert cli.main(["promote", "--workdir", str(wd)]) == 0           # not worse: promoted
+    assert registry.alias_version(registry.MLLM, "champion") == equal
+
+
+def test_missing_alias_and_model_are_clear_errors(store, monkeypatch):
+    wd, *_ = store
+    from serendip.errors import SerendipError
+
+    registry.setup(wd)
+    with pytest.raises(SerendipError, match="no version with alias @nope"):
+        registry.resolve_version(registry.MLLM, "@nope")
+    with pytest.raises(SerendipError, match="serendip model directory"):
+        registry.register_mllm(Path(wd), workdir=wd)
