@@ -1,0 +1,84 @@
+"""``serendip score``: batch-score the popular corpus with the @champion MLLM, write
+``item_serendipity.parquet`` (incremental, resumable) and push it to Feast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DEFAULT_MODEL = "models:/serendip-mllm@champion"
+
+
+def _coverage(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"coverage must be a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"coverage must be in (0, 1], got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", required=True,
+                   help="work directory (items, clusters, item_clusters, cluster_tree/)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"registered model URI or a saved model directory (default {DEFAULT_MODEL})")
+    p.add_argument("--coverage", type=_coverage, default=0.8,
+                   help="share of impressions the scored items must cover, in (0, 1]")
+    p.add_argument("--batch-size", type=_positive, default=32, help="items per decoding batch")
+    p.add_argument("--chunk-size", type=_positive, default=256,
+                   help="items per committed chunk (what a crash can lose at most)")
+    p.add_argument("--k", type=_positive, default=3, help="clusters per item")
+    p.add_argument("--no-assign", action="store_true",
+                   help="do not place items missing from item_clusters in the tree")
+    p.add_argument("--no-feast", action="store_true",
+                   help="skip Feast apply + materialize after scoring")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_predictor(model: str, workdir):
+    """A ClusterPredictor from a registry URI (``models:/name@alias``) or a local directory."""
+    from pathlib import Path
+
+    from serendip.errors import SerendipError
+
+    if model.startswith("models:/") or model.startswith("runs:/"):
+        from serendip.platform.registry import load_predictor as from_registry
+
+        return from_registry(model, workdir)
+    if not Path(model).is_dir():
+        raise SerendipError(f"model {model!r} is neither a registry URI nor a directory",
+                            field="--model",
+                            fix="pass models:/serendip-mllm@champion or <workdir>/mllm/<run>")
+    from serendip.mllm.inference import ClusterPredictor
+
+    return ClusterPredictor.load(model)
+
+
+def run(args: argparse.Namespace) -> int:
+    from serendip.scoring import ScoringConfig, score_items
+
+    cfg = ScoringConfig(coverage=args.coverage, k=args.k, batch_size=args.batch_size,
+                        chunk_size=args.chunk_size, assign_new=not args.no_assign,
+                        progress=not args.quiet)
+    cfg.check()
+    predictor = load_predictor(args.model, args.workdir)
+    result = score_items(args.workdir, predictor, cfg)
+    summary = dict(result.stats)
+    if not args.no_feast:
+        from serendip.platform import features
+
+        summary["feast"] = features.sync(args.workdir)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0

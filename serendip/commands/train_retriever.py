@@ -1,0 +1,48 @@
+"""``serendip train-retriever``: train the sequence retriever on the work directory's sessions,
+save it to ``<workdir>/retriever`` and register it as ``serendip-retriever`` (@challenger, then
+the promotion gate on held-out NDCG@10 within the true next cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", required=True,
+                   help="work directory with interactions.parquet and item_clusters.parquet")
+    p.add_argument("--out", default=None, help="output directory (default: <workdir>/retriever)")
+    p.add_argument("--config", default=None, help="YAML file with RetrieverConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a RetrieverConfig field, e.g. --set epochs=10")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not log/register the model in MLflow")
+    p.add_argument("--no-promote", action="store_true",
+                   help="register as @challenger only; do not run the promotion gate")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from serendip.config import load_config, parse_overrides
+    from serendip.data.io import read_table
+    from serendip.retriever import RetrieverConfig, train_retriever
+
+    wd = Path(args.workdir)
+    cfg = load_config(RetrieverConfig, args.config, parse_overrides(args.set))
+    items = read_table(wd, "items", columns=["item_id"])
+    interactions = read_table(wd, "interactions", refs={"items": items})
+    item_clusters = read_table(wd, "item_clusters", refs={"items": items})
+    out = Path(args.out) if args.out else wd / "retriever"
+    result = train_retriever(interactions, item_clusters, cfg, out)
+    summary = {k: v for k, v in result.metrics.items()
+               if k not in ("train_loss", "eval") and not k.startswith("valid_")}
+    summary["out"] = str(out)
+    summary["model_version"] = result.retriever.model_version
+    if not args.no_register:
+        from serendip.platform.retriever_registry import register_and_promote
+
+        summary["registry"] = register_and_promote(out, result.metrics, cfg, wd,
+                                                   promote=not args.no_promote)
+    print(json.dumps(summary, indent=2))
+    return 0

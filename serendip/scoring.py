@@ -1,0 +1,379 @@
+"""Batch scoring (paper §3.2): the MLLM's serendipitous clusters for the popular corpus.
+
+* **Coverage** — the most popular items until ``coverage`` of all impressions (default 0.8, the
+  paper's figure) is reached; the long tail is left to on-demand inference at serving.
+* **New items** — items missing from ``item_clusters`` are first placed in the existing tree
+  (:func:`serendip.tree.assign_items`), since the prompt carries the item's own cluster.
+* **Incremental** — an item is re-scored only when no row with the same model version and the
+  same content hash (title, media references, context description) exists; a new model version
+  therefore rescores everything.
+* **Resumable** — results are committed in chunk files under ``<workdir>/scoring/``, each
+  written atomically and recorded with its SHA-256 in ``manifest.json`` (also atomic). A
+  restarted run reuses every committed chunk; a chunk whose checksum does not match (or a
+  file the manifest never recorded) is discarded and its items are scored again. The final
+  ``item_serendipity.parquet`` is written atomically, then the chunks are cleared — a crash
+  in between only leaves rows the next run deduplicates by item id.
+* **Batching** — the predictor decodes ``batch_size`` items at a time under the trie; items are
+  ordered by prompt length inside a chunk so that left padding stays small.
+
+A file lock keeps two runs from scoring the same work directory at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from serendip.data.io import atomic_write_bytes, read_table, table_path, write_table
+from serendip.data.schemas import SCHEMAS
+from serendip.errors import ConfigError, SerendipError
+
+SCORING_DIR = "scoring"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ScoringConfig:
+    coverage: float = 0.8           # share of impressions the scored items must cover
+    k: int = 3                      # clusters per item, best first
+    batch_size: int = 32            # items per constrained-decoding batch
+    chunk_size: int = 256           # items per committed chunk (the unit a crash can lose)
+    constrained: bool = True
+    assign_new: bool = True         # place items missing from item_clusters in the tree
+    progress: bool = True
+
+    def check(self) -> None:
+        if not (isinstance(self.coverage, (int, float)) and 0 < self.coverage <= 1):
+            raise ConfigError(f"coverage must be in (0, 1], got {self.coverage!r}",
+                              field="coverage", fix="use e.g. --coverage 0.8 (80% of impressions)")
+        for name in ("k", "batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=name,
+                                  fix=f"set {name} to a positive integer")
+
+
+@dataclass
+class ScoringResult:
+    table: pa.Table
+    stats: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ coverage
+def select_by_coverage(items: pa.Table, coverage: float) -> tuple[pa.Table, dict]:
+    """The smallest most-popular prefix of ``items`` whose impressions reach ``coverage`` of
+    the total (ties by item id); returns (items in popularity order, stats)."""
+    if not 0 < coverage <= 1:
+        raise ConfigError(f"coverage must be in (0, 1], got {coverage!r}", field="coverage",
+                          fix="use e.g. 0.8")
+    n = items.num_rows
+    if n == 0:
+        raise SerendipError("the items table is empty", field="items",
+                            fix="score a work directory with items (serendip synth / your logs)")
+    imp = np.asarray(items.column("impressions").to_numpy(zero_copy_only=False), np.float64)
+    ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
+    order = np.lexsort((ids, -imp))
+    total = imp.sum()
+    if total <= 0:
+        count = n                                   # no traffic recorded: everything
+    else:
+        cum = np.cumsum(imp[order]) / total
+        count = int(np.searchsorted(cum, coverage - 1e-12) + 1)
+    count = min(count, n)
+    covered = float(imp[order[:count]].sum() / total) if total > 0 else 1.0
+    stats = {"items": n, "selected": count, "selected_share": round(count / n, 4),
+             "coverage_target": coverage, "coverage_achieved": round(covered, 4)}
+    return items.take(order[:count]), stats
+
+
+# ------------------------------------------------------------------ content hash
+def _media_key(ref) -> str:
+    if ref is None:
+        return ""
+    if isinstance(ref, (bytes, bytearray, memoryview)):
+        return "sha256:" + hashlib.sha256(bytes(ref)).hexdigest()
+    return str(ref)
+
+
+def content_hash(title: str | None, thumbnail, frames, context_description: str | None) -> str:
+    """What the prompt is built from: title, media references (bytes hashed), and the item's
+    own cluster description. A change in any of them makes the item "changed"."""
+    payload = json.dumps([title or "", _media_key(thumbnail),
+                          [_media_key(f) for f in (frames or [])], context_description or ""])
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+# ------------------------------------------------------------------ chunk store
+class ChunkStore:
+    """Committed result chunks + their manifest under ``<workdir>/scoring``."""
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.dir = Path(workdir) / SCORING_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.dir / MANIFEST
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        import fcntl
+
+        fd = os.open(self.dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SerendipError(f"another scoring run is using {self.dir}", field="workdir",
+                                fix="wait for it to finish (a killed run releases the lock)"
+                                ) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {"format": 1, "chunks": []}
+        try:
+            data = json.loads(self.manifest_path.read_text())
+            if not isinstance(data.get("chunks"), list):
+                raise ValueError
+            return data
+        except (ValueError, OSError):
+            return {"format": 1, "chunks": []}       # unreadable manifest: redo the chunks
+
+    def load(self) -> tuple[pa.Table | None, dict]:
+        """Rows of every intact committed chunk; discards corrupt or unrecorded files."""
+        manifest = self._manifest()
+        good, tables, corrupt = [], [], []
+        for entry in manifest["chunks"]:
+            path = self.dir / entry["file"]
+            try:
+                data = path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                    raise ValueError("checksum mismatch")
+                t = pq.read_table(io.BytesIO(data))
+                if t.num_rows != entry["rows"]:
+                    raise ValueError("row count mismatch")
+                tables.append(t.cast(SCHEMAS["item_serendipity"]))
+                good.append(entry)
+            except (OSError, ValueError, pa.ArrowInvalid):
+                corrupt.append(entry["file"])
+                path.unlink(missing_ok=True)
+        recorded = {e["file"] for e in good}
+        stray = [p for p in self.dir.iterdir()
+                 if p.name.startswith(("chunk-", ".chunk-")) and p.name not in recorded]
+        for p in stray:                              # uncommitted (killed before the manifest)
+            p.unlink(missing_ok=True)
+        if len(good) != len(manifest["chunks"]):
+            manifest["chunks"] = good
+            self._write_manifest(manifest)
+        table = pa.concat_tables(tables) if tables else None
+        return table, {"chunks": len(good), "corrupt_chunks": corrupt,
+                       "stray_files": len(stray)}
+
+    def commit(self, table: pa.Table) -> str:
+        manifest = self._manifest()
+        seq = max((e["seq"] for e in manifest["chunks"]), default=-1) + 1
+        name = f"chunk-{seq:06d}.parquet"
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        data = buf.getvalue()
+        atomic_write_bytes(self.dir / name, data)
+        manifest["chunks"].append({"seq": seq, "file": name, "rows": table.num_rows,
+                                   "sha256": hashlib.sha256(data).hexdigest()})
+        self._write_manifest(manifest)
+        return name
+
+    def _write_manifest(self, manifest: dict) -> None:
+        atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
+
+    def clear(self) -> None:
+        manifest = self._manifest()
+        self._write_manifest({"format": 1, "chunks": []})
+        for e in manifest["chunks"]:
+            (self.dir / e["file"]).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ new items
+def assign_new_items(workdir: str | os.PathLike, items: pa.Table, item_clusters: pa.Table,
+                     embed: Callable[[pa.Table], np.ndarray] | None = None) -> pa.Table:
+    """item_clusters extended with rows for items that have none, placed in the saved tree.
+
+    ``embed(items) -> embeddings`` defaults to the cluster stage's embeddings over the whole
+    catalogue (so per-block scaling matches the tree's), cached in the work directory.
+    """
+    known = set(item_clusters.column("item_id").to_pylist())
+    ids = items.column("item_id").to_pylist()
+    new = [i for i in ids if i not in known]
+    if not new:
+        return item_clusters
+    from serendip.tree import ClusterTree, assign_items
+
+    wd = Path(workdir)
+    tree = ClusterTree.load(wd / "cluster_tree")
+    if embed is None:
+        from serendip.embeddings import item_embeddings
+
+        def embed(t: pa.Table) -> np.ndarray:
+            return item_embeddings(t, _embedding_config(wd), base_dir=wd, cache_dir=wd)
+
+    emb = embed(items)
+    pos = {i: p for p, i in enumerate(ids)}
+    rows = assign_items(tree, new, emb[[pos[i] for i in new]])
+    return pa.concat_tables([item_clusters.cast(SCHEMAS["item_clusters"]), rows])
+
+
+def _embedding_config(workdir: Path):
+    """The EmbeddingConfig the tree was built with, when the cluster stage recorded it."""
+    from serendip.config import from_dict
+    from serendip.embeddings import EmbeddingConfig
+
+    for path in (workdir / "cluster_tree" / "embedding.json", workdir / "embedding.json"):
+        if path.exists():
+            return from_dict(EmbeddingConfig, json.loads(path.read_text()))
+    return EmbeddingConfig()
+
+
+# ------------------------------------------------------------------ scoring
+def _inputs(sel: pa.Table, item_clusters: pa.Table, clusters: pa.Table, level: int,
+            needs_media: bool) -> tuple[list[dict], list[str]]:
+    """Predictor inputs and content hashes for the selected items (same order)."""
+    ic = dict(zip(item_clusters.column("item_id").to_pylist(),
+                  item_clusters.column(f"c{level}").to_pylist()))
+    desc = dict(zip(clusters.column("cluster_id").to_pylist(),
+                    clusters.column("description").to_pylist()))
+    inputs, hashes, no_media = [], [], []
+    for row in sel.select(["item_id", "title", "thumbnail", "frames"]).to_pylist():
+        cd = desc.get(ic.get(row["item_id"]))
+        if cd is None:
+            raise SerendipError(f"item {row['item_id']!r} has no level-{level} cluster "
+                                "description", field="item_clusters",
+                                fix="re-run `serendip cluster` (clusters and item_clusters "
+                                    "must come from the same tree)")
+        frames = [f for f in (row["frames"] or []) if f]
+        if needs_media and not row["thumbnail"] and not frames:
+            no_media.append(row["item_id"])
+        inputs.append({"title": row["title"] or "", "context_description": cd,
+                       "thumbnail": row["thumbnail"] or None, "frames": frames or None})
+        hashes.append(content_hash(row["title"], row["thumbnail"], frames, cd))
+    if no_media:
+        raise SerendipError(f"{len(no_media)} selected item(s) have neither thumbnail nor "
+                            f"frames (e.g. {no_media[:3]}), but the model's prompt needs images",
+                            field="items.thumbnail",
+                            fix="add media for these items, or score with a text-strategy model")
+    return inputs, hashes
+
+
+def _rows(ids, hashes, preds, model_version: str, now: datetime) -> pa.Table:
+    return pa.table({
+        "item_id": pa.array(ids, pa.string()),
+        "cluster_ids": pa.array([[p.cluster_id for p in ps if p.cluster_id] for ps in preds],
+                                pa.list_(pa.string())),
+        "descriptions": pa.array([[p.description for p in ps if p.cluster_id] for ps in preds],
+                                 pa.list_(pa.string())),
+        "scores": pa.array([[float(p.score) for p in ps if p.cluster_id] for ps in preds],
+                           pa.list_(pa.float64())),
+        "model_version": pa.array([model_version] * len(ids), pa.string()),
+        "content_hash": pa.array(hashes, pa.string()),
+        "scored_at": pa.array([now] * len(ids), SCHEMAS["item_serendipity"].field("scored_at").type),
+    }, schema=SCHEMAS["item_serendipity"])
+
+
+def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None = None,
+                embed: Callable[[pa.Table], np.ndarray] | None = None) -> ScoringResult:
+    """Score the popular corpus of ``workdir`` with ``predictor`` (a ClusterPredictor) and
+    write ``item_serendipity.parquet``; see the module docstring for the guarantees."""
+    cfg = cfg or ScoringConfig()
+    cfg.check()
+    t0 = time.perf_counter()
+    wd = Path(workdir)
+    version = str(getattr(predictor, "model_version", "") or "")
+    if not version:
+        raise SerendipError("the predictor has no model_version", field="model",
+                            fix="load the model with ClusterPredictor.load or the registry")
+    items = read_table(wd, "items")
+    if items.num_rows == 0:
+        raise SerendipError("the items table is empty", field="items",
+                            fix="score a work directory with items (serendip synth / your logs)")
+    clusters = read_table(wd, "clusters")
+    item_clusters = read_table(wd, "item_clusters")
+    n_known = item_clusters.num_rows
+    missing = items.num_rows - len(set(item_clusters.column("item_id").to_pylist())
+                                   & set(items.column("item_id").to_pylist()))
+    if missing and cfg.assign_new:
+        item_clusters = assign_new_items(wd, items, item_clusters, embed)
+        write_table(wd, "item_clusters", item_clusters, refs={"items": items})
+    assigned = item_clusters.num_rows - n_known
+
+    selected, stats = select_by_coverage(items, cfg.coverage)
+    level = int(predictor.level)
+    inputs, hashes = _inputs(selected, item_clusters, clusters, level,
+                             predictor.prompt_config.uses_images)
+    ids = selected.column("item_id").to_pylist()
+
+    store = ChunkStore(wd)
+    store.lock()
+    try:
+        committed, chunk_stats = store.load()
+        pool: dict[str, dict] = {}
+        sources = [t for t in (committed,) if t is not None]
+        if table_path(wd, "item_serendipity").exists():
+            try:
+                sources.insert(0, read_table(wd, "item_serendipity"))
+            except SerendipError:
+                pass                                   # unreadable: everything is rescored
+        for t in sources:                              # later sources (chunks) win
+            for row in t.to_pylist():
+                if row["model_version"] == version:
+                    pool[row["item_id"]] = row
+        reuse = {i for i, h in zip(ids, hashes) if i in pool and pool[i]["content_hash"] == h}
+        todo = [j for j, i in enumerate(ids) if i not in reuse]
+
+        predictor.batch_size = cfg.batch_size
+        fresh: list[pa.Table] = []
+        bar = tqdm(total=len(todo), desc="score", unit="item", disable=not cfg.progress,
+                   smoothing=0.1)
+        for c in range(0, len(todo), cfg.chunk_size):
+            chunk = todo[c:c + cfg.chunk_size]
+            # padding-aware: similar prompt lengths share a batch
+            chunk = sorted(chunk, key=lambda j: (len(inputs[j]["title"]),
+                                                 len(inputs[j]["context_description"])))
+            preds = []
+            for b in range(0, len(chunk), cfg.batch_size):
+                batch = chunk[b:b + cfg.batch_size]
+                preds += predictor.predict([inputs[j] for j in batch], k=cfg.k,
+                                           constrained=cfg.constrained)
+                bar.update(len(batch))
+            table = _rows([ids[j] for j in chunk], [hashes[j] for j in chunk], preds, version,
+                          datetime.now(timezone.utc))
+            store.commit(table)
+            fresh.append(table)
+        bar.close()
+
+        by_id = {i: pool[i] for i in reuse}
+        for t in fresh:
+            for row in t.to_pylist():
+                by_id[row["item_id"]] = row
+        out = pa.Table.from_pylist([by_id[i] for i in ids], schema=SCHEMAS["item_serendipity"])
+        write_table(wd, "item_serendipity", out, refs={"items": items})
+        store.clear()
+    finally:
+        store.unlock()
+    elapsed = time.perf_counter() - t0
+    stats.update({"model_version": version, "reused": len(reuse), "scored": len(todo),
+                  "assigned_new_items": assigned, "resumed_chunks": chunk_stats["chunks"],
+                  "corrupt_chunks": chunk_stats["corrupt_chunks"], "seconds": round(elapsed, 3),
+                  "items_per_s": round(len(todo) / elapsed, 2) if todo else None})
+    return ScoringResult(out, stats)

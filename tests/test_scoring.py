@@ -1,0 +1,218 @@
+"""Batch scoring: coverage selection, incremental reuse, new-item assignment, SIGKILL + resume,
+corrupt chunks, and the errors the issue lists."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from serendip.data.io import read_table, write_table
+from serendip.errors import ConfigError, SerendipError
+from serendip.scoring import ChunkStore, ScoringConfig, score_items, select_by_coverage
+from serendip.scoring_fixture import build_scoring_workdir, topic_embedding
+
+CFG = dict(k=1, batch_size=8, chunk_size=32, progress=False)
+
+
+@pytest.fixture(scope="module")
+def base(synth_dir, tmp_path_factory):
+    """A scoring-ready work directory (never scored) and its model directory."""
+    wd = tmp_path_factory.mktemp("scoring-base")
+    for name in ("items.parquet", "interactions.parquet"):
+        shutil.copy(synth_dir / name, wd / name)
+    shutil.copytree(synth_dir / "truth", wd / "truth")
+    return build_scoring_workdir(wd)
+
+
+def _copy(base, tmp_path) -> tuple[Path, Path]:
+    wd = tmp_path / "wd"
+    shutil.copytree(base[0], wd)
+    return wd, wd / "mllm" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def predictor(base):
+    from serendip.mllm.inference import ClusterPredictor
+
+    return ClusterPredictor.load(base[1])
+
+
+@pytest.fixture(scope="module")
+def reference(base, predictor, tmp_path_factory):
+    """One clean full run: the outputs every other run must reproduce."""
+    wd = tmp_path_factory.mktemp("scoring-ref") / "wd"
+    shutil.copytree(base[0], wd)
+    return score_items(wd, predictor, ScoringConfig(**CFG))
+
+
+def test_select_by_coverage(synth_dir):
+    items = read_table(synth_dir, "items")
+    sel, stats = select_by_coverage(items, 0.8)
+    imp = np.sort(items.column("impressions").to_numpy())[::-1]
+    n = sel.num_rows
+    assert imp[:n].sum() >= 0.8 * imp.sum() > imp[:n - 1].sum()       # smallest such prefix
+    assert sel.column("impressions").to_pylist() == list(imp[:n])
+    assert stats["coverage_achieved"] >= 0.8 and n < items.num_rows / 2   # Zipf: few items
+    assert select_by_coverage(items, 1.0)[0].num_rows == items.num_rows
+    for bad in (0, -0.1, 1.01):
+        with pytest.raises(ConfigError, match="coverage"):
+            select_by_coverage(items, bad)
+    with pytest.raises(SerendipError, match="empty"):
+        select_by_coverage(items.slice(0, 0), 0.8)
+
+
+def test_full_run_output(reference, predictor, base):
+    t, stats = reference.table, reference.stats
+    items = read_table(base[0], "items")
+    expect = select_by_coverage(items, 0.8)[0].column("item_id").to_pylist()
+    assert t.column("item_id").to_pylist() == expect                   # popularity order, once
+    assert stats["scored"] == len(expect) and stats["reused"] == 0
+    assert set(pc.list_flatten(t.column("cluster_ids")).to_pylist()) <= set(predictor.cluster_ids)
+    assert len(set(pc.list_flatten(t.column("cluster_ids")).to_pylist())) > 1   # input-dependent
+    assert set(t.column("model_version").to_pylist()) == {predictor.model_version}
+    assert all(len(c) == 1 for c in t.column("cluster_ids").to_pylist())
+
+
+def test_incremental_reuse_changed_new_and_new_version(base, predictor, reference, tmp_path):
+    wd, _ = _copy(base, tmp_path)
+    cfg = ScoringConfig(**CFG)
+    first = score_items(wd, predictor, cfg)
+    again = score_items(wd, predictor, cfg)
+    assert again.stats["scored"] == 0 and again.stats["reused"] == first.table.num_rows
+    assert again.table.equals(first.table)
+
+    # 3 changed titles among the scored items + 2 brand-new popular items (copies of v-items)
+    items = read_table(wd, "items").to_pylist()
+    top = first.table.column("item_id").to_pylist()
+    changed = set(top[5:8])
+    by_id = {r["item_id"]: r for r in items}
+    for i in changed:
+        by_id[i]["title"] += " remix"
+    new = [dict(by_id[top[0]], item_id=top[0] + "~new"),
+           dict(by_id[top[40]], item_id=top[40] + "~new", impressions=by_id[top[1]]["impressions"])]
+    write_table(wd, "items", pa.Table.from_pylist(items + new))
+
+    third = score_items(wd, predictor, cfg, embed=lambda t: topic_embedding(wd, t))
+    s = third.stats
+    assert s["assigned_new_items"] == 2
+    ic = {r["item_id"]: r for r in read_table(wd, "item_clusters").to_pylist()}
+    for row in new:   # placed in the tree where their topic lives
+        src = row["item_id"].split("~")[0]
+        assert [ic[row["item_id"]][f"c{j}"] for j in range(1, 5)] == \
+               [ic[src][f"c{j}"] for j in range(1, 5)]
+    fresh = set(third.table.column("item_id").to_pylist()) - set(top)
+    assert {r["item_id"] for r in new} <= fresh
+    assert s["scored"] == len(changed) + len(fresh)
+    assert s["reused"] == third.table.num_rows - s["scored"]
+    old = {r["item_id"]: r for r in first.table.to_pylist()}
+    for r in third.table.to_pylist():
+        if r["item_id"] in old and r["item_id"] not in changed:
+            assert r == old[r["item_id"]]                               # reused verbatim
+
+    predictor.model_version, version = "other-version", predictor.model_version
+    try:
+        fourth = score_items(wd, predictor, cfg)
+    finally:
+        predictor.model_version = version
+    assert fourth.stats["reused"] == 0 and fourth.stats["scored"] == third.table.num_rows
+    assert set(fourth.table.column("model_version").to_pylist()) == {"other-version"}
+
+
+def _same_outputs(a: pa.Table, b: pa.Table) -> None:
+    """Equal rows up to float noise in scores (batches of other sizes pad differently)."""
+    exact = ["item_id", "cluster_ids", "descriptions", "model_version", "content_hash"]
+    assert a.select(exact).equals(b.select(exact))
+    np.testing.assert_allclose(pc.list_flatten(a.column("scores")).to_numpy(),
+                               pc.list_flatten(b.column("scores")).to_numpy(), rtol=1e-4)
+
+
+def _committed(wd: Path) -> int:
+    try:
+        return len(json.loads((wd / "scoring" / "manifest.json").read_text())["chunks"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_sigkill_resume_loses_nothing_duplicates_nothing(base, predictor, reference, tmp_path):
+    wd, model_dir = _copy(base, tmp_path)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "serendip.cli", "score", "--workdir", str(wd), "--model",
+           str(model_dir), "--no-feast", "--quiet", "--k", "1", "--batch-size", "4",
+           "--chunk-size", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 240
+    while _committed(wd) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not (wd / "item_serendipity.parquet").exists()              # killed mid-way
+    committed = _committed(wd)
+    assert committed >= 3
+    # corrupt the first committed chunk: it must be detected and redone
+    first = wd / "scoring" / "chunk-000000.parquet"
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    first.write_bytes(bytes(data))
+    (wd / "scoring" / ".chunk-999999.parquet.tmp").write_bytes(b"half a write")
+
+    resumed = score_items(wd, predictor, ScoringConfig(**CFG))
+    s = resumed.stats
+    assert s["corrupt_chunks"] == ["chunk-000000.parquet"]
+    assert s["resumed_chunks"] == committed - 1
+    assert s["reused"] == 8 * (committed - 1)                          # nothing committed lost
+    assert s["scored"] == reference.table.num_rows - s["reused"]
+    ids = resumed.table.column("item_id").to_pylist()
+    assert len(ids) == len(set(ids))                                    # nothing duplicated
+    _same_outputs(resumed.table, reference.table)                      # same as a clean run
+    assert not list((wd / "scoring").glob("*chunk-*"))                  # chunks cleared
+
+
+def test_chunk_store_rejects_bad_manifest(tmp_path):
+    store = ChunkStore(tmp_path)
+    (store.dir / "manifest.json").write_text("{not json")
+    table, stats = store.load()
+    assert table is None and stats["chunks"] == 0
+    store.lock()
+    try:
+        with pytest.raises(SerendipError, match="another scoring run"):
+            ChunkStore(tmp_path).lock()
+    finally:
+        store.unlock()
+
+
+def test_errors(base, predictor, tmp_path):
+    wd, _ = _copy(base, tmp_path)
+    with pytest.raises(ConfigError, match="coverage"):
+        score_items(wd, predictor, ScoringConfig(coverage=1.5))
+    items = read_table(wd, "items")
+    # items without media, among the popular ones
+    rows = items.to_pylist()
+    top = max(rows, key=lambda r: r["impressions"])
+    top["thumbnail"], top["frames"] = None, []
+    write_table(wd, "items", pa.Table.from_pylist(rows, schema=items.schema))
+    with pytest.raises(SerendipError, match="neither thumbnail nor frames"):
+        score_items(wd, predictor, ScoringConfig(**CFG))
+    # empty corpus
+    pq.write_table(items.slice(0, 0), wd / "items.parquet")
+    with pytest.raises(SerendipError, match="empty"):
+        score_items(wd, predictor, ScoringConfig(**CFG))
+    # the CLI turns bad input into one line and exit code 2
+    from serendip.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["score", "--workdir", str(wd), "--coverage", "0"])
+    assert exc.value.code == 2
+    assert main(["score", "--workdir", str(wd), "--model", str(tmp_path / "nope")]) == 2
