@@ -18,7 +18,9 @@ The heavy part (joins, classification, aggregation, top-k) is one DuckDB query o
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -307,3 +309,44 @@ def curation_json(result: CurationResult, cfg: CurationConfig) -> dict:
             "use_thumbnail": cfg.prompt.use_thumbnail, "config": to_dict(cfg),
             "stats": result.stats, "candidate_cluster_ids": result.candidate_cluster_ids,
             "candidates": result.candidates}
+
+
+# ------------------------------------------------------------------ stage entry (CLI, KFP)
+def curation_config(settings: dict | None = None) -> CurationConfig:
+    """CurationConfig from one mapping; prompt fields under ``prompt:`` or ``prompt.<field>``."""
+    from serendip.config import from_dict
+
+    data = dict(settings or {})
+    prompt = dict(data.pop("prompt", None) or {})
+    for key in [k for k in data if k.startswith("prompt.")]:
+        prompt[key.split(".", 1)[1]] = data.pop(key)
+    data["prompt"] = prompt
+    cfg = from_dict(CurationConfig, data)
+    cfg.check()
+    return cfg
+
+
+def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                 cfg: CurationConfig | None = None,
+                 clusters_dir: str | os.PathLike | None = None) -> CurationResult:
+    """Read items + interactions from ``data_dir`` and clusters + item_clusters from
+    ``clusters_dir`` (default: ``data_dir``); write examples.parquet, curated_pairs.parquet and
+    curation.json to ``out_dir`` (default: ``data_dir``)."""
+    import json
+
+    from serendip.data.io import atomic_write_bytes, atomic_write_parquet, read_table, write_table
+
+    cfg = cfg or CurationConfig()
+    out = Path(out_dir or data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cdir = clusters_dir or data_dir
+    items = read_table(data_dir, "items")
+    interactions = read_table(data_dir, "interactions", refs={"items": items})
+    clusters = read_table(cdir, "clusters")
+    item_clusters = read_table(cdir, "item_clusters", refs={"items": items})
+    result = curate(items, interactions, clusters, item_clusters, cfg)
+    write_table(out, "examples", result.examples, refs={"items": items, "clusters": clusters})
+    atomic_write_parquet(result.selected, out / "curated_pairs.parquet")
+    atomic_write_bytes(out / "curation.json",
+                       json.dumps(curation_json(result, cfg), indent=2).encode())
+    return result

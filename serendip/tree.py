@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from serendip.data.schemas import SCHEMAS
+from serendip.embeddings import EmbeddingConfig
 from serendip.errors import ConfigError, SerendipError
 
 LEVELS = 4
@@ -630,3 +631,45 @@ def describe_clusters(titles: list[str], paths: np.ndarray, ids: list[list[str]]
             descriptions[cid] = t
             used.add(t)
     return descriptions
+
+
+# ------------------------------------------------------------------ stage entry (CLI, KFP)
+def cluster_configs(settings: dict | None = None) -> tuple[ClusterConfig, EmbeddingConfig]:
+    """ClusterConfig + EmbeddingConfig from one mapping: tree fields at the top level,
+    embedding fields under ``embedding:`` or as ``embedding.<field>`` keys."""
+    from serendip.config import from_dict
+
+    data = dict(settings or {})
+    emb = dict(data.pop("embedding", None) or {})
+    for key in [k for k in data if k.startswith("embedding.")]:
+        emb[key.split(".", 1)[1]] = data.pop(key)
+    if "branching" in data:
+        data["branching"] = parse_branching(data["branching"])
+    cfg, ecfg = from_dict(ClusterConfig, data), from_dict(EmbeddingConfig, emb)
+    cfg.check()
+    ecfg.check()
+    return cfg, ecfg
+
+
+def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                  cfg: ClusterConfig | None = None, embedding: EmbeddingConfig | None = None,
+                  use_cache: bool = True) -> ClusterTree:
+    """Read ``items`` from ``data_dir``; write embeddings.parquet, cluster_tree/,
+    clusters.parquet and item_clusters.parquet to ``out_dir`` (default: ``data_dir``)."""
+    from serendip.data.io import read_table, write_table
+    from serendip.embeddings import EMBEDDINGS_FILE, item_embeddings
+
+    cfg = cfg or ClusterConfig()
+    embedding = embedding or EmbeddingConfig()
+    out = Path(out_dir or data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = read_table(data_dir, "items")
+    if not use_cache:
+        (out / EMBEDDINGS_FILE).unlink(missing_ok=True)
+    emb = item_embeddings(items, embedding, base_dir=data_dir, cache_dir=out)
+    tree = build_cluster_tree(items, emb, cfg)
+    tree.stats["embedding"] = {"config": asdict(embedding), "dim": int(emb.shape[1])}
+    tree.save(out / "cluster_tree")
+    write_table(out, "clusters", tree.clusters)
+    write_table(out, "item_clusters", tree.item_clusters, refs={"items": items})
+    return tree

@@ -3,7 +3,7 @@
 Reads items.parquet from ``--data``; writes embeddings.parquet, cluster_tree/,
 clusters.parquet and item_clusters.parquet to ``--out`` (may be the same directory).
 Settings: ``--config tree.yaml`` and ``--set key=value`` for ClusterConfig fields, or
-``--set embedding.<field>=value`` for EmbeddingConfig fields.
+``--set embedding.<field>=value`` (YAML: an ``embedding:`` mapping) for EmbeddingConfig fields.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recompute embeddings even if embeddings.parquet matches")
 
 
-def split_settings(path: str | None, overrides: list[str]) -> tuple[dict, dict]:
-    """(cluster settings, embedding settings) from a YAML file and key=value overrides."""
+def read_settings(path: str | None, overrides: list[str]) -> dict:
+    """A YAML mapping (optional) updated with ``key=value`` overrides."""
     from pathlib import Path
 
     import yaml
@@ -44,53 +44,23 @@ def split_settings(path: str | None, overrides: list[str]) -> tuple[dict, dict]:
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} is not a mapping", field="--config",
                               fix="write the config as key: value pairs")
-    emb = dict(data.pop("embedding", None) or {})
-    for key, value in parse_overrides(overrides).items():
-        if key.startswith("embedding."):
-            emb[key.split(".", 1)[1]] = value
-        else:
-            data[key] = value
-    return data, emb
+    data.update(parse_overrides(overrides))
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from serendip.tree import cluster_configs, cluster_stage
 
-    from serendip.config import from_dict
-    from serendip.data.io import read_table, write_table
-    from serendip.embeddings import EmbeddingConfig, item_embeddings
-    from serendip.tree import ClusterConfig, build_cluster_tree, parse_branching
-
-    out = Path(args.out or args.data)
-    out.mkdir(parents=True, exist_ok=True)
-    tree_kw, emb_kw = split_settings(args.config, args.overrides)
+    settings = read_settings(args.config, args.overrides)
     if args.branching:
-        tree_kw["branching"] = parse_branching(args.branching)
-    elif "branching" in tree_kw:
-        tree_kw["branching"] = parse_branching(tree_kw["branching"])
-    cfg = from_dict(ClusterConfig, tree_kw)
-    ecfg = from_dict(EmbeddingConfig, emb_kw)
-    cfg.check()
-    ecfg.check()
-    items = read_table(args.data, "items")
-    print(f"embedding {items.num_rows} items ...", flush=True)
-    emb = item_embeddings(items, ecfg, base_dir=args.data,
-                          cache_dir=None if args.no_cache else out)
-    if args.no_cache:
-        from serendip.embeddings import EMBEDDINGS_FILE, _cache_key, save_embeddings
-
-        save_embeddings(out / EMBEDDINGS_FILE, items.column("item_id"), emb,
-                        _cache_key(items, ecfg))
-    print(f"building the tree {'/'.join(map(str, cfg.branching))} ...", flush=True)
-    tree = build_cluster_tree(items, emb, cfg)
-    tree.stats["embedding"] = {"config": json.loads(json.dumps(ecfg.__dict__)),
-                               "dim": int(emb.shape[1])}
-    tree.save(out / "cluster_tree")
-    write_table(out, "clusters", tree.clusters)
-    write_table(out, "item_clusters", tree.item_clusters, refs={"items": items})
-    summary = {"items": items.num_rows, "clusters": tree.clusters.num_rows,
-               "branching": list(cfg.branching), "balance": {k: v for k, v in tree.stats.items()
-                                                             if k.startswith("level")},
-               "out": str(out)}
+        settings["branching"] = args.branching
+    cfg, ecfg = cluster_configs(settings)
+    print(f"clustering {args.data} into {'/'.join(map(str, cfg.branching))} ...", flush=True)
+    tree = cluster_stage(args.data, args.out, cfg, ecfg, use_cache=not args.no_cache)
+    summary = {"items": int(sum(tree.sizes[c] for c in tree.ids[0])),
+               "clusters": sum(len(ids) for ids in tree.ids),
+               "branching": list(cfg.branching),
+               "balance": {k: v for k, v in tree.stats.items() if k.startswith("level")},
+               "out": str(args.out or args.data)}
     print(json.dumps(summary, indent=2))
     return 0
