@@ -17,6 +17,7 @@ Never import ``tritonclient.grpc`` here: with kserve in the same process its pro
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import uuid
 from collections.abc import Mapping
@@ -58,7 +59,48 @@ def import_kserve():
 
 kserve = import_kserve()
 from kserve.errors import InvalidInput  # noqa: E402
-from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse  # noqa: E402,I001
+from kserve.protocol.infer_type import (  # noqa: E402
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+)
+
+
+def _from_bytes_keep_binary(cls, req_bytes: bytes, json_length: int, model_name: str):
+    """kserve 0.21's REST decoder turns binary BYTES tensors into JSON strings, so any
+    non-UTF-8 element (a PNG, a JPEG) fails with a 500. Same parsing, raw bytes kept; a
+    malformed request is a 400."""
+    import orjson
+
+    try:
+        d = orjson.loads(req_bytes[:json_length])
+        start, inputs = json_length, []
+        for spec in d["inputs"]:
+            params = spec.get("parameters")
+            i = InferInput(name=spec["name"], shape=list(spec["shape"]),
+                           datatype=spec["datatype"], parameters=params)
+            if spec.get("data") is not None:
+                i.data = spec["data"]
+            elif params and params.get("binary_data_size") is not None:
+                end = start + int(params["binary_data_size"])
+                if end > len(req_bytes):
+                    raise ValueError(f"binary data of input '{i.name}' is truncated")
+                i._raw_data = req_bytes[start:end]
+                start = end
+            else:
+                raise ValueError(f"input '{i.name}' has neither 'data' nor binary data")
+            inputs.append(i)
+        outputs = [RequestedOutput(name=o["name"], parameters=o.get("parameters"))
+                   for o in d.get("outputs") or []] or None
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise InvalidInput(f"malformed v2 request: {e}") from None
+    return cls(model_name=model_name, request_id=d.get("id"), parameters=d.get("parameters"),
+               infer_inputs=inputs, request_outputs=outputs)
+
+
+InferRequest.from_bytes = classmethod(_from_bytes_keep_binary)
 
 
 # ------------------------------------------------------------------ tensors <-> kserve
@@ -245,14 +287,42 @@ class RecommendTransformer(_V2Model):
 
 
 # ------------------------------------------------------------------ loopback server
+class _BadInputOneLine(logging.Filter):
+    """A refused request (InvalidInput) is logged as one WARNING line, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, InvalidInput) or "InvalidInput" in str(record.msg):
+            record.msg, record.args = f"bad request: {exc if exc else record.msg}", ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_logs(access_log: bool = False) -> None:
+    """Per-request timing/access lines off (they cost more than a retriever call under load);
+    refused requests as one line."""
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    if not access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name in ("kserve", "kserve.errors"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _BadInputOneLine) for f in lg.filters):
+            lg.addFilter(_BadInputOneLine())
+    for h in logging.getLogger("kserve").handlers:
+        if not any(isinstance(f, _BadInputOneLine) for f in h.filters):
+            h.addFilter(_BadInputOneLine())
+
+
 class LoopbackModelServer(kserve.ModelServer):
     """kserve's ModelServer bound to ``host`` (REST and gRPC), single process."""
 
-    def __init__(self, host: str = "127.0.0.1", **kwargs):
+    def __init__(self, host: str = "127.0.0.1", access_log: bool = False, **kwargs):
         kwargs.setdefault("workers", 1)
         kwargs.setdefault("enable_latency_logging", False)
         super().__init__(**kwargs)
         self.host = host
+        quiet_logs(access_log)
 
     def start(self, models) -> None:
         from kserve.protocol.grpc.server import GRPCServer

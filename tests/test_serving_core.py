@@ -1,0 +1,226 @@
+"""Serving logic without servers: tensor contracts (and the committed config.pbtxt files agree
+with them), the handlers on real saved models, the recommend flow and its cache, the micro-
+batcher, and the exported repository layout."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from serving_workdir import cluster_members, scored_items, served_workdir, unscored_items
+
+from serendip.errors import SerendipError
+from serendip.model_repository import ExportSource, export_repository, latest_mllm_dir
+from serendip.serving_core import (
+    MLLM,
+    RECOMMEND,
+    RETRIEVER,
+    ClusterCache,
+    ClusterChoice,
+    MicroBatcher,
+    MllmHandler,
+    RecommendFlow,
+    RetrieverHandler,
+    check_tensors,
+    config_pbtxt_io,
+    first_row_items,
+    pad_rows,
+    retriever_request,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory):
+    return served_workdir(tmp_path_factory, feast=True)
+
+
+@pytest.fixture(scope="module")
+def mllm(wd):
+    return MllmHandler.load(latest_mllm_dir(wd))
+
+
+@pytest.fixture(scope="module")
+def retr(wd):
+    return RetrieverHandler.load(wd / "retriever")
+
+
+def _b(rows):
+    return np.array([[x.encode() if isinstance(x, str) else x for x in r] for r in rows],
+                    dtype=np.object_)
+
+
+@pytest.mark.parametrize("spec", [MLLM, RETRIEVER])
+def test_committed_config_pbtxt_matches_the_contract(spec):
+    text = (ROOT / "model_repository" / spec.name / "config.pbtxt").read_text()
+    assert config_pbtxt_io(spec) in text
+    assert f'name: "{spec.name}"' in text and 'backend: "python"' in text
+    assert f"max_batch_size: {spec.max_batch_size}" in text
+    assert "dynamic_batching" in text
+    assert (ROOT / "model_repository" / spec.name / "1" / "model.py").exists()
+
+
+def test_check_tensors_names_the_input():
+    ok = {"ITEM_ID": ("BYTES", [2, 1]), "K": ("INT32", [2, 1]), "HISTORY": ("BYTES", [2, 0])}
+    assert check_tensors(RECOMMEND, ok) == 2
+    bad = [({"ITEM_ID": ("INT32", [1, 1])}, "ITEM_ID", "data-type"),
+           ({"ITEM_ID": ("BYTES", [1, 2])}, "ITEM_ID", "shape"),
+           ({"ITEM_ID": ("BYTES", [1])}, "ITEM_ID", "shape"),
+           ({"ITEM_ID": ("BYTES", [65, 1])}, "ITEM_ID", "batch size"),
+           ({"ITEM_ID": ("BYTES", [1, 1]), "K": ("INT32", [2, 1])}, "K", "batch size"),
+           ({"K": ("INT32", [1, 1])}, "ITEM_ID", "missing"),
+           ({"ITEM_ID": ("BYTES", [1, 1]), "USER": ("BYTES", [1, 1])}, "USER", "unexpected")]
+    for tensors, field, words in bad:
+        with pytest.raises(SerendipError) as e:
+            check_tensors(RECOMMEND, tensors)
+        assert e.value.field == field and words in str(e.value)
+
+
+def test_pad_rows_states_short_lists():
+    a = pad_rows([[1.0, 2.0], [3.0]], np.nan, np.float32)
+    assert a.shape == (2, 2) and np.isnan(a[1, 1])
+
+
+def test_mllm_handler_valid_clusters_batched_and_per_request_errors(wd, mllm):
+    members = cluster_members(wd)
+    frames = [f"synth:2.120.1.0.1.{i}#f{i}" for i in range(4)]
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(buf, "PNG")
+    good = {"TITLE": _b([["clip one"], ["clip two"]]), "FRAMES": _b([frames[:2], frames[2:]])}
+    png = {"TITLE": _b([["png"]]), "FRAMES": _b([[buf.getvalue(), b""]])}  # "" is padding
+    corrupt = {"TITLE": _b([["x"]]), "FRAMES": _b([[b"not an image"]])}
+    no_frames = {"TITLE": _b([["x"]])}
+    res = mllm.infer([good, corrupt, png, no_frames])
+    assert isinstance(res[1], SerendipError) and res[1].field == "FRAMES[0]"
+    assert isinstance(res[3], SerendipError) and res[3].field == "FRAMES"
+    for out, rows in ((res[0], 2), (res[2], 1)):
+        assert out["CLUSTER_IDS"].shape == (rows, 1)
+        for cid, desc in zip(out["CLUSTER_IDS"][:, 0], out["DESCRIPTIONS"][:, 0]):
+            assert cid.decode() in members and cid.decode().count(".") == 2
+            assert desc.decode() == dict(zip(mllm.predictor.cluster_ids,
+                                             mllm.predictor.descriptions))[cid.decode()]
+        assert out["MODEL_VERSION"][0, 0].decode() == mllm.model_version
+    # the same input alone gives the same answer as inside a batch (deterministic decoding)
+    alone = mllm.infer([{"TITLE": _b([["clip two"]]), "FRAMES": _b([frames[2:]])}])[0]
+    assert alone["CLUSTER_IDS"][0, 0] == res[0]["CLUSTER_IDS"][1, 0]
+
+
+def test_retriever_handler_stays_inside_the_cluster(wd, retr):
+    members = cluster_members(wd)
+    seen = scored_items(wd)[:5]
+    for cluster in sorted(c for c in members if c.count(".") == 2)[:4]:
+        out = retr.infer([retriever_request(seen, cluster, 8)])[0]
+        items = [i for i, _ in first_row_items(out)]
+        assert items and set(items) <= members[cluster] and not set(items) & set(seen)
+    bad = retr.infer([retriever_request(seen, "7.7.7", 3),
+                      {"CLUSTER_ID": _b([["0"]]), "K": np.array([[0]], np.int32)}])
+    assert [e.field for e in bad] == ["CLUSTER_ID", "K"]
+
+
+def test_recommend_flow_lookup_cache_and_mllm_fallback(wd, mllm, retr):
+    from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
+    from serendip.serving_core import first_row_choice, mllm_request
+
+    calls = {"mllm": 0}
+
+    async def predict(info):
+        calls["mllm"] += 1
+        return first_row_choice(mllm.infer([mllm_request(info)])[0])
+
+    async def retrieve(history, cluster_id, k):
+        return first_row_items(retr.infer([retriever_request(history, cluster_id, k)])[0])
+
+    lookup = ClusterLookup(wd, "table")
+    assert lookup.kind == "table"
+    flow = RecommendFlow(lookup, ItemCatalog(wd), predict, retrieve, ClusterCache(ttl_s=60))
+    members = cluster_members(wd)
+    hit, miss = scored_items(wd)[0], unscored_items(wd)[0]
+
+    async def go():
+        r1 = await flow.recommend(hit, [], 5)
+        r2 = await flow.recommend(hit, [], 5)
+        # many concurrent requests for one unscored item: one MLLM call
+        r3 = await asyncio.gather(*(flow.recommend(miss, [], 5) for _ in range(5)))
+        return r1, r2, r3
+
+    r1, r2, r3 = asyncio.run(go())
+    assert (r1.source, r2.source) == ("table", "cache")
+    assert r1.cluster_id == lookup(hit).cluster_id and set(r1.item_ids) <= members[r1.cluster_id]
+    assert calls["mllm"] == 1 and r3[0].source == "mllm"
+    assert all(r.cluster_id == r3[0].cluster_id for r in r3)
+    with pytest.raises(SerendipError) as e:
+        asyncio.run(flow.recommend("nope", [], 5))
+    assert e.value.field == "ITEM_ID"
+    out = asyncio.run(flow.infer({"ITEM_ID": _b([[hit], [miss]]),
+                                  "K": np.array([[2], [3]], np.int32)}))
+    assert out["ITEM_IDS"].shape[0] == 2 and out["SOURCE"][1, 0] == b"cache"
+
+
+def test_feast_lookup_matches_the_scored_table(wd):
+    from serendip.platform.serving.lookup import ClusterLookup
+
+    feast, table = ClusterLookup(wd, "auto"), ClusterLookup(wd, "table")
+    assert feast.kind == "feast"
+    for item in scored_items(wd)[:10]:
+        a, b = feast(item), table(item)
+        assert (a.cluster_id, a.description, a.source) == (b.cluster_id, b.description, "feast")
+    assert feast(unscored_items(wd)[0]) is None and feast("nope") is None
+
+
+def test_cluster_cache_ttl_and_lru():
+    c = ClusterCache(size=2, ttl_s=0.05)
+    x = ClusterChoice("1.0", "d", "feast")
+    c.put("a", x)
+    c.put("b", x)
+    c.put("c", x)
+    assert c.get("a") is None and c.get("c") == x
+    time.sleep(0.06)
+    assert c.get("c") is None
+
+
+def test_micro_batcher_groups_concurrent_requests(retr):
+    sizes = []
+
+    class Spy:
+        spec = retr.spec
+
+        def infer(self, reqs):
+            sizes.append(len(reqs))
+            return retr.infer(reqs)
+
+    async def go():
+        b = MicroBatcher(Spy(), max_batch=8, max_delay_s=0.05)
+        reqs = [retriever_request([], "0", 3) for _ in range(8)]
+        outs = await asyncio.gather(*(b.submit(r) for r in reqs))
+        b.close()
+        return outs
+
+    outs = asyncio.run(go())
+    assert len(outs) == 8 and all("ITEM_IDS" in o for o in outs)
+    assert max(sizes) > 1, sizes
+
+
+def test_export_writes_triton_layout_atomically(wd, tmp_path):
+    repo = tmp_path / "model_repository"
+    export_repository([ExportSource("mllm", latest_mllm_dir(wd), 3, "test"),
+                       ExportSource("retriever", wd / "retriever", 2, "test")], repo)
+    assert (repo / "mllm" / "3" / "weights" / "serendip.json").exists()
+    assert (repo / "mllm" / "3" / "model.py").exists()
+    assert (repo / "retriever" / "2" / "weights" / "model.safetensors").exists()
+    assert json.loads((repo / "mllm" / "export.json").read_text())["version"] == 3
+    # a re-export replaces the model whole (Triton serves the latest version folder)
+    export_repository([ExportSource("mllm", latest_mllm_dir(wd), 4, "test")], repo,
+                      instances=2)
+    assert sorted(p.name for p in (repo / "mllm").iterdir() if p.is_dir()) == ["4"]
+    assert "count: 2 kind: KIND_CPU" in (repo / "mllm" / "config.pbtxt").read_text()
+    assert not list(tmp_path.glob(".*tmp"))
+    with pytest.raises(SerendipError) as e:
+        export_repository([ExportSource("retriever", tmp_path, 1)], repo)
+    assert e.value.field == "retriever"

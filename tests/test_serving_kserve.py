@@ -1,0 +1,56 @@
+"""`serendip serve --backend kserve`: the KServe fallback serves mllm, retriever and recommend
+with the same tensors and errors as Triton, over HTTP and gRPC, and stops on SIGINT."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from serving_cases import run_backend_checks
+from serving_workdir import served_workdir
+
+from serendip.platform.serving.harness import ServeProcess
+
+
+@pytest.fixture(scope="module")
+def kserve_server(tmp_path_factory):
+    wd = served_workdir(tmp_path_factory, feast=True)
+    server = ServeProcess(wd, "kserve", extra=["--features", "table"]).start()
+    yield server, wd
+    if server.alive():
+        server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_kserve_fallback_serves_good_and_bad_requests(kserve_server, protocol):
+    server, wd = kserve_server
+    assert "backend kserve; features from table" in server.log_text()
+    run_backend_checks(server, wd, protocol)
+
+
+def _listeners(port: int) -> list[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) listening on ``port``."""
+    out = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(path).read().splitlines()[1:]
+        except OSError:
+            continue
+        for ln in lines:
+            local, state = ln.split()[1], ln.split()[3]
+            addr, p = local.rsplit(":", 1)
+            if state == "0A" and int(p, 16) == port:
+                out.append(addr)
+    return out
+
+
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+def test_kserve_binds_loopback_only_and_stops_on_sigint(kserve_server):
+    server, _ = kserve_server
+    for port in (int(server.http.rsplit(":", 1)[1]), int(server.grpc.rsplit(":", 1)[1])):
+        addrs = _listeners(port)
+        assert addrs and set(addrs) <= LOOPBACK, (port, addrs)
+    assert server.stop(signal.SIGINT) == 0
+    assert "serendip serve: stopped" in server.log_tail(20)
