@@ -278,9 +278,11 @@ def balance_assignment(cost: np.ndarray, weight: np.ndarray, assign: np.ndarray,
             break
         avg = loads[act].mean()
         members = np.flatnonzero(assign == hi)
-        if weight[members].max() >= avg:
-            # One item alone exceeds a fair share: this child cannot be balanced. Keep its
-            # members (shedding them would not reach the bound) and balance the others.
+        h = weight[members].max()
+        if h > tol * (loads[act].sum() - h) / (len(act) - 1):
+            # Even holding this one item alone, the child would break the bound against an
+            # even split of the rest: it cannot be balanced. Keep its members (shedding them
+            # would not reach the bound) and balance the others among themselves.
             active[hi] = False
             continue
         moved = 0
@@ -416,7 +418,7 @@ def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
     descriptions = describe_clusters(titles, paths, ids, cfg)
     tree = ClusterTree(config=cfg, ids=ids, centroids=cents, descriptions=descriptions,
                        sizes=sizes, traffic=traffic, item_clusters=ic)
-    tree.stats = balance_stats(tree.clusters)
+    tree.stats = balance_stats(paths, impressions, cfg.balance_tol)
     return tree
 
 
@@ -434,20 +436,47 @@ def _sizes_and_traffic(paths: np.ndarray, impressions: np.ndarray
     return sizes, traffic
 
 
-def balance_stats(clusters: pa.Table) -> dict:
-    """Per level: worst and median max/min traffic ratio among siblings, and level-wide ratio."""
-    df = clusters.to_pandas()
+def balanceable_ratio(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> float:
+    """max/min traffic among the siblings that *can* be balanced.
+
+    A child is unbalanceable when even holding its heaviest item alone it would exceed
+    ``tol`` × an even split of the rest (applied repeatedly); those are left out.
+    """
+    loads = np.asarray(loads, np.float64)
+    heaviest = np.asarray(heaviest, np.float64)
+    act = np.ones(len(loads), bool)
+    while act.sum() >= 2:
+        sat = act & (heaviest > tol * (loads[act].sum() - heaviest) / (act.sum() - 1))
+        if not sat.any():
+            break
+        act &= ~sat
+    if act.sum() < 2:
+        return 1.0
+    return float(loads[act].max() / max(loads[act].min(), 1e-12))
+
+
+def balance_stats(paths: np.ndarray, impressions: np.ndarray, tol: float) -> dict:
+    """Per level: max/min sibling traffic (worst and median over parents), the same among
+    balanceable siblings (see :func:`balanceable_ratio`), and the level-wide ratio."""
+    import pandas as pd
+
     out: dict[str, dict] = {}
-    for lvl in range(1, LEVELS + 1):
-        sub = df[df.level == lvl]
-        parent = sub.parent_id.fillna("")
-        ratios = sub.groupby(parent).traffic.agg(lambda s: s.max() / max(s.min(), 1))
-        out[f"level{lvl}"] = {
-            "clusters": int(len(sub)),
-            "sibling_max_min_traffic_worst": round(float(ratios.max()), 3),
-            "sibling_max_min_traffic_median": round(float(ratios.median()), 3),
-            "level_max_min_traffic": round(float(sub.traffic.max() / max(sub.traffic.min(), 1)), 3),
-            "min_size": int(sub["size"].min()),
+    for lvl in range(LEVELS):
+        df = pd.DataFrame({"c": paths[:, lvl].astype(str), "w": impressions})
+        g = df.groupby("c").w.agg(["sum", "max", "size"])
+        g["parent"] = [c.rsplit(".", 1)[0] if lvl else "" for c in g.index]
+        ratios, ok = [], []
+        for _, sib in g.groupby("parent"):
+            ratios.append(sib["sum"].max() / max(sib["sum"].min(), 1e-12))
+            ok.append(balanceable_ratio(sib["sum"].to_numpy(), sib["max"].to_numpy(), tol))
+        out[f"level{lvl + 1}"] = {
+            "clusters": int(len(g)),
+            "sibling_max_min_traffic_worst": round(float(np.max(ratios)), 3),
+            "sibling_max_min_traffic_median": round(float(np.median(ratios)), 3),
+            "balanceable_max_min_traffic_worst": round(float(np.max(ok)), 3),
+            "within_tol_share": round(float(np.mean(np.asarray(ratios) <= tol + 1e-9)), 3),
+            "level_max_min_traffic": round(float(g["sum"].max() / max(g["sum"].min(), 1e-12)), 3),
+            "min_size": int(g["size"].min()),
         }
     return out
 

@@ -1,0 +1,31 @@
+"""``cluster`` component: items → traffic-balanced 4-level cluster tree (serendip.tree)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components import COMPONENT_KW
+
+
+@dsl.component(**COMPONENT_KW)
+def cluster(data: Input[Dataset], tree: Output[Dataset], metrics: Output[Metrics],
+            branching: str = "8/8/8/8", settings: dict = None) -> str:
+    """Embed the items of ``data`` (a directory with items.parquet) and build the tree.
+
+    ``tree`` becomes a directory with embeddings.parquet, cluster_tree/, clusters.parquet and
+    item_clusters.parquet; ``settings`` holds ClusterConfig fields (``embedding.<field>`` for
+    EmbeddingConfig). Returns the tree's balance statistics as JSON.
+    """
+    import json
+
+    from serendip.tree import cluster_configs, cluster_stage
+
+    cfg, emb = cluster_configs({**(settings or {}), "branching": branching})
+    result = cluster_stage(data.path, tree.path, cfg, emb)
+    tree.metadata.update({"branching": branching, "clusters": sum(len(i) for i in result.ids)})
+    for level, stats in result.stats.items():
+        if level.startswith("level"):
+            metrics.log_metric(f"{level}_sibling_traffic_ratio_worst",
+                               stats["sibling_max_min_traffic_worst"])
+            metrics.log_metric(f"{level}_sibling_traffic_ratio_median",
+                               stats["sibling_max_min_traffic_median"])
+    return json.dumps({k: v for k, v in result.stats.items() if k.startswith("level")})

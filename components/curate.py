@@ -1,0 +1,35 @@
+"""``curate`` component: serendipitous pairs → diversified selection → examples
+(serendip.curation)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components import COMPONENT_KW
+
+
+@dsl.component(**COMPONENT_KW)
+def curate(data: Input[Dataset], tree: Input[Dataset], examples: Output[Dataset],
+           metrics: Output[Metrics], level: int = 3, delta: int = 1, top_k: int = 10,
+           strategy: str = "cot", n_frames: int = 4, use_thumbnail: bool = False,
+           settings: dict = None) -> str:
+    """Curate training examples from ``data`` (items, interactions) and ``tree`` (clusters,
+    item_clusters). ``examples`` becomes a directory with examples.parquet,
+    curated_pairs.parquet and curation.json. Returns the curation statistics as JSON.
+    """
+    import json
+
+    from serendip.curation import curate_stage, curation_config
+
+    cfg = curation_config({**(settings or {}), "level": level, "delta": delta, "top_k": top_k,
+                           "prompt.strategy": strategy, "prompt.n_frames": n_frames,
+                           "prompt.use_thumbnail": use_thumbnail})
+    result = curate_stage(data.path, examples.path, cfg, clusters_dir=tree.path)
+    examples.metadata.update({"level": level, "delta": delta, "strategy": strategy,
+                              "examples": result.examples.num_rows})
+    pairs = result.stats["pairs"]
+    for kind in ("similar", "serendipitous"):
+        metrics.log_metric(f"{kind}_pairs", pairs[kind]["pairs"])
+        if pairs[kind]["mean_satisfaction"] is not None:
+            metrics.log_metric(f"{kind}_mean_satisfaction", pairs[kind]["mean_satisfaction"])
+    metrics.log_metric("examples", result.examples.num_rows)
+    return json.dumps(result.stats)
