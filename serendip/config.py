@@ -26,6 +26,8 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
         return from_dict(typ, value)
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(value)
+    if typ is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # KFP passes dict parameters through protobuf Struct: all floats
     if isinstance(value, str) and typ in (int, float, bool):
         try:
             if typ is bool:

@@ -1,0 +1,56 @@
+"""The ``training`` pipeline: cluster → curate → finetune → evaluate → promote (gate) →
+train retriever → export the Triton repository of the champions.
+
+Every knob of every stage is a pipeline parameter; the ``*_settings`` dicts carry the long
+tail (any field of ClusterConfig, CurationConfig, FinetuneConfig, RetrieverConfig).
+Fine-tuning requests a GPU on Kubernetes (ignored by ``kfp.local``).
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Model
+
+from components.cluster import cluster
+from components.curate import curate
+from components.export import export
+from components.finetune import evaluate, finetune, promote
+from components.retriever import train_retriever
+
+GPU = "nvidia.com/gpu"
+Outputs = NamedTuple("Outputs", tree=Dataset, examples=Dataset, model=Model, retriever=Model,
+                     repository=Model)
+
+
+@dsl.pipeline(name="serendip-training",
+              description="Cluster tree, serendipitous curation, MLLM fine-tuning with a "
+                          "promotion gate, sequence retriever, Triton export.")
+def training_pipeline(data_uri: str, mlflow_uri: str = "",
+                      branching: str = "8/8/8/8", cluster_settings: dict = {},
+                      level: int = 3, delta: int = 1, top_k: int = 10,
+                      strategy: str = "cot", n_frames: int = 4, use_thumbnail: bool = False,
+                      curation_settings: dict = {}, finetune_settings: dict = {},
+                      eval_k: int = 5, gate_metric: str = "recall_constrained",
+                      retriever_settings: dict = {}, export_instances: int = 1,
+                      gpus: int = 1) -> Outputs:
+    data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
+    data.set_display_name("platform data")
+    tree = cluster(data=data.output, branching=branching, settings=cluster_settings)
+    examples = curate(data=data.output, tree=tree.outputs["tree"], level=level, delta=delta,
+                      top_k=top_k, strategy=strategy, n_frames=n_frames,
+                      use_thumbnail=use_thumbnail, settings=curation_settings)
+    model = finetune(data=data.output, tree=tree.outputs["tree"],
+                     examples=examples.outputs["examples"], mlflow_uri=mlflow_uri,
+                     settings=finetune_settings)
+    model.set_accelerator_type(GPU).set_accelerator_limit(gpus)
+    model.set_memory_request("8G").set_cpu_request("4")
+    ev = evaluate(data=data.output, tree=tree.outputs["tree"],
+                  examples=examples.outputs["examples"], model=model.outputs["model"],
+                  mlflow_uri=mlflow_uri, k=eval_k)
+    gate = promote(mlflow_uri=mlflow_uri, metric=gate_metric).after(ev)
+    retr = train_retriever(data=data.output, tree=tree.outputs["tree"], mlflow_uri=mlflow_uri,
+                           settings=retriever_settings)
+    repo = export(mlflow_uri=mlflow_uri, instances=export_instances).after(gate, retr)
+    return Outputs(tree=tree.outputs["tree"], examples=examples.outputs["examples"],
+                   model=model.outputs["model"], retriever=retr.outputs["retriever"],
+                   repository=repo.outputs["repository"])
