@@ -208,42 +208,41 @@ class ChunkStore:
 
 # ------------------------------------------------------------------ new items
 def assign_new_items(workdir: str | os.PathLike, items: pa.Table, item_clusters: pa.Table,
-                     embed: Callable[[pa.Table], np.ndarray] | None = None) -> pa.Table:
+                     embed: Callable[[pa.Table], np.ndarray] | None = None,
+                     reference: int = 256, seed: int = 0) -> pa.Table:
     """item_clusters extended with rows for items that have none, placed in the saved tree.
 
-    ``embed(items) -> embeddings`` defaults to the cluster stage's embeddings over the whole
-    catalogue (so per-block scaling matches the tree's), cached in the work directory.
+    ``embed(items) -> embeddings`` defaults to the cluster stage's embeddings (its
+    EmbeddingConfig is read from the tree). Embedding scales each feature block over the batch
+    it sees, so the new items are embedded together with a fixed sample of ``reference``
+    already-clustered items — close to the catalogue's scaling without re-embedding it all
+    (on the synthetic platform the placements match a full re-embedding).
     """
     known = set(item_clusters.column("item_id").to_pylist())
     ids = items.column("item_id").to_pylist()
-    new = [i for i in ids if i not in known]
-    if not new:
+    new_pos = [p for p, i in enumerate(ids) if i not in known]
+    if not new_pos:
         return item_clusters
     from serendip.tree import ClusterTree, assign_items
 
     wd = Path(workdir)
     tree = ClusterTree.load(wd / "cluster_tree")
     if embed is None:
-        from serendip.embeddings import item_embeddings
+        from serendip.config import from_dict
+        from serendip.embeddings import EmbeddingConfig, item_embeddings
+
+        # the cluster stage records the EmbeddingConfig it used in the tree's stats
+        ecfg = from_dict(EmbeddingConfig, tree.stats.get("embedding", {}).get("config", {}))
 
         def embed(t: pa.Table) -> np.ndarray:
-            return item_embeddings(t, _embedding_config(wd), base_dir=wd, cache_dir=wd)
+            return item_embeddings(t, ecfg, base_dir=wd)
 
-    emb = embed(items)
-    pos = {i: p for p, i in enumerate(ids)}
-    rows = assign_items(tree, new, emb[[pos[i] for i in new]])
+    old_pos = np.asarray([p for p, i in enumerate(ids) if i in known], np.int64)
+    rng = np.random.default_rng(seed)
+    ref = np.sort(rng.choice(old_pos, min(reference, len(old_pos)), replace=False))
+    emb = embed(items.take(np.concatenate([np.asarray(new_pos, np.int64), ref])))
+    rows = assign_items(tree, [ids[p] for p in new_pos], emb[:len(new_pos)])
     return pa.concat_tables([item_clusters.cast(SCHEMAS["item_clusters"]), rows])
-
-
-def _embedding_config(workdir: Path):
-    """The EmbeddingConfig the tree was built with, when the cluster stage recorded it."""
-    from serendip.config import from_dict
-    from serendip.embeddings import EmbeddingConfig
-
-    for path in (workdir / "cluster_tree" / "embedding.json", workdir / "embedding.json"):
-        if path.exists():
-            return from_dict(EmbeddingConfig, json.loads(path.read_text()))
-    return EmbeddingConfig()
 
 
 # ------------------------------------------------------------------ scoring
@@ -377,3 +376,64 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
                   "corrupt_chunks": chunk_stats["corrupt_chunks"], "seconds": round(elapsed, 3),
                   "items_per_s": round(len(todo) / elapsed, 2) if todo else None})
     return ScoringResult(out, stats)
+
+
+# ------------------------------------------------------------------ stage (CLI / KFP)
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and a.read_bytes() == b.read_bytes()
+
+
+def prepare_state(state_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                  tree_dir: str | os.PathLike) -> Path:
+    """Lay out a scoring work directory from pipeline inputs: items from ``data_dir``; clusters,
+    item_clusters and cluster_tree/ from ``tree_dir``. ``state_dir`` persists across runs (a
+    volume): item_serendipity and scoring/ chunks stay there, which is what makes runs
+    incremental and a retried pod resume. Items a previous run placed in the *same* tree keep
+    their placement."""
+    import shutil
+
+    state, data, tree = Path(state_dir), Path(data_dir), Path(tree_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    if state.resolve() == data.resolve() == tree.resolve():
+        return state
+    same_tree = _same_file(state / "cluster_tree" / "tree.json", tree / "cluster_tree" / "tree.json")
+    extra = None
+    if same_tree and table_path(state, "item_clusters").exists():
+        extra = read_table(state, "item_clusters")
+    if (data / "items.parquet").resolve() != (state / "items.parquet").resolve():
+        shutil.copyfile(data / "items.parquet", state / ".items.parquet.tmp")
+        os.replace(state / ".items.parquet.tmp", state / "items.parquet")
+    for name in ("clusters", "item_clusters"):
+        src, dst = table_path(tree, name), table_path(state, name)
+        if src.resolve() != dst.resolve():
+            write_table(state, name, read_table(tree, name))
+    if (tree / "cluster_tree").resolve() != (state / "cluster_tree").resolve():
+        tmp = state / ".cluster_tree.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(tree / "cluster_tree", tmp)
+        shutil.rmtree(state / "cluster_tree", ignore_errors=True)
+        os.replace(tmp, state / "cluster_tree")
+    if extra is not None:
+        ic = read_table(state, "item_clusters")
+        known = set(ic.column("item_id").to_pylist())
+        keep = extra.filter(pa.array([i not in known for i in extra.column("item_id").to_pylist()]))
+        if keep.num_rows:
+            write_table(state, "item_clusters", pa.concat_tables([ic, keep]))
+    return state
+
+
+def scoring_stage(data_dir: str | os.PathLike, tree_dir: str | os.PathLike,
+                  state_dir: str | os.PathLike, predictor, cfg: ScoringConfig | None = None,
+                  out_dir: str | os.PathLike | None = None) -> ScoringResult:
+    """Score in ``state_dir`` (see :func:`prepare_state`) and copy item_serendipity.parquet and
+    item_clusters.parquet to ``out_dir`` — the KFP component's body."""
+    import shutil
+
+    state = prepare_state(state_dir, data_dir, tree_dir)
+    result = score_items(state, predictor, cfg)
+    if out_dir is not None and Path(out_dir).resolve() != state.resolve():
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("item_serendipity", "item_clusters", "clusters"):
+            shutil.copyfile(table_path(state, name), table_path(out, name))
+    return result

@@ -11,7 +11,6 @@ import json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True,
                    help="work directory with interactions.parquet and item_clusters.parquet")
-    p.add_argument("--out", default=None, help="output directory (default: <workdir>/retriever)")
     p.add_argument("--config", default=None, help="YAML file with RetrieverConfig fields")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a RetrieverConfig field, e.g. --set epochs=10")
@@ -25,16 +24,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from serendip.config import load_config, parse_overrides
-    from serendip.data.io import read_table
-    from serendip.retriever import RetrieverConfig, train_retriever
+    from serendip.retriever import RetrieverConfig, retriever_stage
 
     wd = Path(args.workdir)
     cfg = load_config(RetrieverConfig, args.config, parse_overrides(args.set))
-    items = read_table(wd, "items", columns=["item_id"])
-    interactions = read_table(wd, "interactions", refs={"items": items})
-    item_clusters = read_table(wd, "item_clusters", refs={"items": items})
-    out = Path(args.out) if args.out else wd / "retriever"
-    result = train_retriever(interactions, item_clusters, cfg, out)
+    result = retriever_stage(wd, wd, wd, cfg)
+    out = result.out_dir
     summary = {k: v for k, v in result.metrics.items()
                if k not in ("train_loss", "eval") and not k.startswith("valid_")}
     summary["out"] = str(out)

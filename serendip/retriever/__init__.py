@@ -3,7 +3,13 @@ top-k is restricted to the cluster the MLLM chose."""
 
 from serendip.retriever.index import Retriever, export_torchscript
 from serendip.retriever.model import SASRec
-from serendip.retriever.train import RetrieverConfig, RetrieverResult, train_retriever, user_sequences
+from serendip.retriever.train import (
+    RetrieverConfig,
+    RetrieverResult,
+    retriever_stage,
+    train_retriever,
+    user_sequences,
+)
 
 __all__ = ["Retriever", "RetrieverConfig", "RetrieverResult", "SASRec", "export_torchscript",
-           "train_retriever", "user_sequences"]
+           "retriever_stage", "train_retriever", "user_sequences"]

@@ -10,6 +10,7 @@ Only held-out items the user has not seen before count (seen items are excluded 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,13 @@ class RetrieverConfig:
     cluster_features: bool = True   # add c1..c4 cluster embeddings to item vectors
     torchscript: bool = True        # also export retriever.pt for serving
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        # KFP passes dict settings through protobuf Struct: every number arrives as a float
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", int) and isinstance(v, float) and v.is_integer():
+                setattr(self, f.name, int(v))
 
     def check(self) -> None:
         for name in ("dim", "layers", "heads", "max_len", "epochs", "batch_size", "k"):
@@ -266,4 +274,21 @@ def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
                          if k not in ("train_loss", f"valid_{valid_key}")}
     if out_dir is not None:
         retriever.save(out_dir, torchscript=cfg.torchscript)
+        metrics["model_version"] = retriever.model_version
     return RetrieverResult(retriever, metrics, Path(out_dir) if out_dir else None)
+
+
+def retriever_stage(data_dir: str | Path, tree_dir: str | Path | None = None,
+                    out_dir: str | Path | None = None, cfg: RetrieverConfig | None = None
+                    ) -> RetrieverResult:
+    """Read interactions (``data_dir``) and item_clusters (``tree_dir``, default ``data_dir``),
+    train, and save to ``<out_dir>/retriever`` (default ``data_dir``) — the entry point shared
+    by ``serendip train-retriever`` and the KFP component."""
+    from serendip.data.io import read_table
+
+    tree_dir = tree_dir or data_dir
+    items = read_table(data_dir, "items", columns=["item_id"])
+    interactions = read_table(data_dir, "interactions", refs={"items": items})
+    item_clusters = read_table(tree_dir, "item_clusters", refs={"items": items})
+    return train_retriever(interactions, item_clusters, cfg or RetrieverConfig(),
+                           Path(out_dir or data_dir) / "retriever")

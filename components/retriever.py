@@ -1,0 +1,43 @@
+"""``train_retriever`` component: sessions + cluster tree → sequence retriever, registered as
+``serendip-retriever`` (@challenger, then the promotion gate)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components import COMPONENT_KW
+
+
+@dsl.component(**COMPONENT_KW)
+def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Output[Model],
+                    metrics: Output[Metrics], mlflow_uri: str = "", settings: dict = None,
+                    register: bool = True) -> str:
+    """Train on ``data`` (items, interactions) with ``tree``'s item_clusters.
+
+    ``retriever`` becomes a directory with ``retriever/`` (safetensors weights, index parquet,
+    TorchScript export, config.json); ``settings`` holds RetrieverConfig fields. With
+    ``register`` (and ``mlflow_uri`` or ``MLFLOW_TRACKING_URI``) the model is registered and
+    gated on held-out NDCG@10 within the true next cluster. Returns a JSON summary.
+    """
+    import json
+    import os
+
+    from serendip.config import from_dict
+    from serendip.retriever import RetrieverConfig, retriever_stage
+
+    cfg = from_dict(RetrieverConfig, {"progress": False, **(settings or {})})
+    result = retriever_stage(data.path, tree.path, retriever.path, cfg)
+    m = result.metrics
+    retriever.metadata.update({"model_version": result.retriever.model_version,
+                               "n_items": m["n_items"]})
+    summary = {"model_version": result.retriever.model_version}
+    for key in ("hit@10", "ndcg@10", "popularity_hit@10", "popularity_ndcg@10"):
+        if key in m:
+            metrics.log_metric(key.replace("@", "_at_"), float(m[key]))
+            summary[key] = m[key]
+    if register:
+        if mlflow_uri:
+            os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+        from serendip.platform.retriever_registry import register_and_promote
+
+        summary["registry"] = register_and_promote(result.out_dir, m, cfg, data.path)
+    return json.dumps(summary)
