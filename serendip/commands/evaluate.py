@@ -86,36 +86,44 @@ def load_model(spec: str | None, workdir, use_mlflow: bool = True):
     return ClusterPredictor.load(_newest_model_dir(workdir), base_dir=str(workdir))
 
 
-def _offline(args: argparse.Namespace) -> int:
+def evaluate_stage(workdir, model: str | None = None, k: int = 5,
+                   max_examples: int | None = None, out_dir=None, tree_dir=None,
+                   examples_dir=None, use_mlflow: bool = True) -> dict:
+    """Offline report of a model on the held-out split (+ baselines); writes
+    ``mllm_offline.json``/``.md`` to ``out_dir`` (default ``<workdir>/evaluation``) and logs
+    an MLflow run. Shared by the CLI and the KFP component."""
     from pathlib import Path
 
     from serendip.data.io import atomic_write_bytes
     from serendip.mllm.evaluation import offline_report, report_markdown
-    from serendip.mllm.workdir import load_inputs
+    from serendip.mllm.workdir import load_inputs, rebuild_examples
 
-    inp = load_inputs(args.workdir)
-    predictor = load_model(args.model, inp.workdir, use_mlflow=not args.no_mlflow)
-    examples = inp.examples
-    if predictor.prompt_config != inp.prompt:
-        from serendip.mllm.workdir import rebuild_examples
-
-        examples = rebuild_examples(inp, predictor.prompt_config)
+    inp = load_inputs(workdir, tree_dir, examples_dir)
+    predictor = load_model(model, inp.workdir, use_mlflow=use_mlflow)
+    examples = rebuild_examples(inp, predictor.prompt_config)
     rep = offline_report(predictor, examples, inp.item_clusters, inp.clusters, inp.delta,
-                         k=args.k, max_examples=args.max_examples)
-    out = Path(args.out) if args.out else inp.workdir / "evaluation"
+                         k=k, max_examples=max_examples)
+    out = Path(out_dir) if out_dir else inp.workdir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     md = report_markdown(rep)
     atomic_write_bytes(out / "mllm_offline.json", json.dumps(rep, indent=2).encode())
     atomic_write_bytes(out / "mllm_offline.md", (md + "\n").encode())
-    if not args.no_mlflow:
+    if use_mlflow:
         from serendip.platform import registry
 
         with registry.start_run("serendip-evaluate", inp.workdir, run_name="offline",
-                                params={"model": args.model or "champion",
-                                        "model_version": predictor.model_version, "k": args.k}):
-            registry.log_metrics({k: v for k, v in rep.items() if isinstance(v, (int, float))})
+                                params={"model": model or "champion",
+                                        "model_version": predictor.model_version, "k": k}):
+            registry.log_metrics({k_: v for k_, v in rep.items() if isinstance(v, (int, float))})
             registry.log_artifact(out / "mllm_offline.md")
-    print(md)
+    rep["markdown"] = md
+    return rep
+
+
+def _offline(args: argparse.Namespace) -> int:
+    rep = evaluate_stage(args.workdir, args.model, args.k, args.max_examples, args.out,
+                         use_mlflow=not args.no_mlflow)
+    print(rep["markdown"])
     return 0
 
 

@@ -1,11 +1,15 @@
 """``serendip finetune``: fine-tune the MLLM on the curated examples, evaluate on the held-out
 split every few steps, log the run to MLflow and register the model as ``serendip-mllm``
-(@challenger). ``serendip promote`` then decides whether it becomes @champion."""
+(@challenger). ``serendip promote`` then decides whether it becomes @champion.
+
+:func:`finetune_stage` is the entry point shared by the CLI and the KFP component."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,10 +42,10 @@ def nested(overrides: dict) -> dict:
     return out
 
 
-def finetune_config(path: str | None, sets: list[str]):
-    """FinetuneConfig from defaults < YAML < ``--set`` (dotted keys reach nested configs)."""
-    from pathlib import Path
-
+def finetune_config(path: str | None = None, sets: list[str] | None = None,
+                    settings: dict | None = None):
+    """FinetuneConfig from defaults < YAML < ``settings`` < ``--set`` (dotted keys reach nested
+    configs: ``prompt.strategy``, ``tiny.text_hidden``)."""
     import yaml
 
     from serendip.config import from_dict, load_config, parse_overrides
@@ -53,11 +57,12 @@ def finetune_config(path: str | None, sets: list[str]):
         raise ConfigError(f"config file {path} does not exist", field="--config",
                           fix="pass an existing YAML file")
     data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-    for key, value in nested(parse_overrides(sets)).items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    for source in (settings or {}, parse_overrides(sets)):
+        for key, value in nested(source).items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
     if isinstance(data.get("prompt"), dict):
         data["prompt"] = from_dict(PromptConfig, data["prompt"])
     cfg = load_config(FinetuneConfig, None, data)
@@ -75,37 +80,34 @@ def run_name_for(cfg, prompt) -> str:
     return f"{prompt.strategy}-{cfg.resolved_method()}-{digest}"
 
 
-def run(args: argparse.Namespace) -> int:
-    import os
-
-    import torch
-
+def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike | None = None,
+                   tree_dir: str | os.PathLike | None = None,
+                   examples_dir: str | os.PathLike | None = None, run_name: str | None = None,
+                   register: bool = True, promote: bool = False, resume: bool = True,
+                   progress: bool = True) -> dict:
+    """Fine-tune on a work directory (or KFP's separate artifacts), log + register; returns a
+    JSON-able summary (model dir, metrics, baselines, registered version)."""
     from serendip.config import to_dict
     from serendip.mllm.evaluation import baselines, plot_history
     from serendip.mllm.train import finetune
     from serendip.mllm.workdir import load_inputs, rebuild_examples
 
-    threads = os.environ.get("SERENDIP_TORCH_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
-    cfg = finetune_config(args.config, args.set)
-    inp = load_inputs(args.workdir)
+    inp = load_inputs(workdir, tree_dir, examples_dir)
     prompt = cfg.prompt or inp.prompt
     examples = rebuild_examples(inp, prompt)
     cfg.prompt = None
-    name = args.run_name or run_name_for(cfg, prompt)
-    out = inp.workdir / "mllm" / name
-    base_dir = str(inp.workdir)
+    name = run_name or run_name_for(cfg, prompt)
+    out = Path(out_dir) if out_dir else inp.workdir / "mllm" / name
     summary: dict = {"run_name": name, "model_dir": str(out), "strategy": prompt.strategy,
                      "n_frames": prompt.n_frames, "use_thumbnail": prompt.use_thumbnail}
     base_scores = baselines(examples, inp.item_clusters, inp.clusters, inp.level, inp.delta)
 
     def train(on_eval=None):
         return finetune(examples, inp.clusters, cfg, out, prompt_config=prompt, items=inp.items,
-                        on_eval=on_eval, resume=not args.no_resume, base_dir=base_dir,
-                        progress=not args.quiet)
+                        on_eval=on_eval, resume=resume, base_dir=str(inp.workdir),
+                        progress=progress)
 
-    if args.no_register:
+    if not register:
         result = train()
     else:
         from serendip.platform import registry
@@ -118,23 +120,36 @@ def run(args: argparse.Namespace) -> int:
             result = train(on_eval=lambda step, m: registry.log_metrics(m, step=step))
             flat_base = {f"baseline_{k}_recall": v["recall"] for k, v in base_scores.items()}
             registry.log_metrics(flat_base)
-            plot = plot_history(result.history, out.parent / f"{name}.curves.png", base_scores,
+            plot = plot_history(result.history, out / "curves.png", base_scores,
                                 title=f"serendip-mllm {name}")
             registry.log_artifact(plot, "plots")
             registry.log_artifact(out / "history.json", "history")
-            metrics = {**result.metrics, **flat_base}
-            version = registry.register_mllm(out, metrics=metrics, workdir=inp.workdir)
+            version = registry.register_mllm(out, metrics={**result.metrics, **flat_base},
+                                             workdir=inp.workdir)
             summary.update(mlflow_run_id=mlrun.info.run_id, registered_version=version,
-                           alias="challenger")
-        if args.promote:
+                           alias=registry.CHALLENGER)
+        if promote:
             res = registry.promote(registry.MLLM, version, workdir=inp.workdir)
-            summary["promotion"] = res.message
+            summary.update(promoted=res.promoted, promotion=res.message)
     best = max(b["recall"] for b in base_scores.values())
     summary.update(metrics=result.metrics, baselines=base_scores, method=result.method,
                    trainable_params=result.trainable_params, total_params=result.total_params,
                    seconds=result.seconds,
                    lift_over_best_baseline=(result.metrics.get("recall_constrained", 0) / best
                                             if best else None))
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    threads = os.environ.get("SERENDIP_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    cfg = finetune_config(args.config, args.set)
+    summary = finetune_stage(args.workdir, cfg, run_name=args.run_name,
+                             register=not args.no_register, promote=args.promote,
+                             resume=not args.no_resume, progress=not args.quiet)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -30,22 +30,29 @@ class StageInputs:
     delta: int
 
 
-def load_inputs(workdir: str | os.PathLike) -> StageInputs:
+def load_inputs(workdir: str | os.PathLike, tree_dir: str | os.PathLike | None = None,
+                examples_dir: str | os.PathLike | None = None) -> StageInputs:
+    """Tables of a work directory; ``tree_dir`` (clusters, item_clusters) and ``examples_dir``
+    (examples, curation.json) default to it — KFP passes them as separate artifacts."""
     wd = Path(workdir)
-    for name in ("items", "clusters", "item_clusters", "examples"):
-        if not table_path(wd, name).exists():
-            stage = "serendip curate" if name == "examples" else "serendip cluster"
-            raise SerendipError(f"{table_path(wd, name)} is missing", field=name,
-                                fix=f"run `{stage} --workdir {wd}` first")
-    cur_path = wd / "curation.json"
+    tree = Path(tree_dir or wd)
+    exd = Path(examples_dir or wd)
+    where = {"items": wd, "clusters": tree, "item_clusters": tree, "examples": exd}
+    for name, d in where.items():
+        if not table_path(d, name).exists():
+            stage = {"items": "serendip synth", "examples": "serendip curate"}.get(
+                name, "serendip cluster")
+            raise SerendipError(f"{table_path(d, name)} is missing", field=name,
+                                fix=f"run `{stage}` for {d} first")
+    cur_path = exd / "curation.json"
     if not cur_path.exists():
         raise SerendipError(f"{cur_path} is missing", field="curation.json",
-                            fix=f"run `serendip curate --workdir {wd}` first")
+                            fix=f"run `serendip curate --data {exd}` first")
     curation = json.loads(cur_path.read_text())
     items = read_table(wd, "items")
-    clusters = read_table(wd, "clusters")
-    item_clusters = read_table(wd, "item_clusters", refs={"items": items})
-    examples = read_table(wd, "examples", refs={"items": items, "clusters": clusters})
+    clusters = read_table(tree, "clusters")
+    item_clusters = read_table(tree, "item_clusters", refs={"items": items})
+    examples = read_table(exd, "examples", refs={"items": items, "clusters": clusters})
     strategies = set(examples.column("strategy").to_pylist())
     prompt = PromptConfig(strategy=curation.get("strategy") or (strategies.pop() if strategies
                                                                 else "cot"),

@@ -1,0 +1,84 @@
+"""``finetune``, ``evaluate`` and ``promote`` components: the MLLM stage (serendip.mllm) with
+MLflow tracking, registration as ``serendip-mllm`` and the alias-based promotion gate."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from components import COMPONENT_KW
+
+
+@dsl.component(**COMPONENT_KW)
+def finetune(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset],
+             model: Output[Model], metrics: Output[Metrics], mlflow_uri: str = "",
+             settings: dict = None, register: bool = True) -> str:
+    """Fine-tune on ``examples`` (examples.parquet + curation.json) with ``tree``'s clusters and
+    ``data``'s items. ``model`` becomes the saved model directory (safetensors + processor +
+    serendip.json); ``settings`` holds FinetuneConfig fields (dotted keys for nested ones, e.g.
+    ``prompt.strategy``, ``tiny.text_hidden``). With ``register`` the run is logged to MLflow
+    (``mlflow_uri`` or ``MLFLOW_TRACKING_URI``) and a new ``serendip-mllm`` version gets
+    ``@challenger``. Returns a JSON summary (metrics, baselines, version)."""
+    import json
+    import os
+
+    from serendip.commands.finetune import finetune_config, finetune_stage
+
+    if mlflow_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+    cfg = finetune_config(settings=settings or {})
+    summary = finetune_stage(data.path, cfg, out_dir=model.path, tree_dir=tree.path,
+                             examples_dir=examples.path, register=register, progress=False)
+    model.metadata.update({"strategy": summary["strategy"], "method": summary["method"],
+                           "registered_version": summary.get("registered_version", "")})
+    for key, value in summary["metrics"].items():
+        if key != "step" and isinstance(value, (int, float)):
+            metrics.log_metric(key, float(value))
+    for name, b in summary["baselines"].items():
+        metrics.log_metric(f"baseline_{name}_recall", float(b["recall"]))
+    return json.dumps(summary, default=str)
+
+
+@dsl.component(**COMPONENT_KW)
+def evaluate(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset],
+             model: Input[Model], metrics: Output[Metrics], report: Output[Markdown],
+             mlflow_uri: str = "", k: int = 5) -> str:
+    """Held-out match rate and recall (with and without the trie), recall@k and the two
+    baselines for ``model``; the markdown table goes to ``report``. Returns the JSON report."""
+    import json
+    import os
+    import tempfile
+
+    from serendip.commands.evaluate import evaluate_stage
+
+    if mlflow_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+    out = tempfile.mkdtemp(prefix="serendip-eval-")
+    rep = evaluate_stage(data.path, model.path, k=k, out_dir=out, tree_dir=tree.path,
+                         examples_dir=examples.path, use_mlflow=bool(mlflow_uri or
+                                                                      os.environ.get(
+                                                                          "MLFLOW_TRACKING_URI")))
+    with open(report.path, "w") as f:
+        f.write(rep.pop("markdown"))
+    for key, value in rep.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, float(value))
+    return json.dumps(rep, default=str)
+
+
+@dsl.component(**COMPONENT_KW)
+def promote(mlflow_uri: str = "", name: str = "serendip-mllm", version: str = "",
+            metric: str = "recall_constrained") -> str:
+    """The promotion gate: ``@champion`` moves to ``version`` (default ``@challenger``) only if
+    its held-out ``metric`` is not worse than the champion's. A refusal is a normal outcome
+    (``promoted: false`` in the returned JSON), not a failed step."""
+    import json
+    import os
+
+    from serendip.platform import registry
+
+    if mlflow_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+    res = registry.promote(name, version or None, metric=metric)
+    return json.dumps({"promoted": res.promoted, "message": res.message,
+                       "challenger": res.challenger, "champion": res.champion_after,
+                       "challenger_value": res.challenger_value,
+                       "champion_value": res.champion_value})
