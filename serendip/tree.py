@@ -68,7 +68,9 @@ class ClusterConfig:
     sinkhorn_iters: int = 200
     sinkhorn_eps: float = 0.05      # entropic regularisation, relative to the mean cost
     min_leaf_items: int = 1         # every leaf keeps at least this many items
-    description_words: int = 2      # own distinctive terms a description may use
+    description_words: int = 2      # strong own terms a description may use
+    description_parent_level: int = 3   # from this level on, descriptions start with the
+                                        # parent's ("football" → "football tricks")
     description_min_lift: float = 1.5   # a term must be this over-represented vs its parent
     extra_stopwords: tuple[str, ...] = ()
 
@@ -531,31 +533,56 @@ def _stopwords(cfg: ClusterConfig) -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS) | TITLE_FILLER | frozenset(cfg.extra_stopwords)
 
 
-def _terms(title: str, stop: frozenset[str]) -> list[str]:
-    """Unigrams without stop words/filler, and bigrams that end in a content word and contain
-    no filler (so "for beginners" and "pro level" survive as phrases)."""
-    toks = _TOKEN.findall(title.lower())
-    out = [t for t in toks if t not in stop and not t.isdigit()]
-    for a, b in zip(toks, toks[1:]):
-        if b in stop or a in TITLE_FILLER or b.isdigit() or a.isdigit():
+def _tokens(title: str) -> list[str]:
+    return _TOKEN.findall(title.lower())
+
+
+def _phrases(token_lists: list[list[str]], stop: frozenset[str], min_count: int = 3,
+             stickiness: float = 0.6) -> frozenset[str]:
+    """Bigrams that behave as one phrase in the catalogue ("pro level", "for beginners"): they
+    occur at least ``min_count`` times and cover most uses of their content words, unlike
+    accidental neighbours in a title ("level history")."""
+    uni: Counter = Counter()
+    bi: Counter = Counter()
+    for toks in token_lists:
+        uni.update(toks)
+        bi.update(f"{a} {b}" for a, b in zip(toks, toks[1:])
+                  if b not in stop and a not in TITLE_FILLER and not (a.isdigit() or b.isdigit()))
+    out = set()
+    for phrase, cnt in bi.items():
+        if cnt < min_count:
             continue
-        out.append(f"{a} {b}")
+        content = [w for w in phrase.split() if w not in stop] or phrase.split()
+        if cnt >= stickiness * min(uni[w] for w in content):
+            out.add(phrase)
+    return frozenset(out)
+
+
+def _terms(toks: list[str], stop: frozenset[str], phrases: frozenset[str]) -> list[str]:
+    """Content unigrams (no stop words or title filler) and the title's known phrases."""
+    out = [t for t in toks if t not in stop and not t.isdigit()]
+    out += [p for p in (f"{a} {b}" for a, b in zip(toks, toks[1:])) if p in phrases]
     return out
 
 
 def _own_terms(counts: dict[str, Counter], siblings: list[str], parent_total: Counter,
-               cfg: ClusterConfig, stop: frozenset[str]) -> dict[str, list[str]]:
-    """Ranked distinctive terms per sibling (class-based TF-IDF among siblings, lift filter,
-    unigram→phrase merge)."""
+               children: dict[str, list[Counter]], cfg: ClusterConfig,
+               stop: frozenset[str]) -> dict[str, tuple[list[str], int]]:
+    """Ranked distinctive terms per sibling and how many of them are strong (score within 2x
+    of the best, at most ``description_words``): class-based TF-IDF among siblings, kept only if
+    over-represented vs the parent (lift), weighted by how many of the node's own children
+    use the term (a broad node is named by a broad word, "music" rather than "guitar"), with
+    a word replaced by the phrase that nearly always surrounds it."""
     tokens = {s: sum(counts[s].values()) for s in siblings}
     avg = max(1.0, sum(tokens.values()) / max(len(siblings), 1))
     ptot = max(1, sum(parent_total.values()))
     freq: Counter = Counter()
     for s in siblings:
         freq.update(counts[s])
-    out: dict[str, list[str]] = {}
+    out: dict[str, tuple[list[str], int]] = {}
     for s in siblings:
         c, tot = counts[s], max(tokens[s], 1)
+        kids = [(k, max(1, sum(k.values()))) for k in children.get(s, [])]
         scored = []
         for term, cnt in c.items():
             if cnt < 2 and tot > 20:
@@ -564,18 +591,21 @@ def _own_terms(counts: dict[str, Counter], siblings: list[str], parent_total: Co
             lift = tf / (parent_total[term] / ptot) if parent_total[term] else 1.0
             if lift < cfg.description_min_lift and len(siblings) > 1:
                 continue
-            scored.append((tf * math.log(1.0 + avg / freq[term]), term))
+            score = tf * math.log(1.0 + avg / freq[term])
+            if kids:
+                score *= sum(k[term] / kt >= 0.3 * tf for k, kt in kids) / len(kids)
+            scored.append((score, term))
         scored.sort(key=lambda t: (-t[0], t[1]))
+        scored = [(sc, t) for sc, t in scored if sc > 0]
         if not scored:
-            out[s] = []
+            out[s] = ([], 0)
             continue
         top = scored[0][0]
         chosen: list[str] = []
         used: set[str] = set()
-        for score, term in scored:
-            if score < 0.5 * top or len(chosen) >= cfg.description_words:
-                break
-            if " " not in term:   # prefer a phrase that (nearly) always surrounds this word
+        strong = 0
+        for score, term in scored[:50]:
+            if " " not in term:   # prefer the phrase that (nearly) always surrounds this word
                 phrases = [(cc, p) for p, cc in c.items() if " " in p and term in p.split()
                            and cc >= 0.6 * c[term]]
                 if phrases:
@@ -585,7 +615,9 @@ def _own_terms(counts: dict[str, Counter], siblings: list[str], parent_total: Co
                 continue
             used |= words
             chosen.append(term)
-        out[s] = chosen
+            if score >= 0.5 * top and strong == len(chosen) - 1:
+                strong += 1
+        out[s] = (chosen, min(strong, cfg.description_words))
     return out
 
 
@@ -604,37 +636,50 @@ def describe_clusters(titles: list[str], paths: np.ndarray, ids: list[list[str]]
                       cfg: ClusterConfig) -> dict[str, str]:
     """A unique, short description for every cluster id (see the module docstring)."""
     stop = _stopwords(cfg)
-    item_terms = [_terms(t, stop) for t in titles]
+    token_lists = [_tokens(t) for t in titles]
+    phrases = _phrases(token_lists, stop)
+    item_terms = [_terms(toks, stop, phrases) for toks in token_lists]
     descriptions: dict[str, str] = {}
     used: set[str] = set()
     all_terms: Counter = Counter()
     for terms in item_terms:
         all_terms.update(terms)
+    level_counts: list[dict[str, Counter]] = []
     for lvl in range(LEVELS):
         counts: dict[str, Counter] = {cid: Counter() for cid in ids[lvl]}
         for cid, terms in zip(paths[:, lvl], item_terms):
             counts[cid].update(terms)
+        level_counts.append(counts)
+    for lvl in range(LEVELS):
+        counts = level_counts[lvl]
+        children: dict[str, list[Counter]] = {}
+        if lvl + 1 < LEVELS:
+            for cid, cnt in level_counts[lvl + 1].items():
+                children.setdefault(cid.rsplit(".", 1)[0], []).append(cnt)
         by_parent: dict[str, list[str]] = {}
         for cid in ids[lvl]:
             by_parent.setdefault(cid.rsplit(".", 1)[0] if lvl else "", []).append(cid)
-        own: dict[str, list[str]] = {}
+        own: dict[str, tuple[list[str], int]] = {}
         for sibs in by_parent.values():
             ptot = Counter()
             for s in sibs:
                 ptot.update(counts[s])
-            own.update(_own_terms(counts, sibs, ptot if lvl else all_terms, cfg, stop))
-        # Start from the top own term, then resolve collisions group by group.
+            own.update(_own_terms(counts, sibs, ptot if lvl else all_terms, children, cfg, stop))
+        # Start from the top own term (with the parent's words from level
+        # ``description_parent_level`` on), then resolve collisions group by group: more strong
+        # own terms, then the parent's words, then weaker own terms, then a number.
         parts: dict[str, list[str]] = {}
-        n_own: dict[str, int] = {}
         with_parent: dict[str, bool] = {}
         for cid in ids[lvl]:
-            parts[cid] = own[cid][:1]
-            n_own[cid] = 1
-            with_parent[cid] = False
-            if not parts[cid]:         # no distinctive words at all: borrow the parent's
-                with_parent[cid] = lvl > 0
-                parts[cid] = []
-        for _ in range(8):
+            if lvl:   # words the parent already says add nothing
+                said = set(descriptions[cid.rsplit(".", 1)[0]].split())
+                terms, strong = own[cid]
+                keep = [not set(t.split()) <= said for t in terms]
+                own[cid] = ([t for t, k in zip(terms, keep) if k], sum(keep[:strong]))
+            parts[cid] = own[cid][0][:1]
+            with_parent[cid] = lvl > 0 and (lvl + 1 >= cfg.description_parent_level
+                                            or not parts[cid])
+        for _ in range(12):
             current = {cid: _compose(cid, parts, with_parent, descriptions) for cid in ids[lvl]}
             groups: dict[str, list[str]] = {}
             for cid, t in current.items():
@@ -643,13 +688,14 @@ def describe_clusters(titles: list[str], paths: np.ndarray, ids: list[list[str]]
             if not clash:
                 break
             for cid in clash:
-                if n_own[cid] < len(own[cid]):
-                    parts[cid] = own[cid][:n_own[cid] + 1]
-                    n_own[cid] += 1
+                terms, strong = own[cid]
+                n = len(parts[cid])
+                if n < strong:
+                    parts[cid] = terms[:n + 1]
                 elif not with_parent[cid] and lvl > 0:
                     with_parent[cid] = True
-                else:
-                    n_own[cid] = len(own[cid]) + 1    # exhausted: numbered below
+                elif n < min(len(terms), cfg.description_words + 2):
+                    parts[cid] = terms[:n + 1]
         current = {cid: _compose(cid, parts, with_parent, descriptions) for cid in ids[lvl]}
         for cid in ids[lvl]:
             t = current[cid] or ("topic " + cid)

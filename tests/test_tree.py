@@ -1,0 +1,170 @@
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from serendip.data.io import read_table
+from serendip.data.schemas import validate
+from serendip.embeddings import EmbeddingConfig, item_embeddings
+from serendip.errors import ConfigError
+from serendip.tree import ClusterConfig, ClusterTree, assign_items, build_cluster_tree, parse_branching
+from tests.conftest import SMALL
+
+BRANCHING = SMALL["branching"]
+TOL = 1.2
+
+
+@pytest.fixture(scope="module")
+def built(synth_dir, tmp_path_factory):
+    items = read_table(synth_dir, "items")
+    emb = item_embeddings(items, EmbeddingConfig(), cache_dir=tmp_path_factory.mktemp("emb"))
+    tree = build_cluster_tree(items, emb, ClusterConfig(branching=BRANCHING, seed=0))
+    return items, emb, tree
+
+
+def test_four_levels_every_item_in_one_leaf_and_parents_consistent(built):
+    items, _, tree = built
+    clusters = validate("clusters", tree.clusters)          # unique ids + descriptions
+    ic = validate("item_clusters", tree.item_clusters, refs={"items": items}).to_pandas()
+    assert ic.item_id.tolist() == items.column("item_id").to_pylist()
+    cl = clusters.to_pandas().set_index("cluster_id")
+    for lvl in range(1, 5):
+        assert (cl.level == lvl).sum() == math.prod(BRANCHING[:lvl])
+        col = ic[f"c{lvl}"]
+        assert col.map(lambda c: c.count(".") + 1).eq(lvl).all()
+        if lvl > 1:   # the item's level-l cluster is a child of its level-(l-1) cluster
+            assert (col.str.rsplit(".", n=1).str[0] == ic[f"c{lvl - 1}"]).all()
+            assert (cl.loc[col, "parent_id"].to_numpy() == ic[f"c{lvl - 1}"].to_numpy()).all()
+    # sizes and traffic add up: one leaf per item, parents sum their children
+    imp = dict(zip(items.column("item_id").to_pylist(), items.column("impressions").to_pylist()))
+    ic["imp"] = ic.item_id.map(imp)
+    for lvl in range(1, 5):
+        g = ic.groupby(f"c{lvl}").imp.agg(["size", "sum"])
+        assert (cl.loc[g.index, "size"] == g["size"]).all()
+        assert (cl.loc[g.index, "traffic"] == g["sum"]).all()
+    assert cl.loc[cl.level == 4, "size"].sum() == items.num_rows
+    assert (cl["size"] >= 1).all()
+
+
+def test_descriptions_are_unique_short_phrases(built):
+    _, _, tree = built
+    desc = tree.clusters.column("description").to_pylist()
+    assert len(set(desc)) == len(desc)
+    for d in desc:
+        words = d.split()
+        assert 1 <= len(words) <= 8, d
+        assert all(w.isalnum() for w in words), d
+    # level-1 clusters of the synthetic platform are named by their topic word
+    level1 = [d for d, lvl in zip(desc, tree.clusters.column("level").to_pylist()) if lvl == 1]
+    assert sorted(level1) == ["music", "sports"], level1
+
+
+def _balanceable(loads, heaviest, tol):
+    """Independent check: drop children whose heaviest item alone breaks the bound against
+    an even split of the rest (repeatedly); the remaining siblings must be within tol."""
+    loads, heaviest = np.asarray(loads, float), np.asarray(heaviest, float)
+    keep = np.ones(len(loads), bool)
+    changed = True
+    while changed and keep.sum() >= 2:
+        rest = (loads[keep].sum() - heaviest) / (keep.sum() - 1)
+        drop = keep & (heaviest > tol * rest)
+        changed = bool(drop.any())
+        keep &= ~drop
+    return loads[keep].max() / loads[keep].min() if keep.sum() >= 2 else 1.0
+
+
+def test_sibling_traffic_is_balanced_within_the_bound(built):
+    items, _, tree = built
+    ic = tree.item_clusters.to_pandas()
+    ic["imp"] = items.column("impressions").to_numpy()
+    worst = {}
+    for lvl in range(1, 5):
+        parent = ic[f"c{lvl - 1}"] if lvl > 1 else np.zeros(len(ic), int)
+        ratios = []
+        for _, sib in ic.groupby(parent):
+            g = sib.groupby(f"c{lvl}").imp.agg(["sum", "max"])
+            assert len(g) == BRANCHING[lvl - 1]
+            ratios.append(_balanceable(g["sum"], g["max"], TOL))
+        worst[lvl] = max(ratios)
+    print("worst balanceable sibling traffic ratio per level:", worst)
+    assert all(r <= TOL + 1e-6 for r in worst.values()), worst
+    # level 1 on the synthetic data has no dominating item: plainly balanced
+    assert tree.stats["level1"]["sibling_max_min_traffic_worst"] <= TOL
+
+
+def test_tree_recovers_the_latent_taxonomy(built, synth_dir):
+    items, emb, tree = built
+    truth = pq.read_table(synth_dir / "truth" / "item_topics.parquet").to_pandas()
+    ic = tree.item_clusters.to_pandas().merge(truth, on="item_id")
+    ari = {lvl: adjusted_rand_score(ic[t], ic[f"c{lvl}"])
+           for lvl, t in ((1, "l1"), (2, "l2"), (3, "l3"), (4, "leaf"))}
+    # equal item counts instead of traffic: the latent topics are equal-sized by count
+    counts = build_cluster_tree(items, emb, ClusterConfig(branching=BRANCHING, traffic_power=0))
+    ic0 = counts.item_clusters.to_pandas().merge(truth, on="item_id")
+    ari0 = {lvl: adjusted_rand_score(ic0[t], ic0[f"c{lvl}"])
+            for lvl, t in ((1, "l1"), (2, "l2"), (3, "l3"), (4, "leaf"))}
+    print("ARI vs truth, traffic-balanced:", {k: round(v, 3) for k, v in ari.items()},
+          "count-balanced:", {k: round(v, 3) for k, v in ari0.items()})
+    assert ari[1] >= 0.95 and ari[2] >= 0.85
+    assert min(ari0.values()) >= 0.95
+
+
+def test_save_load_and_assign_new_items(built, tmp_path):
+    items, emb, tree = built
+    tree.save(tmp_path / "tree")
+    assert not list((tmp_path / "tree").glob("*.pkl"))
+    json.loads((tmp_path / "tree" / "tree.json").read_text())
+    loaded = ClusterTree.load(tmp_path / "tree")
+    assert loaded.clusters.equals(tree.clusters)
+    ids = items.column("item_id").to_pylist()
+    a = assign_items(tree, ids, emb)
+    b = assign_items(loaded, ids, emb)
+    assert a.equals(b)
+    validate("item_clusters", a)
+    # nearest-centroid placement agrees with the balanced assignment for most items
+    for lvl, floor in ((1, 0.9), (2, 0.8)):
+        agree = np.mean(np.array(a.column(f"c{lvl}").to_pylist())
+                        == np.array(tree.item_clusters.column(f"c{lvl}").to_pylist()))
+        assert agree >= floor, (lvl, agree)
+    # a brand-new item next to an existing one lands in that item's level-1 and -2 clusters
+    i = 0
+    row = assign_items(tree, ["new"], emb[i:i + 1] + 1e-4)
+    assert row.column("c2")[0].as_py() == a.column("c2")[i].as_py()
+
+
+def test_deterministic_under_a_seed(built):
+    items, emb, tree = built
+    again = build_cluster_tree(items, emb, ClusterConfig(branching=BRANCHING, seed=0))
+    assert again.item_clusters.equals(tree.item_clusters)
+    assert again.clusters.equals(tree.clusters)
+
+
+def test_too_few_items_or_bad_branching_say_what_to_change(built):
+    items, emb, _ = built
+    with pytest.raises(ConfigError, match="branching") as e:
+        build_cluster_tree(items, emb, ClusterConfig(branching=(8, 8, 8, 8)))
+    assert "smaller --branching" in str(e.value)
+    with pytest.raises(ConfigError, match="branching"):
+        parse_branching("4/3/4")
+    with pytest.raises(ConfigError, match="embeddings"):
+        build_cluster_tree(items, emb[:10], ClusterConfig(branching=BRANCHING))
+
+
+def test_cluster_cli_writes_the_tables(synth_dir, tmp_path):
+    from serendip.cli import main
+
+    rc = main(["cluster", "--data", str(synth_dir), "--out", str(tmp_path), "--branching",
+               "2/2/3/2", "--set", "embedding.text_encoder=tfidf"])
+    assert rc == 0
+    items = read_table(synth_dir, "items")
+    clusters = read_table(tmp_path, "clusters")
+    ic = read_table(tmp_path, "item_clusters", refs={"items": items})
+    assert ic.num_rows == items.num_rows and clusters.num_rows == 2 + 4 + 12 + 24
+    assert (tmp_path / "embeddings.parquet").exists()
+    assert ClusterTree.load(tmp_path / "cluster_tree").ids[3] == \
+        clusters.filter(clusters.column("level").to_numpy() == 4).column("cluster_id").to_pylist()
+    assert main(["cluster", "--data", str(synth_dir), "--out", str(tmp_path),
+                 "--branching", "9/9/9/9"]) == 2
