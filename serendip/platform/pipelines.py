@@ -21,8 +21,13 @@ def _pipeline(name: str):
     return pipelines.load(name)
 
 
+def _params(func) -> set[str]:
+    """Parameter names of a @dsl.pipeline (a GraphComponent wrapping the Python function)."""
+    return set(inspect.signature(getattr(func, "pipeline_func", func)).parameters)
+
+
 def _check_params(name: str, func, params: dict[str, Any]) -> None:
-    known = set(inspect.signature(func).parameters)
+    known = _params(func)
     unknown = set(params) - known
     if unknown:
         raise SerendipError(f"unknown parameter(s) {sorted(unknown)} for pipeline {name!r}",
@@ -61,8 +66,7 @@ def run_local(name: str, workdir: str | os.PathLike, data_uri: str | None,
     func = _pipeline(name)
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    args = {k: v for k, v in local_defaults(wd, data_uri).items()
-            if k in inspect.signature(func).parameters}
+    args = {k: v for k, v in local_defaults(wd, data_uri).items() if k in _params(func)}
     args.update(params)
     _check_params(name, func, args)
     local.init(runner=local.SubprocessRunner(use_venv=False),
