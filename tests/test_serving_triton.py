@@ -44,6 +44,42 @@ def test_recommend_cli_returns_items_of_the_returned_cluster(triton_server):
         assert ans["source"] in (("feast",) if protocol == "http" else ("mllm",))
 
 
+def test_cluster_transformer_entry_point_against_triton(triton_server):
+    """The container command of the recommend InferenceService, with KServe's arguments."""
+    import subprocess
+    import sys
+    import time
+
+    from serendip.platform.serving.harness import _ready, free_ports
+
+    server, wd = triton_server
+    http, grpc = free_ports(2)
+    log = open(wd / "transformer.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serendip.platform.serving.transformer", "--workdir", str(wd),
+         "--model_name", "serendip-recommend", "--predictor_host", server.triton_grpc,
+         "--predictor_protocol", "grpc-v2", "--http_port", str(http), "--grpc_port", str(grpc),
+         "--host", "127.0.0.1", "--features", "table"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(http) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.25)
+        case = {"inputs": {"ITEM_ID": {"data": [[unscored_items(wd)[7]]], "shape": [1, 1],
+                                       "datatype": "BYTES"}}}
+        res = probe(f"127.0.0.1:{http}", "http",
+                    [dict(case, model="serendip-recommend"), dict(case, model="recommend")])
+        members = cluster_members(wd)
+        for r in res["results"]:
+            assert r["ok"], r
+            items = [i for i in r["outputs"]["ITEM_IDS"][0] if i]
+            assert items and set(items) <= members[r["outputs"]["CLUSTER_ID"][0][0]]
+        assert res["results"][0]["outputs"]["SOURCE"][0][0] == "mllm"
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        log.close()
+
+
 @pytest.mark.slow
 def test_triton_load_zero_errors(triton_server):
     server, wd = triton_server

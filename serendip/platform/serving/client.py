@@ -80,7 +80,7 @@ class V2Client:
         """
         from tritonclient.utils import InferenceServerException
 
-        spec = SPECS.get(model)
+        spec = SPECS.get(model) or (SPECS["recommend"] if model.endswith("recommend") else None)
         declared = {t.name: t.datatype for t in spec.inputs} if spec else {}
         inputs = []
         for name, a in arrays.items():

@@ -124,11 +124,11 @@ def request_arrays(spec: ModelSpec, payload) -> dict[str, np.ndarray]:
         raise InvalidInput(str(e)) from None
 
 
-def make_response(payload, model_name: str, outputs: Mapping[str, np.ndarray]) -> InferResponse:
+def make_response(payload, model_name: str, outputs: Mapping[str, np.ndarray],
+                  model_spec: ModelSpec) -> InferResponse:
     """Outputs → a v2 response (binary tensors: JSON outputs came back empty to gRPC clients;
     a fresh id when the request had none)."""
-    spec = {t.name: t for t in {"mllm": MLLM, "retriever": RETRIEVER,
-                                "recommend": RECOMMEND}[model_name].outputs}
+    spec = {t.name: t for t in model_spec.outputs}
     outs = []
     for name, a in outputs.items():
         o = InferOutput(name=name, shape=list(a.shape), datatype=spec[name].datatype)
@@ -170,7 +170,7 @@ class HandlerModel(_V2Model):
         res = await self.batcher.submit(arrays)
         if isinstance(res, SerendipError):
             raise InvalidInput(str(res))
-        return make_response(payload, self.name, res)
+        return make_response(payload, self.name, res, self.spec)
 
     async def infer_arrays(self, arrays: Mapping[str, np.ndarray]):
         """In-process call (the fallback's recommend skips the network hop)."""
@@ -283,7 +283,7 @@ class RecommendTransformer(_V2Model):
             outputs = await self.flow.infer(arrays)
         except SerendipError as e:
             raise InvalidInput(str(e)) from None
-        return make_response(payload, self.name, outputs)
+        return make_response(payload, self.name, outputs, self.spec)
 
 
 # ------------------------------------------------------------------ loopback server

@@ -1,9 +1,9 @@
 """Where the recommend path finds a context item's serendipitous cluster, and its media.
 
-* :class:`ClusterLookup` — Feast online store (``serendip.platform.features``) when the work
-  directory has a materialized ``feature_repo/``; otherwise a snapshot of
-  ``item_serendipity.parquet`` (said at start-up, and in every answer's SOURCE). Both return
-  ``None`` for an item that has not been scored, which sends it to the MLLM.
+* :class:`ClusterLookup` — Feast online store (``serendip.platform.features``) when a
+  materialized feature repo exists (``<workdir>/feature_repo``, or ``feature_repo=`` in a
+  cluster); otherwise a snapshot of ``item_serendipity.parquet`` (said at start-up, and in every
+  answer's SOURCE). Both return ``None`` for an item not scored yet, which sends it to the MLLM.
 * :class:`ItemCatalog` — title, thumbnail, frames and own-cluster description of known items,
   for the MLLM call on a miss.
 """
@@ -14,26 +14,38 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow as pa
+
 from serendip.data.io import read_table, table_path
+from serendip.errors import SerendipError
 from serendip.serving_core import ClusterChoice, top_choice
 
 
 class ClusterLookup:
     """item id → :class:`ClusterChoice` from Feast (default) or the scored table."""
 
-    def __init__(self, workdir: str | os.PathLike, source: str = "auto"):
-        wd = Path(workdir)
+    def __init__(self, workdir: str | os.PathLike | None = None, source: str = "auto",
+                 feature_repo: str | os.PathLike | None = None):
         self.kind = "none"
         self._online = None
         self._table: dict[str, ClusterChoice] = {}
-        feast_ready = (wd / "feature_repo" / "feature_store.yaml").exists()
+        repo = Path(feature_repo) if feature_repo else (
+            Path(workdir) / "feature_repo" if workdir else None)
+        feast_ready = repo is not None and (repo / "feature_store.yaml").exists()
         if source == "feast" or (source == "auto" and feast_ready):
+            if not feast_ready:
+                raise SerendipError(f"no Feast repo at {repo}", field="features",
+                                    fix="run `serendip score` (it materializes), or use "
+                                        "--features table")
+            from feast import FeatureStore
+
             from serendip.platform.features import OnlineFeatures
 
-            self._online = OnlineFeatures(wd)
+            self._online = OnlineFeatures(store=FeatureStore(repo_path=str(repo)))
             self.kind = "feast"
-        elif source in ("auto", "table") and table_path(wd, "item_serendipity").exists():
-            t = read_table(wd, "item_serendipity")
+        elif source in ("auto", "table") and workdir and \
+                table_path(workdir, "item_serendipity").exists():
+            t = read_table(workdir, "item_serendipity")
             for item, cids, descs in zip(t.column("item_id").to_pylist(),
                                          t.column("cluster_ids").to_pylist(),
                                          t.column("descriptions").to_pylist()):
@@ -49,33 +61,63 @@ class ClusterLookup:
                                                        "feast")
         return self._table.get(item_id)
 
+    def own_description(self, item_id: str, level: int) -> str:
+        """The item's own level-``level`` cluster description from Feast (``""`` if unknown)."""
+        if self._online is None:
+            return ""
+        row = self._online.get([item_id], views=("item_clusters",))[0]
+        return str(row.get(f"c{level}_description") or "")
+
 
 class ItemCatalog:
-    """Known items' media for the MLLM fallback (the serving process owns the items table)."""
+    """Known items' media for the MLLM fallback (the serving process owns the items table).
 
-    def __init__(self, workdir: str | os.PathLike):
-        wd = Path(workdir)
+    ``workdir`` gives items + item_clusters + clusters (+ curation.json's level); in a cluster,
+    ``items`` is a parquet path or URI (pyarrow filesystems: s3://, gs://, ...) and the own-
+    cluster description comes from ``describe(item_id, level)`` (Feast's item_clusters view).
+    """
+
+    def __init__(self, workdir: str | os.PathLike | None = None, items: str | None = None,
+                 describe=None, level: int | None = None):
         self.items: dict[str, dict] = {}
-        if not table_path(wd, "items").exists():
+        self.describe = describe
+        wd = Path(workdir) if workdir else None
+        self.level = level or 3
+        if wd is not None and (wd / "curation.json").exists() and level is None:
+            self.level = int(json.loads((wd / "curation.json").read_text()).get("level", 3))
+        table = None
+        if items:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(items, columns=["item_id", "title", "thumbnail", "frames"])
+        elif wd is not None and table_path(wd, "items").exists():
+            table = read_table(wd, "items").select(["item_id", "title", "thumbnail", "frames"])
+        if table is None:
             return
-        level = 3
-        if (wd / "curation.json").exists():
-            level = int(json.loads((wd / "curation.json").read_text()).get("level", 3))
         own: dict[str, str] = {}
-        if table_path(wd, "item_clusters").exists() and table_path(wd, "clusters").exists():
-            desc = dict(zip(*read_table(wd, "clusters").select(
-                ["cluster_id", "description"]).to_pydict().values()))
+        if wd is not None and table_path(wd, "item_clusters").exists() \
+                and table_path(wd, "clusters").exists():
+            cl = read_table(wd, "clusters")
+            desc = dict(zip(cl.column("cluster_id").to_pylist(),
+                            cl.column("description").to_pylist()))
             ic = read_table(wd, "item_clusters")
             own = {i: desc.get(c, "") for i, c in zip(ic.column("item_id").to_pylist(),
-                                                     ic.column(f"c{level}").to_pylist())}
-        t = read_table(wd, "items").select(["item_id", "title", "thumbnail", "frames"])
-        for row in t.to_pylist():
+                                                     ic.column(f"c{self.level}").to_pylist())}
+        base = str(wd) if wd is not None else None
+        for row in _rows(table):
             row["context_description"] = own.get(row["item_id"], "")
-            row["base_dir"] = str(wd)
+            row["base_dir"] = base
             self.items[row.pop("item_id")] = row
 
     def __call__(self, item_id: str) -> dict | None:
-        return self.items.get(item_id)
+        info = self.items.get(item_id)
+        if info is not None and not info["context_description"] and self.describe is not None:
+            info = dict(info, context_description=self.describe(item_id, self.level))
+        return info
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    return table.to_pylist()

@@ -116,19 +116,27 @@ def serve(cfg: ServeConfig) -> int:
     from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
     from serendip.serving_core import ClusterCache, MllmHandler, RetrieverHandler
 
-    lookup = ClusterLookup(wd, cfg.features)
-    catalog = ItemCatalog(wd)
-    cache = ClusterCache(ttl_s=cfg.cache_ttl_s)
     triton = None
-    fallback: list[HandlerModel] = []
-    if backend == "triton":
+    if backend == "triton":   # launched first: its models load while we open Feast
         from serendip.platform.serving.triton import TritonServer
 
         triton = TritonServer(repo, wd / ".serve" / "triton", host=cfg.host,
                               http_port=cfg.triton_http_port, grpc_port=cfg.triton_grpc_port,
                               metrics_port=cfg.triton_metrics_port, venv=cfg.triton_venv)
         print(f"serendip serve: starting tritonserver (log {triton.log_path})", flush=True)
-        triton.start()
+        triton.launch()
+    try:
+        lookup = ClusterLookup(wd, cfg.features)
+        catalog = ItemCatalog(wd, describe=lookup.own_description)
+        if triton is not None:
+            triton.wait_ready(180.0)
+    except BaseException:
+        if triton is not None:
+            triton.stop()
+        raise
+    cache = ClusterCache(ttl_s=cfg.cache_ttl_s)
+    fallback: list[HandlerModel] = []
+    if triton is not None:
         models = [RecommendTransformer.for_triton(lookup, catalog, triton.grpc_url,
                                                   cache=cache)]
     else:

@@ -165,9 +165,17 @@ class TritonServer:
                 "--grpc-address", self.host, "--grpc-port", str(self.grpc_port),
                 "--metrics-address", self.host, "--metrics-port", str(self.metrics_port),
                 "--allow-gpu-metrics", "false", "--strict-readiness", "true",
+                "--pinned-memory-pool-byte-size", "0",
                 "--exit-timeout-secs", "10", "--log-verbose", str(self.log_verbose)]
 
     def start(self, timeout_s: float = 180.0) -> TritonServer:
+        """Launch and wait until every model is ready."""
+        self.launch()
+        self.wait_ready(timeout_s)
+        return self
+
+    def launch(self) -> TritonServer:
+        """Start the process and return at once (models load while the caller works)."""
         install = TritonInstall.find(self.venv)
         if not (Path(self.repository) / "mllm" / "config.pbtxt").exists():
             raise SerendipError(f"{self.repository} is not an exported model repository",
@@ -178,7 +186,6 @@ class TritonServer:
                                      stderr=subprocess.STDOUT, cwd=str(self.work),
                                      preexec_fn=_die_with_parent)
         log.close()
-        self.wait_ready(timeout_s)
         return self
 
     def ready(self) -> bool:
