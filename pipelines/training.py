@@ -18,8 +18,12 @@ from components.finetune import evaluate, finetune, promote
 from components.retriever import train_retriever
 
 GPU = "nvidia.com/gpu"
-Outputs = NamedTuple("Outputs", tree=Dataset, examples=Dataset, model=Model, retriever=Model,
-                     repository=Model)
+class Outputs(NamedTuple):
+    tree: Dataset
+    examples: Dataset
+    model: Model
+    retriever: Model
+    repository: Model
 
 
 @dsl.pipeline(name="serendip-training",

@@ -53,15 +53,20 @@ class ScoringConfig:
     constrained: bool = True
     assign_new: bool = True         # place items missing from item_clusters in the tree
     progress: bool = True
+    shard: int = 0                  # this worker's shard of the selected corpus ...
+    num_shards: int = 1             # ... out of this many (KFP ParallelFor fans out over them)
 
     def check(self) -> None:
         if not (isinstance(self.coverage, (int, float)) and 0 < self.coverage <= 1):
             raise ConfigError(f"coverage must be in (0, 1], got {self.coverage!r}",
                               field="coverage", fix="use e.g. --coverage 0.8 (80% of impressions)")
-        for name in ("k", "batch_size", "chunk_size"):
+        for name in ("k", "batch_size", "chunk_size", "num_shards"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=name,
                                   fix=f"set {name} to a positive integer")
+        if not 0 <= self.shard < self.num_shards:
+            raise ConfigError(f"shard {self.shard} of {self.num_shards}", field="shard",
+                              fix="use 0 <= shard < num_shards")
 
 
 @dataclass
@@ -290,6 +295,14 @@ def _rows(ids, hashes, preds, model_version: str, now: datetime) -> pa.Table:
     }, schema=SCHEMAS["item_serendipity"])
 
 
+def shard_of(item_id: str, num_shards: int) -> int:
+    """Stable shard of an item (same across runs and machines, unlike ``hash()``), so each
+    shard's incremental state stays valid from one run to the next."""
+    import zlib
+
+    return zlib.crc32(item_id.encode()) % num_shards
+
+
 def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None = None,
                 embed: Callable[[pa.Table], np.ndarray] | None = None) -> ScoringResult:
     """Score the popular corpus of ``workdir`` with ``predictor`` (a ClusterPredictor) and
@@ -317,6 +330,12 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
     assigned = item_clusters.num_rows - n_known
 
     selected, stats = select_by_coverage(items, cfg.coverage)
+    if cfg.num_shards > 1:
+        selected = selected.filter(pa.array(
+            [shard_of(i, cfg.num_shards) == cfg.shard
+             for i in selected.column("item_id").to_pylist()], pa.bool_()))
+        stats.update({"shard": cfg.shard, "num_shards": cfg.num_shards,
+                      "shard_items": selected.num_rows})
     level = int(predictor.level)
     inputs, hashes = _inputs(selected, item_clusters, clusters, level,
                              predictor.prompt_config.uses_images)
@@ -437,3 +456,40 @@ def scoring_stage(data_dir: str | os.PathLike, tree_dir: str | os.PathLike,
         for name in ("item_serendipity", "item_clusters", "clusters"):
             shutil.copyfile(table_path(state, name), table_path(out, name))
     return result
+
+
+def merge_shards(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
+    """Join sharded scoring outputs: item_serendipity rows are disjoint across shards (checked),
+    item_clusters rows are unioned, clusters are the same tree (the first one is kept)."""
+    import shutil
+
+    if not part_dirs:
+        raise SerendipError("no scoring shards to merge", field="parts",
+                            fix="run at least one score_shard task")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = pa.concat_tables([read_table(p, "item_serendipity") for p in part_dirs])
+    ids = scores.column("item_id")
+    import pyarrow.compute as pc
+
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise SerendipError("shards scored overlapping items", field="parts",
+                            fix="give every score_shard the same num_shards")
+    ic = pa.concat_tables([read_table(p, "item_clusters") for p in part_dirs])
+    ic = ic.take(np.unique(np.asarray(ic.column("item_id").to_pylist()), return_index=True)[1])
+    write_table(out, "item_serendipity", scores)
+    write_table(out, "item_clusters", ic)
+    shutil.copyfile(table_path(part_dirs[0], "clusters"), table_path(out, "clusters"))
+    return {"shards": len(part_dirs), "rows": scores.num_rows, "item_clusters": ic.num_rows}
+
+
+def place_new_items(data_dir: str | os.PathLike, tree_dir: str | os.PathLike,
+                    out_dir: str | os.PathLike) -> dict:
+    """The scoring pipeline's first step: a tree directory whose item_clusters also place the
+    items that arrived since the tree was built (nearest centroid per level)."""
+    state = prepare_state(out_dir, data_dir, tree_dir)
+    items = read_table(state, "items")
+    ic = read_table(state, "item_clusters")
+    placed = assign_new_items(state, items, ic)
+    write_table(state, "item_clusters", placed, refs={"items": items})
+    return {"items": items.num_rows, "assigned_new_items": placed.num_rows - ic.num_rows}

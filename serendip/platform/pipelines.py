@@ -71,7 +71,13 @@ def run_local(name: str, workdir: str | os.PathLike, data_uri: str | None,
     _check_params(name, func, args)
     local.init(runner=local.SubprocessRunner(use_venv=False),
                pipeline_root=str((wd / "kfp").resolve()), raise_on_error=True)
-    task = func(**args)
+    try:
+        task = func(**args)
+    except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
+        first = str(e).splitlines()[0]
+        raise SerendipError(f"pipeline {name!r} failed: {first}", field=name,
+                            fix="read the failing task's log above; its outputs are under "
+                                f"{wd / 'kfp'}") from None
     outputs = {}
     for key, value in (getattr(task, "outputs", None) or {}).items():
         outputs[key] = getattr(value, "path", value)
