@@ -33,7 +33,7 @@ test: venv triton-venv
 test-all: venv triton-venv
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-demo: venv
+demo: venv triton-venv
 	$(BIN)/serendip demo --workdir ./serendip-demo
 
 bench: venv triton-venv

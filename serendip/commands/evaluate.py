@@ -25,7 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ablation groups, comma-separated (prompt, frames, thumbnail)")
     p.add_argument("--steps", type=int, default=300, help="ablation: steps per variant")
     p.add_argument("--eval-every", type=int, default=50, help="ablation: evaluation cadence")
-    p.add_argument("--seeds", default="0", help="ablation: comma-separated seeds (mean curves)")
+    p.add_argument("--seeds", default="0",
+                   help="comma-separated seeds (ablation: mean curves; online-sim: replicates)")
+    p.add_argument("--contexts", type=int, default=400,
+                   help="online-sim: replayed contexts per seed (default 400)")
+    p.add_argument("--k-items", type=int, default=10,
+                   help="online-sim: items per recommendation list (default 10)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ablation: FinetuneConfig override (as for serendip finetune)")
     p.add_argument("--out", default=None,
@@ -43,11 +48,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _online_sim(args: argparse.Namespace) -> int:
-    # Hook for the lead's online simulation (serendip.evaluation.online_sim).
-    from serendip.errors import SerendipError
+    """Replay contexts on the synthetic ground truth and compare recommenders (paper §4)."""
+    import json
+    from pathlib import Path
 
-    raise SerendipError("the online simulation is not implemented yet", field="--online-sim",
-                        fix="run `serendip evaluate --workdir W` (offline) or --ablation")
+    from serendip.evaluation.online_sim import OnlineSimConfig
+    from serendip.evaluation.workdir import online_sim, online_sim_markdown
+
+    wd = Path(args.workdir)
+    level, delta = 3, 1
+    if (wd / "curation.json").exists():
+        cur = json.loads((wd / "curation.json").read_text())
+        level, delta = int(cur.get("level", 3)), int(cur.get("delta", 1))
+    cfg = OnlineSimConfig(n_contexts=args.contexts, k=args.k_items,
+                          seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+                          level=level, delta=delta)
+    summary = online_sim(wd, cfg, model_dir=args.model, progress=not args.quiet)
+    print(online_sim_markdown(summary))
+    print(f"\nwrote {wd / 'evaluation' / 'online_sim.json'} and online_sim.png")
+    return 0
 
 
 def _newest_model_dir(workdir):

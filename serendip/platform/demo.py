@@ -1,0 +1,96 @@
+"""``serendip demo``: every stage on the embedded default, then a report.
+
+synth → training pipeline (kfp.local) → promotion gate → scoring pipeline (kfp.local, Feast)
+→ start the server → a few ``recommend`` calls → online simulation (+ ablations) → report.
+Everything it makes stays inside its work directory, so two demos never collide and the
+source tree stays clean; finished steps are reused when it is run again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from serendip.errors import ConfigError
+
+
+@dataclass
+class DemoSize:
+    items: int
+    users: int
+    interactions: int
+    branching: tuple[int, int, int, int]
+    finetune_steps: int
+    retriever_epochs: int
+    n_contexts: int
+    seeds: tuple[int, ...]
+    ablation: bool
+    ablation_steps: int
+    coverage: float = 0.8
+    pipeline: dict = field(default_factory=dict)
+
+
+SIZES = {
+    "small": DemoSize(items=600, users=200, interactions=8000, branching=(2, 2, 3, 2),
+                      finetune_steps=150, retriever_epochs=3, n_contexts=150, seeds=(0, 1, 2),
+                      ablation=False, ablation_steps=0),
+    "default": DemoSize(items=2000, users=600, interactions=30000, branching=(4, 3, 4, 2),
+                        finetune_steps=600, retriever_epochs=6, n_contexts=400,
+                        seeds=(0, 1, 2, 3, 4), ablation=True, ablation_steps=300),
+}
+
+
+def size_preset(name: str) -> DemoSize:
+    if name not in SIZES:
+        raise ConfigError(f"unknown demo size {name!r}", field="--size",
+                          fix=f"use one of {', '.join(SIZES)}")
+    return SIZES[name]
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
+    env["MLFLOW_TRACKING_URI"] = env.get("SERENDIP_MLFLOW_URI",
+                                         f"sqlite:///{(workdir / 'mlflow' / 'mlflow.db').resolve()}")
+    return env
+
+
+def run_demo(workdir: str | os.PathLike, size: str = "default", seed: int = 0) -> Path:
+    from serendip.steps import Steps
+
+    preset = size_preset(size)
+    wd = Path(workdir).resolve()
+    wd.mkdir(parents=True, exist_ok=True)
+    os.environ.update({k: v for k, v in _env(wd).items() if k.startswith(("MLFLOW", "HF_"))})
+    steps = Steps(wd)
+    info: dict = {"size": size, "preset": asdict(preset)}
+    from serendip.platform import demo_stages as st
+
+    info["synth"] = steps.run("synth", lambda: st.synth(wd, preset, seed),
+                              config={"preset": asdict(preset), "seed": seed},
+                              outputs=[wd / "items.parquet", wd / "interactions.parquet"])
+    data = [wd / "items.parquet", wd / "interactions.parquet"]
+    info["training"] = steps.run("training-pipeline", lambda: st.training(wd, preset, seed),
+                                 config={"preset": asdict(preset), "seed": seed}, inputs=data,
+                                 outputs=[wd / "clusters.parquet", wd / "examples.parquet",
+                                          wd / "retriever"])
+    info["scoring"] = steps.run("scoring-pipeline", lambda: st.scoring(wd, preset),
+                                config={"coverage": preset.coverage, "training": info["training"]},
+                                inputs=data, outputs=[wd / "item_serendipity.parquet"])
+    info["serving"] = st.serve_and_recommend(wd, _env(wd))
+    info["online_sim"] = steps.run("online-sim", lambda: st.online_sim(wd, preset),
+                                   config={"preset": asdict(preset), "training": info["training"]},
+                                   inputs=[wd / "item_serendipity.parquet"],
+                                   outputs=[wd / "evaluation" / "online_sim.json"])
+    if preset.ablation:
+        info["ablation"] = steps.run("ablation", lambda: st.ablation(wd, preset),
+                                     config={"preset": asdict(preset)},
+                                     inputs=[wd / "examples.parquet"],
+                                     outputs=[wd / "evaluation" / "ablation.json"])
+    info["timings_s"] = {k: round(v, 1) for k, v in steps.timings.items()}
+    info["cached_steps"] = steps.cached
+    report = st.write_report(wd, info)
+    print(f"\nreport: {report}")
+    return report
