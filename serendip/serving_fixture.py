@@ -121,3 +121,9 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
         "scored_at": now} for r, ps in zip(scored, preds)])
     write_table(wd, "item_serendipity", table, refs={"items": items})
     return wd
+
+
+def scored_item_ids(workdir: str | Path) -> list[str]:
+    """Items of ``item_serendipity`` (the "feature store hit" population), most popular first."""
+    return pq.read_table(Path(workdir) / "item_serendipity.parquet",
+                         columns=["item_id"]).column("item_id").to_pylist()

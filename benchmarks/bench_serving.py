@@ -1,0 +1,148 @@
+"""Serving on loopback, tiny models on CPU, one run:
+
+* ``recommend`` p50/p99 latency and throughput for Feast hits (cache TTL 0: every request
+  reads Feast, then Triton's retriever), 8 concurrent clients, HTTP and gRPC; zero errors
+  expected (target p99 <= 30 ms);
+* ``mllm`` batch-of-8 latency on Triton (one request of 8 rows, and 8 concurrent one-row
+  requests that Triton's dynamic batcher groups), with the in-process predictor for scale;
+* the same requests through the KServe fallback vs Triton: ratios of p50 latency;
+* the in-process item→cluster cache vs a Feast online read.
+
+Servers and clients run in separate processes (``serendip serve`` subprocess; the probe
+subprocess drives the load with ``tritonclient``), all on the same 2 cores — the load generator
+competes with the servers, so absolute figures are pessimistic; ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+SYNTH_FRAMES = [f"synth:{s}.{h}.{t}.0.1.{i}#f{i}" for i, (s, h, t) in
+                enumerate([(0, 30, 1), (1, 90, 2), (2, 150, 3), (3, 210, 0)])]
+
+
+def _mllm_batch(rows: int) -> dict:
+    frames = [SYNTH_FRAMES[i % 3: i % 3 + 2] for i in range(rows)]
+    return {"TITLE": {"data": [[f"clip {i}"] for i in range(rows)], "shape": [rows, 1],
+                      "datatype": "BYTES"},
+            "FRAMES": {"data": frames, "shape": [rows, 2], "datatype": "BYTES"}}
+
+
+def _measure_backend(wd: Path, backend: str, n: int, quick: bool) -> dict:
+    from serendip.platform.serving.harness import ServeProcess, probe
+    from serendip.serving_fixture import scored_item_ids
+
+    hits = scored_item_ids(wd)
+    out: dict = {}
+    server = ServeProcess(wd, backend, extra=["--cache-ttl", "0"]).start()
+    try:
+        out["startup_s"] = round(server.startup_s, 1)
+        history = hits[100:105]
+        for protocol in ("http", "grpc"):
+            probe(server.url(protocol), protocol, load={"items": hits[:50], "history": history,
+                                                        "requests": 200, "concurrency": 8})
+            out[f"recommend_{protocol}"] = probe(
+                server.url(protocol), protocol,
+                load={"items": hits, "history": history, "k": 10, "requests": n,
+                      "concurrency": 8})["load"]
+            out[f"recommend_{protocol}_1client"] = probe(   # service time, no queueing
+                server.url(protocol), protocol,
+                load={"items": hits, "history": history, "k": 10, "requests": n // 5,
+                      "concurrency": 1})["load"]
+        retr = {"CLUSTER_ID": {"data": [["0"]], "shape": [1, 1], "datatype": "BYTES"},
+                "HISTORY": {"data": [history], "shape": [1, 5], "datatype": "BYTES"},
+                "K": {"data": [[10]], "shape": [1, 1], "datatype": "INT32"}}
+        out["retriever_grpc"] = probe(server.url("grpc", "retriever"), "grpc", load={
+            "model": "retriever", "inputs": retr, "requests": n // 4, "concurrency": 8})["load"]
+        reps = 5 if quick else 20
+        out["mllm_batch8_grpc"] = probe(server.url("grpc", "mllm"), "grpc", load={
+            "model": "mllm", "inputs": _mllm_batch(8), "requests": reps,
+            "concurrency": 1})["load"]
+        out["mllm_8x1_concurrent_grpc"] = probe(server.url("grpc", "mllm"), "grpc", load={
+            "model": "mllm", "inputs": _mllm_batch(1), "requests": reps * 8,
+            "concurrency": 8})["load"]
+        out["mllm_1x1_sequential_grpc"] = probe(server.url("grpc", "mllm"), "grpc", load={
+            "model": "mllm", "inputs": _mllm_batch(1), "requests": reps,
+            "concurrency": 1})["load"]
+    finally:
+        out["stop_exit_code"] = server.stop()
+    return out
+
+
+def _in_process(wd: Path) -> dict:
+    """Predictor batch-of-8 latency without a server, and cache vs Feast lookups."""
+    import numpy as np
+
+    from serendip.model_repository import latest_mllm_dir
+    from serendip.platform.serving.lookup import ClusterLookup
+    from serendip.serving_core import ClusterCache, MllmHandler
+    from serendip.serving_fixture import scored_item_ids
+
+    h = MllmHandler.load(latest_mllm_dir(wd))
+    batch = {"TITLE": np.array([[f"clip {i}".encode()] for i in range(8)], dtype=object),
+             "FRAMES": np.array([[f.encode() for f in SYNTH_FRAMES[:2]]] * 8, dtype=object)}
+    h.infer([batch])
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        h.infer([batch])
+        times.append(time.perf_counter() - t0)
+    lookup = ClusterLookup(wd, "auto")
+    items = scored_item_ids(wd)[:200]
+    feast_t, cache_t = [], []
+    cache = ClusterCache()
+    for item in items:
+        t0 = time.perf_counter()
+        choice = lookup(item)
+        feast_t.append(time.perf_counter() - t0)
+        cache.put(item, choice)
+    for item in items:
+        t0 = time.perf_counter()
+        cache.get(item)
+        cache_t.append(time.perf_counter() - t0)
+    ms = lambda xs, q: round(float(np.percentile(np.array(xs) * 1000, q)), 4)  # noqa: E731
+    return {"mllm_batch8_in_process_ms_p50": round(statistics.median(times) * 1000, 2),
+            "lookup_source": lookup.kind,
+            "feast_read_ms": {"p50": ms(feast_t, 50), "p99": ms(feast_t, 99)},
+            "cache_read_ms": {"p50": ms(cache_t, 50), "p99": ms(cache_t, 99)}}
+
+
+def run(quick: bool = False) -> dict:
+    import os
+
+    from serendip.platform import features
+    from serendip.platform.serving.triton import triton_available
+    from serendip.serving_fixture import FixtureConfig, build_serving_workdir
+
+    n = 1000 if quick else 10_000
+    result: dict = {"requests_per_protocol": n, "concurrency": 8,
+                    "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    with tempfile.TemporaryDirectory() as tmp:
+        wd = build_serving_workdir(Path(tmp) / "wd", FixtureConfig())
+        features.sync(wd)
+        result["in_process"] = _in_process(wd)
+        backends = ["triton", "kserve"] if triton_available() else ["kserve"]
+        if "triton" not in backends:
+            result["note"] = "Triton venv missing (make triton-venv): KServe fallback only"
+        for b in backends:
+            result[b] = _measure_backend(wd, b, n, quick)
+    if "triton" in result:
+        t, k = result["triton"], result["kserve"]
+        result["kserve_over_triton_p50"] = {
+            key: round(k[key]["p50_ms"] / t[key]["p50_ms"], 2)
+            for key in ("recommend_http", "recommend_grpc", "retriever_grpc",
+                        "mllm_batch8_grpc", "mllm_8x1_concurrent_grpc")}
+        p99 = {key: t[key]["p99_ms"] for key in ("recommend_http", "recommend_grpc",
+                                                 "recommend_http_1client",
+                                                 "recommend_grpc_1client")}
+        result["target"] = {"recommend_p99_ms": 30, "triton_recommend_p99_ms": p99,
+                            "meets_1client": max(p99["recommend_http_1client"],
+                                                 p99["recommend_grpc_1client"]) <= 30,
+                            "meets_8clients": max(p99["recommend_http"],
+                                                  p99["recommend_grpc"]) <= 30}
+    result["errors_total"] = sum(v.get("errors", 0) for b in ("triton", "kserve")
+                                 for v in result.get(b, {}).values() if isinstance(v, dict))
+    return result
