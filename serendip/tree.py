@@ -59,6 +59,8 @@ class ClusterConfig:
     seed: int = 0
     kmeans_iters: int = 20
     kmeans_redo: int = 3            # faiss restarts per node; the best objective wins
+    threads: int = 1                # faiss OpenMP threads while building (nodes are small:
+                                    # more threads mostly spin on a shared machine)
     kmeans_max_points_per_centroid: int = 256   # faiss subsamples larger nodes for speed
     traffic_power: float = 1.0      # balance impressions**p: 1 = traffic, 0 = item counts
     balance_tol: float = 1.2        # target max/min traffic among siblings
@@ -188,11 +190,33 @@ def _config_dict(cfg: ClusterConfig) -> dict:
 
 
 # ------------------------------------------------------------------ clustering primitives
+def kmeans_plusplus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeds (D² sampling with 2 + log k local trials, as scikit-learn does) — a few
+    vectorised lines, because scikit-learn's call overhead (~10 ms) would dominate thousands
+    of small nodes."""
+    n = len(x)
+    trials = 2 + int(np.log(k))
+    centres = np.empty((k, x.shape[1]), np.float32)
+    centres[0] = x[rng.integers(n)]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for j in range(1, k):
+        total = d2.sum()
+        if total <= 0:
+            centres[j:] = x[rng.integers(n, size=k - j)]
+            break
+        cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total).clip(0, n - 1)
+        cd = ((x[None, :, :] - x[cand][:, None, :]) ** 2).sum(2)       # trials × n
+        new = np.minimum(d2[None, :], cd)
+        best = int(np.argmin(new.sum(1)))
+        centres[j] = x[cand[best]]
+        d2 = new[best]
+    return centres
+
+
 def kmeans_centroids(x: np.ndarray, k: int, cfg: ClusterConfig, seed: int) -> np.ndarray:
-    """k centroids of ``x``: faiss k-means from k-means++ seeds (scikit-learn), best of
-    ``kmeans_redo`` restarts; large nodes are subsampled to ``k × max_points_per_centroid``."""
+    """k centroids of ``x``: faiss k-means from k-means++ seeds, best of ``kmeans_redo``
+    restarts; large nodes are subsampled to ``k × max_points_per_centroid`` points."""
     import faiss
-    from sklearn.cluster import kmeans_plusplus
 
     x = np.ascontiguousarray(x, np.float32)
     if len(x) <= k:
@@ -202,11 +226,11 @@ def kmeans_centroids(x: np.ndarray, k: int, cfg: ClusterConfig, seed: int) -> np
     sample = x[np.sort(rng.choice(len(x), cap, replace=False))] if len(x) > cap else x
     best, best_obj = None, np.inf
     for r in range(max(1, cfg.kmeans_redo)):
-        init, _ = kmeans_plusplus(sample, k, random_state=int(seed + r) % (2**31 - 1))
+        init = kmeans_plusplus(sample, k, rng)
         km = faiss.Kmeans(x.shape[1], k, niter=cfg.kmeans_iters, seed=int(seed + r) % (2**31 - 1),
                           max_points_per_centroid=cfg.kmeans_max_points_per_centroid,
                           min_points_per_centroid=1, verbose=False)
-        km.train(sample, init_centroids=np.ascontiguousarray(init, np.float32))
+        km.train(sample, init_centroids=init)
         obj = float(km.obj[-1]) if len(km.obj) else 0.0
         if obj < best_obj:
             best, best_obj = np.asarray(km.centroids, np.float32).copy(), obj
@@ -360,7 +384,7 @@ def split_node(x: np.ndarray, weight: np.ndarray, k: int, min_count: int, cfg: C
 def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
                        cfg: ClusterConfig | None = None) -> ClusterTree:
     """Fit the 4-level tree on ``items`` (item_id, title, impressions) and their embeddings."""
-    from tqdm import tqdm
+    import faiss
 
     cfg = cfg or ClusterConfig()
     cfg.branching = tuple(int(b) for b in cfg.branching)
@@ -376,6 +400,21 @@ def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
                           field="branching",
                           fix=f"use a smaller --branching (product <= {n // cfg.min_leaf_items})"
                               " or more items")
+    previous_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, cfg.threads))
+    try:
+        return _build(items, embeddings, cfg)
+    finally:
+        faiss.omp_set_num_threads(previous_threads)
+
+
+def _build(items: pa.Table, embeddings: np.ndarray, cfg: ClusterConfig) -> ClusterTree:
+    import time
+
+    from tqdm import tqdm
+
+    n = items.num_rows
+    t_start = time.perf_counter()
     x = np.ascontiguousarray(embeddings, np.float32)
     impressions = np.asarray(items.column("impressions").to_numpy(zero_copy_only=False),
                              np.float64)
@@ -416,11 +455,16 @@ def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
                                            for lvl in range(LEVELS)}},
                   schema=SCHEMAS["item_clusters"])
     sizes, traffic = _sizes_and_traffic(paths, impressions)
+    t_split = time.perf_counter()
     titles = [t or "" for t in items.column("title").to_pylist()]
     descriptions = describe_clusters(titles, paths, ids, cfg)
+    t_desc = time.perf_counter()
     tree = ClusterTree(config=cfg, ids=ids, centroids=cents, descriptions=descriptions,
                        sizes=sizes, traffic=traffic, item_clusters=ic)
     tree.stats = balance_stats(paths, impressions, cfg.balance_tol)
+    tree.stats["timing"] = {"split_s": round(t_split - t_start, 2),
+                            "describe_s": round(t_desc - t_split, 2),
+                            "total_s": round(time.perf_counter() - t_start, 2)}
     return tree
 
 
@@ -533,36 +577,74 @@ def _stopwords(cfg: ClusterConfig) -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS) | TITLE_FILLER | frozenset(cfg.extra_stopwords)
 
 
-def _tokens(title: str) -> list[str]:
-    return _TOKEN.findall(title.lower())
+def term_counts(titles: list[str], paths: np.ndarray, ids: list[list[str]],
+                stop: frozenset[str], min_phrase_count: int = 3, stickiness: float = 0.6
+                ) -> tuple[list[dict[str, Counter]], Counter]:
+    """Term counts per cluster (per level) and over the catalogue, vectorised with Arrow and
+    scipy so that a million titles take seconds.
 
+    Terms are content unigrams (no stop words, title filler or numbers) and *phrases*: bigrams
+    that occur at least ``min_phrase_count`` times and cover most uses of their content words
+    ("pro level", "for beginners"), unlike accidental neighbours in a title ("level history").
+    """
+    import pyarrow.compute as pc
+    import scipy.sparse as sp
 
-def _phrases(token_lists: list[list[str]], stop: frozenset[str], min_count: int = 3,
-             stickiness: float = 0.6) -> frozenset[str]:
-    """Bigrams that behave as one phrase in the catalogue ("pro level", "for beginners"): they
-    occur at least ``min_count`` times and cover most uses of their content words, unlike
-    accidental neighbours in a title ("level history")."""
-    uni: Counter = Counter()
-    bi: Counter = Counter()
-    for toks in token_lists:
-        uni.update(toks)
-        bi.update(f"{a} {b}" for a, b in zip(toks, toks[1:])
-                  if b not in stop and a not in TITLE_FILLER and not (a.isdigit() or b.isdigit()))
-    out = set()
-    for phrase, cnt in bi.items():
-        if cnt < min_count:
-            continue
-        content = [w for w in phrase.split() if w not in stop] or phrase.split()
-        if cnt >= stickiness * min(uni[w] for w in content):
-            out.add(phrase)
-    return frozenset(out)
-
-
-def _terms(toks: list[str], stop: frozenset[str], phrases: frozenset[str]) -> list[str]:
-    """Content unigrams (no stop words or title filler) and the title's known phrases."""
-    out = [t for t in toks if t not in stop and not t.isdigit()]
-    out += [p for p in (f"{a} {b}" for a, b in zip(toks, toks[1:])) if p in phrases]
-    return out
+    n = len(titles)
+    arr = pc.utf8_lower(pa.array(titles, pa.string()).fill_null(""))
+    arr = pc.replace_substring_regex(arr, r"[^a-z0-9']+", " ")
+    toks = pc.utf8_split_whitespace(arr)
+    flat = toks.flatten()
+    lengths = pc.list_value_length(toks).to_numpy(zero_copy_only=False).astype(np.int64)
+    item_of = np.repeat(np.arange(n), lengths)
+    enc = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) \
+        else pc.dictionary_encode(flat)
+    vocab = enc.dictionary.to_pylist()
+    tid = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    v = len(vocab)
+    is_stop = np.array([w in stop for w in vocab], bool)
+    is_num = np.array([w.isdigit() for w in vocab], bool)
+    is_filler = np.array([w in TITLE_FILLER for w in vocab], bool)
+    uni_count = np.bincount(tid, minlength=v)
+    # bigrams within a title
+    same = item_of[1:] == item_of[:-1] if len(tid) > 1 else np.zeros(0, bool)
+    a, b = tid[:-1][same], tid[1:][same]
+    ok = ~is_stop[b] & ~is_filler[a] & ~is_num[a] & ~is_num[b]
+    pos = np.flatnonzero(same)[ok]
+    codes = a[ok] * v + b[ok]
+    uniq, inv, cnt = np.unique(codes, return_inverse=True, return_counts=True)
+    ua, ub = uniq // v, uniq % v
+    content_min = np.where(is_stop[ua], uni_count[ub], np.minimum(uni_count[ua], uni_count[ub]))
+    sticky = (cnt >= min_phrase_count) & (cnt >= stickiness * content_min)
+    phrase_of_code = np.full(len(uniq), -1)
+    phrase_of_code[sticky] = np.arange(int(sticky.sum()))
+    phrase_names = [f"{vocab[x]} {vocab[y]}" for x, y in zip(ua[sticky], ub[sticky])]
+    keep_uni = ~is_stop[tid] & ~is_num[tid]
+    rows = [item_of[keep_uni]]
+    cols = [tid[keep_uni]]
+    ph = phrase_of_code[inv]
+    rows.append(item_of[pos][ph >= 0])
+    cols.append(v + ph[ph >= 0])
+    names = vocab + phrase_names
+    x = sp.csr_matrix((np.ones(sum(len(r) for r in rows), np.int64),
+                       (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n, len(names)))
+    total = np.asarray(x.sum(axis=0)).ravel()
+    all_terms = Counter({names[j]: int(total[j]) for j in np.flatnonzero(total)})
+    level_counts: list[dict[str, Counter]] = []
+    for lvl in range(LEVELS):
+        index = {cid: i for i, cid in enumerate(ids[lvl])}
+        node = np.array([index[c] for c in paths[:, lvl]], np.int64)
+        m = sp.csr_matrix((np.ones(n, np.int64), (node, np.arange(n))),
+                          shape=(len(ids[lvl]), n))
+        per = (m @ x).tocsr()
+        counts: dict[str, Counter] = {}
+        for i, cid in enumerate(ids[lvl]):
+            lo, hi = per.indptr[i], per.indptr[i + 1]
+            counts[cid] = Counter({names[j]: int(c) for j, c in
+                                   zip(per.indices[lo:hi], per.data[lo:hi]) if c})
+        level_counts.append(counts)
+    return level_counts, all_terms
 
 
 def _own_terms(counts: dict[str, Counter], siblings: list[str], parent_total: Counter,
@@ -636,20 +718,9 @@ def describe_clusters(titles: list[str], paths: np.ndarray, ids: list[list[str]]
                       cfg: ClusterConfig) -> dict[str, str]:
     """A unique, short description for every cluster id (see the module docstring)."""
     stop = _stopwords(cfg)
-    token_lists = [_tokens(t) for t in titles]
-    phrases = _phrases(token_lists, stop)
-    item_terms = [_terms(toks, stop, phrases) for toks in token_lists]
+    level_counts, all_terms = term_counts(titles, paths, ids, stop)
     descriptions: dict[str, str] = {}
     used: set[str] = set()
-    all_terms: Counter = Counter()
-    for terms in item_terms:
-        all_terms.update(terms)
-    level_counts: list[dict[str, Counter]] = []
-    for lvl in range(LEVELS):
-        counts: dict[str, Counter] = {cid: Counter() for cid in ids[lvl]}
-        for cid, terms in zip(paths[:, lvl], item_terms):
-            counts[cid].update(terms)
-        level_counts.append(counts)
     for lvl in range(LEVELS):
         counts = level_counts[lvl]
         children: dict[str, list[Counter]] = {}
