@@ -155,3 +155,32 @@ def test_cli_train_retriever(synth_dir, tmp_path):
     assert r.has_cluster(ic.column("c3")[0].as_py())
     assert main(["train-retriever", "--workdir", str(wd), "--no-register",
                  "--set", "nope=1"]) == 2
+
+
+def test_register_gate_and_load_from_registry(trained, tmp_path):
+    pytest.importorskip("mlflow")
+    from serendip.platform import registry
+    from serendip.platform.retriever_registry import (
+        GATE_METRIC,
+        RETRIEVER,
+        load_retriever,
+        register_retriever,
+    )
+
+    result, ic, _, out = trained
+    m = result.metrics
+    v1 = register_retriever(out, m, tmp_path)
+    first = registry.promote(RETRIEVER, v1, metric=GATE_METRIC, workdir=tmp_path)
+    assert first.promoted and registry.alias_version(RETRIEVER, "champion") == v1
+    # a challenger measured worse on the gate (the popularity baseline's own figures) is refused
+    worse = dict(m, **{"ndcg@10": m["popularity_ndcg@10"], "hit@10": m["popularity_hit@10"]})
+    v2 = register_retriever(out, worse, tmp_path)
+    second = registry.promote(RETRIEVER, v2, metric=GATE_METRIC, workdir=tmp_path)
+    assert not second.promoted and registry.alias_version(RETRIEVER, "champion") == v1
+    assert registry.alias_version(RETRIEVER, "challenger") == v2
+    champion = load_retriever(workdir=tmp_path)                  # models:/...@champion
+    h = ic.column("item_id").to_pylist()[:5]
+    cid = ic.column("c3")[0].as_py()
+    assert champion.retrieve(h, cid, 5) == result.retriever.retrieve(h, cid, 5)
+    with pytest.raises(SerendipError, match="cannot load"):
+        load_retriever(f"models:/{RETRIEVER}@nope", workdir=tmp_path)

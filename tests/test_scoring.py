@@ -1,7 +1,7 @@
 """Batch scoring: coverage selection, incremental reuse, new-item assignment, SIGKILL + resume,
-corrupt chunks, and the errors the issue lists."""
+corrupt chunks, and the errors the issue lists.
 
-from __future__ import annotations
+(No ``from __future__ import annotations``: KFP reads the test pipeline's annotations.)"""
 
 import json
 import os
@@ -193,6 +193,16 @@ def test_chunk_store_rejects_bad_manifest(tmp_path):
         store.unlock()
 
 
+def test_unknown_model_alias(base, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow")
+    from serendip.cli import main
+
+    wd, _ = _copy(base, tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["score", "--workdir", str(wd), "--model", "models:/serendip-mllm@nope"]) == 2
+    assert "cannot load models:/serendip-mllm@nope" in capsys.readouterr().err
+
+
 def test_errors(base, predictor, tmp_path):
     wd, _ = _copy(base, tmp_path)
     with pytest.raises(ConfigError, match="coverage"):
@@ -216,3 +226,37 @@ def test_errors(base, predictor, tmp_path):
         main(["score", "--workdir", str(wd), "--coverage", "0"])
     assert exc.value.code == 2
     assert main(["score", "--workdir", str(wd), "--model", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.slow
+def test_kfp_components_local(base, tmp_path, monkeypatch):
+    """train_retriever → batch_score (persistent state dir) → materialize under kfp.local."""
+    pytest.importorskip("kfp")
+    from kfp import dsl, local
+    from kfp.dsl import Dataset
+
+    from components.retriever import train_retriever
+    from components.scoring import batch_score, materialize
+    from serendip.platform.features import OnlineFeatures
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    wd, model_dir = _copy(base, tmp_path)
+    state = tmp_path / "state"
+
+    @dsl.pipeline
+    def scoring(data_uri: str, model_uri: str, state_dir: str, mlflow_uri: str):
+        data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
+        train_retriever(data=data.output, tree=data.output, mlflow_uri=mlflow_uri,
+                        settings={"epochs": 2})
+        bs = batch_score(data=data.output, tree=data.output, model_uri=model_uri,
+                         state_dir=state_dir, k=1, chunk_size=32)
+        materialize(scores=bs.outputs["scores"], feature_root=state_dir)
+
+    local.init(runner=local.SubprocessRunner(use_venv=False),
+               pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
+    scoring(data_uri=str(wd), model_uri=str(model_dir), state_dir=str(state),
+            mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    scored = read_table(state, "item_serendipity")
+    assert scored.num_rows == select_by_coverage(read_table(wd, "items"), 0.8)[0].num_rows
+    row = OnlineFeatures(state).get(scored.column("item_id").to_pylist()[:1])[0]
+    assert row["found"] and row["cluster_ids"] == scored.column("cluster_ids")[0].as_py()
