@@ -121,7 +121,7 @@ def evaluate_stage(workdir, model: str | None = None, k: int = 5,
     predictor = load_model(model, inp.workdir, use_mlflow=use_mlflow)
     examples = rebuild_examples(inp, predictor.prompt_config)
     rep = offline_report(predictor, examples, inp.item_clusters, inp.clusters, inp.delta,
-                         k=k, max_examples=max_examples)
+                         k=k, max_examples=max_examples, truth_dir=inp.workdir)
     out = Path(out_dir) if out_dir else inp.workdir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     md = report_markdown(rep)
