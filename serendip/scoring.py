@@ -13,6 +13,8 @@
   file the manifest never recorded) is discarded and its items are scored again. The final
   ``item_serendipity.parquet`` is written atomically, then the chunks are cleared — a crash
   in between only leaves rows the next run deduplicates by item id.
+* **Output** — ``item_serendipity`` holds exactly the selected items, in popularity order;
+  items that fell out of the selection are dropped (serving asks the MLLM for them).
 * **Batching** — the predictor decodes ``batch_size`` items at a time under the trie; items are
   ordered by prompt length inside a chunk so that left padding stays small.
 
@@ -48,7 +50,7 @@ MANIFEST = "manifest.json"
 class ScoringConfig:
     coverage: float = 0.8           # share of impressions the scored items must cover
     k: int = 3                      # clusters per item, best first
-    batch_size: int = 32            # items per constrained-decoding batch
+    batch_size: int = 64            # items per constrained-decoding batch
     chunk_size: int = 256           # items per committed chunk (the unit a crash can lose)
     constrained: bool = True
     assign_new: bool = True         # place items missing from item_clusters in the tree

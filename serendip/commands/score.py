@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"registered model URI or a saved model directory (default {DEFAULT_MODEL})")
     p.add_argument("--coverage", type=_coverage, default=0.8,
                    help="share of impressions the scored items must cover, in (0, 1]")
-    p.add_argument("--batch-size", type=_positive, default=32, help="items per decoding batch")
+    p.add_argument("--batch-size", type=_positive, default=64, help="items per decoding batch")
     p.add_argument("--chunk-size", type=_positive, default=256,
                    help="items per committed chunk (what a crash can lose at most)")
     p.add_argument("--k", type=_positive, default=3, help="clusters per item")
