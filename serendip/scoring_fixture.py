@@ -19,17 +19,13 @@ import pyarrow.parquet as pq
 
 from serendip.data.io import read_table, write_table
 from serendip.prompts import PromptConfig
+from serendip.serving_fixture import FixtureConfig, truth_clusters
 
 
 @dataclass
-class ScoringFixtureConfig:
-    items: int = 600
-    users: int = 200
-    interactions: int = 8000
-    branching: tuple[int, int, int, int] = (2, 2, 3, 2)
-    seed: int = 7
-    level: int = 3
-    strategy: str = "multimodal"
+class ScoringFixtureConfig(FixtureConfig):
+    """The serving fixture's platform; one frame per item, and the MLLM's weights × sharpen."""
+
     n_frames: int = 1
     sharpen: float = 3.0
 
@@ -77,7 +73,6 @@ def build_scoring_workdir(workdir: str | Path, cfg: ScoringFixtureConfig | None 
     from serendip.data.synth import SynthConfig, write_synth
     from serendip.mllm.inference import ClusterPredictor
     from serendip.mllm.tiny import build_tiny_vlm, tokenizer_corpus
-    from serendip.serving_fixture import truth_clusters
 
     cfg = cfg or ScoringFixtureConfig()
     wd = Path(workdir)

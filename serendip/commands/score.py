@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from serendip.commands.synth import _positive
+
 DEFAULT_MODEL = "models:/serendip-mllm@champion"
 
 
@@ -19,16 +21,6 @@ def _coverage(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True,
                    help="work directory (items, clusters, item_clusters, cluster_tree/)")
@@ -36,10 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"registered model URI or a saved model directory (default {DEFAULT_MODEL})")
     p.add_argument("--coverage", type=_coverage, default=0.8,
                    help="share of impressions the scored items must cover, in (0, 1]")
-    p.add_argument("--batch-size", type=_positive, default=64, help="items per decoding batch")
-    p.add_argument("--chunk-size", type=_positive, default=256,
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=64,
+                   help="items per decoding batch")
+    p.add_argument("--chunk-size", type=_positive("--chunk-size"), default=256,
                    help="items per committed chunk (what a crash can lose at most)")
-    p.add_argument("--k", type=_positive, default=3, help="clusters per item")
+    p.add_argument("--k", type=_positive("--k"), default=3, help="clusters per item")
     p.add_argument("--no-assign", action="store_true",
                    help="do not place items missing from item_clusters in the tree")
     p.add_argument("--no-feast", action="store_true",
