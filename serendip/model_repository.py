@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,30 +56,24 @@ def _check_source(src: ExportSource) -> None:
                             fix="Triton versions are positive integers")
 
 
-def export_model(src: ExportSource, repository: str | os.PathLike,
-                 templates: str | os.PathLike | None = None,
-                 instances: int | None = None) -> Path:
-    """Write ``<repository>/<model>/`` (config, code, weights) atomically; returns it."""
-    _check_source(src)
-    tpl = Path(templates) if templates else template_dir()
-    repo = Path(repository)
-    repo.mkdir(parents=True, exist_ok=True)
-    final = repo / src.model
-    tmp = repo.parent / f".{repo.name}.{src.model}.tmp"   # outside: Triton scans the repo
+def _swap_in(model: str, version: int, repository: Path, templates: Path,
+             fill: Callable[[Path], None], meta: dict, instances: int | None = None) -> Path:
+    """Write ``<repository>/<model>/`` in a temporary folder (outside the repository: Triton
+    scans it) and swap it in with renames."""
+    repository.mkdir(parents=True, exist_ok=True)
+    final = repository / model
+    tmp = repository.parent / f".{repository.name}.{model}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    version_dir = tmp / str(src.version)
+    version_dir = tmp / str(version)
     version_dir.mkdir(parents=True)
-    config = (tpl / src.model / "config.pbtxt").read_text()
+    config = (templates / model / "config.pbtxt").read_text()
     if instances:
         config = config.replace("count: 1 kind: KIND_CPU", f"count: {int(instances)} kind: KIND_CPU")
     (tmp / "config.pbtxt").write_text(config)
-    shutil.copy2(tpl / src.model / "1" / "model.py", version_dir / "model.py")
-    shutil.copytree(src.path, version_dir / "weights",
-                    ignore=shutil.ignore_patterns(".*", "__pycache__"))
-    atomic_write_bytes(tmp / "export.json", json.dumps(
-        {"model": src.model, "version": src.version, "origin": src.origin,
-         "source_path": str(Path(src.path).resolve())}, indent=2).encode())
-    old = repo.parent / f".{repo.name}.{src.model}.old"
+    shutil.copy2(templates / model / "1" / "model.py", version_dir / "model.py")
+    fill(version_dir / "weights")
+    atomic_write_bytes(tmp / "export.json", json.dumps(meta, indent=2).encode())
+    old = repository.parent / f".{repository.name}.{model}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -87,18 +82,73 @@ def export_model(src: ExportSource, repository: str | os.PathLike,
     return final
 
 
+def export_model(src: ExportSource, repository: str | os.PathLike,
+                 templates: str | os.PathLike | None = None,
+                 instances: int | None = None) -> Path:
+    """Write ``<repository>/<model>/`` (config, code, weights) atomically; returns it."""
+    _check_source(src)
+
+    def fill(weights: Path) -> None:
+        shutil.copytree(src.path, weights, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+
+    meta = {"model": src.model, "version": src.version, "origin": src.origin,
+            "source_path": str(Path(src.path).resolve())}
+    return _swap_in(src.model, src.version, Path(repository),
+                    Path(templates) if templates else template_dir(), fill, meta, instances)
+
+
+SNAPSHOT_TABLES = ("items", "item_serendipity", "clusters", "item_clusters")
+
+
+def export_recommend_snapshot(workdir: str | os.PathLike, repository: str | os.PathLike,
+                              templates: str | os.PathLike | None = None,
+                              cache_ttl_s: float = 300.0) -> Path | None:
+    """``<repository>/recommend/1/weights``: the tables the BLS ``recommend`` model reads (a
+    snapshot of item_serendipity instead of Feast, which cannot live in Triton's numpy<2 venv).
+    Returns ``None`` when the work directory has not been scored yet."""
+    from serendip.data.io import table_path
+
+    wd = Path(workdir)
+    if not table_path(wd, "item_serendipity").exists():
+        return None
+
+    def fill(weights: Path) -> None:
+        weights.mkdir(parents=True)
+        for name in SNAPSHOT_TABLES:
+            src = table_path(wd, name)
+            if src.exists():
+                shutil.copy2(src, weights / src.name)
+        if (wd / "curation.json").exists():
+            shutil.copy2(wd / "curation.json", weights / "curation.json")
+        import pyarrow.parquet as pq
+
+        n = pq.ParquetFile(weights / table_path(wd, "item_serendipity").name).metadata.num_rows
+        atomic_write_bytes(weights / "snapshot.json", json.dumps(
+            {"media_base": str(wd.resolve()), "scored_items": n,
+             "cache_ttl_s": cache_ttl_s}).encode())
+
+    meta = {"model": "recommend", "version": 1, "origin": f"snapshot of {wd.resolve()}",
+            "source_path": str(wd.resolve())}
+    return _swap_in("recommend", 1, Path(repository),
+                    Path(templates) if templates else template_dir(), fill, meta)
+
+
 def export_repository(sources: list[ExportSource], repository: str | os.PathLike,
                       templates: str | os.PathLike | None = None,
-                      instances: int | None = None) -> Path:
-    """Export every source; the repository's README says what recommend is."""
+                      instances: int | None = None,
+                      snapshot_from: str | os.PathLike | None = None) -> Path:
+    """Export every source (and, from a scored work directory, the BLS ``recommend``)."""
     for src in sources:
         export_model(src, repository, templates, instances)
+    if snapshot_from is not None:
+        export_recommend_snapshot(snapshot_from, repository, templates)
     readme = Path(repository) / "README.md"
     atomic_write_bytes(readme, (
         b"# Exported Triton model repository\n\nWritten by `serendip export`; "
         b"`serendip serve` (or KServe's `kserve-tritonserver` runtime) serves it.\n"
-        b"`recommend` is not a Triton model: it is the KServe transformer in front of Triton "
-        b"(Feast lookup, then `retriever`).\n"))
+        b"`mllm` and `retriever` are the trained models. The production `recommend` is the "
+        b"KServe transformer in front of Triton (Feast lookup, then `retriever`); "
+        b"`recommend/` here, when present, is the all-Triton BLS variant reading a snapshot.\n"))
     return Path(repository)
 
 
@@ -111,7 +161,7 @@ def latest_mllm_dir(workdir: str | os.PathLike) -> Path | None:
 def exported_versions(repository: str | os.PathLike) -> dict[str, dict]:
     """``export.json`` of each exported model (empty when nothing is exported)."""
     out = {}
-    for m in MODELS:
+    for m in (*MODELS, "recommend"):
         p = Path(repository) / m / "export.json"
         if p.exists():
             out[m] = json.loads(p.read_text())

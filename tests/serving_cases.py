@@ -111,9 +111,19 @@ def check_recommend_answer(wd: Path, case: dict, res: dict) -> None:
 
 def run_backend_checks(server: ServeProcess, wd: Path, protocol: str) -> dict:
     """All cases against one running server over one protocol; returns a summary."""
-    members = cluster_members(wd)
+    n = check_recommend(server.url(protocol), protocol, wd)
+    n += check_models(server.url(protocol, "mllm"), protocol, wd)
+    assert server.alive()
+    return {"protocol": protocol, "cases": n}
+
+
+def check_recommend(url: str, protocol: str, wd: Path, model: str = "recommend") -> int:
+    """Good recommend requests (answers checked) and bad ones (4xx naming the input), then a
+    good one again: the server kept serving."""
     good, bad = recommend_cases(wd)
-    res = probe(server.url(protocol), protocol, good + [c for c, _ in bad] + good[:1])
+    for c in good + [c for c, _ in bad]:
+        c["model"] = model
+    res = probe(url, protocol, good + [c for c, _ in bad] + good[:1])
     assert res["ready"]
     results = res["results"]
     for case, r in zip(good, results):
@@ -125,9 +135,14 @@ def run_backend_checks(server: ServeProcess, wd: Path, protocol: str) -> dict:
         assert r["status"] == BAD[protocol], (name, r)
         assert name in r["message"], (name, r["message"])
     check_recommend_answer(wd, good[0], results[-1])          # still serving
+    return len(good) + len(bad)
 
+
+def check_models(url: str, protocol: str, wd: Path) -> int:
+    """mllm and retriever called directly: good answers, bad inputs refused by name."""
+    members = cluster_members(wd)
     mgood, mbad = model_cases(wd)
-    res = probe(server.url(protocol, "mllm"), protocol, mgood + [c for c, _ in mbad] + mgood[:1])
+    res = probe(url, protocol, mgood + [c for c, _ in mbad] + mgood[:1])
     results = res["results"]
     for case, r in zip(mgood, results):
         assert r["ok"], r
@@ -144,8 +159,7 @@ def run_backend_checks(server: ServeProcess, wd: Path, protocol: str) -> dict:
         assert r["status"] == BAD[protocol], (name, r)
         assert name in r["message"], (name, r["message"])
     assert results[-1]["ok"]
-    assert server.alive()
-    return {"protocol": protocol, "cases": len(good) + len(bad) + len(mgood) + len(mbad)}
+    return len(mgood) + len(mbad)
 
 
 def cli_recommend(server: ServeProcess, item: str, history: list[str], protocol: str) -> dict:

@@ -57,7 +57,7 @@ def _b(rows):
                     dtype=np.object_)
 
 
-@pytest.mark.parametrize("spec", [MLLM, RETRIEVER])
+@pytest.mark.parametrize("spec", [MLLM, RETRIEVER, RECOMMEND])
 def test_committed_config_pbtxt_matches_the_contract(spec):
     text = (ROOT / "model_repository" / spec.name / "config.pbtxt").read_text()
     assert config_pbtxt_io(spec) in text
@@ -221,6 +221,12 @@ def test_export_writes_triton_layout_atomically(wd, tmp_path):
     assert sorted(p.name for p in (repo / "mllm").iterdir() if p.is_dir()) == ["4"]
     assert "count: 2 kind: KIND_CPU" in (repo / "mllm" / "config.pbtxt").read_text()
     assert not list(tmp_path.glob(".*tmp"))
+    # the BLS recommend gets a snapshot of the scores (Feast cannot run in Triton's venv)
+    export_repository([], repo, snapshot_from=wd)
+    snap = repo / "recommend" / "1" / "weights"
+    assert (snap / "item_serendipity.parquet").exists() and (snap / "items.parquet").exists()
+    assert json.loads((snap / "snapshot.json").read_text())["scored_items"] == \
+        len(scored_items(wd))
     with pytest.raises(SerendipError) as e:
         export_repository([ExportSource("retriever", tmp_path, 1)], repo)
     assert e.value.field == "retriever"

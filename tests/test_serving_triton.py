@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from serving_cases import cli_recommend, run_backend_checks
+from serving_cases import check_recommend, cli_recommend, run_backend_checks
 from serving_workdir import cluster_members, scored_items, served_workdir, unscored_items
 
 from serendip.platform.serving.harness import ServeProcess, probe
@@ -33,6 +33,14 @@ def test_triton_serves_good_and_bad_requests(triton_server, protocol):
     server, wd = triton_server
     assert "features from feast" in server.log_text()
     run_backend_checks(server, wd, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_triton_bls_recommend(triton_server, protocol):
+    """The all-Triton recommend (BLS over a scores snapshot) answers like the transformer."""
+    server, wd = triton_server
+    url = server.triton_http if protocol == "http" else server.triton_grpc
+    check_recommend(url, protocol, wd)
 
 
 def test_recommend_cli_returns_items_of_the_returned_cluster(triton_server):

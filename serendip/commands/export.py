@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
                     if args.source == "registry":
                         raise
         sources.append(src or _local(model, args, wd))
-    export_repository(sources, out, instances=args.instances)
+    export_repository(sources, out, instances=args.instances, snapshot_from=wd)
     for s in sources:
         print(f"{s.model:10s} -> {out / s.model / str(s.version)}  ({s.origin})")
+    if (out / "recommend" / "1").exists():
+        print(f"recommend  -> {out / 'recommend' / '1'}  (BLS; snapshot of item_serendipity)")
     print(f"exported {out}")
     return 0

@@ -75,10 +75,12 @@ class ItemCatalog:
     ``workdir`` gives items + item_clusters + clusters (+ curation.json's level); in a cluster,
     ``items`` is a parquet path or URI (pyarrow filesystems: s3://, gs://, ...) and the own-
     cluster description comes from ``describe(item_id, level)`` (Feast's item_clusters view).
+    Relative media paths resolve against ``base_dir`` (default: the work directory).
     """
 
     def __init__(self, workdir: str | os.PathLike | None = None, items: str | None = None,
-                 describe=None, level: int | None = None):
+                 describe=None, level: int | None = None,
+                 base_dir: str | os.PathLike | None = None):
         self.items: dict[str, dict] = {}
         self.describe = describe
         wd = Path(workdir) if workdir else None
@@ -103,7 +105,7 @@ class ItemCatalog:
             ic = read_table(wd, "item_clusters")
             own = {i: desc.get(c, "") for i, c in zip(ic.column("item_id").to_pylist(),
                                                      ic.column(f"c{self.level}").to_pylist())}
-        base = str(wd) if wd is not None else None
+        base = str(base_dir) if base_dir else (str(wd) if wd is not None else None)
         for row in _rows(table):
             row["context_description"] = own.get(row["item_id"], "")
             row["base_dir"] = base

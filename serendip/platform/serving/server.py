@@ -25,6 +25,7 @@ from serendip.errors import ConfigError, SerendipError
 from serendip.model_repository import (
     MODELS,
     ExportSource,
+    export_recommend_snapshot,
     export_repository,
     exported_versions,
     latest_mllm_dir,
@@ -77,7 +78,8 @@ def ensure_repository(workdir: Path) -> Path:
     """``<workdir>/model_repository``, exported from the work directory's own models when it
     is missing (``serendip export`` does the same, or from the registry)."""
     repo = workdir / "model_repository"
-    if set(exported_versions(repo)) == set(MODELS):
+    if set(MODELS) <= set(exported_versions(repo)):
+        export_recommend_snapshot(workdir, repo)    # the BLS variant reads current scores
         return repo
     mllm = latest_mllm_dir(workdir)
     if mllm is None or not (workdir / "retriever" / "config.json").exists():
@@ -87,7 +89,8 @@ def ensure_repository(workdir: Path) -> Path:
     print(f"serendip serve: exporting {mllm.relative_to(workdir)} and retriever/ into "
           f"{repo}", flush=True)
     export_repository([ExportSource("mllm", mllm), ExportSource("retriever",
-                                                                 workdir / "retriever")], repo)
+                                                                 workdir / "retriever")], repo,
+                      snapshot_from=workdir)
     return repo
 
 
