@@ -6,7 +6,8 @@
 * ``mllm`` batch-of-8 latency on Triton (one request of 8 rows, and 8 concurrent one-row
   requests that Triton's dynamic batcher groups), with the in-process predictor for scale;
 * the same requests through the KServe fallback vs Triton: ratios of p50 latency;
-* the in-process item→cluster cache vs a Feast online read.
+* the in-process item→cluster cache vs a Feast online read;
+* the all-Triton BLS ``recommend`` (scores snapshot, BLS calls) vs the KServe transformer.
 
 Servers and clients run in separate processes (``serendip serve`` subprocess; the probe
 subprocess drives the load with ``tritonclient``), all on the same 2 cores — the load generator
@@ -52,6 +53,11 @@ def _measure_backend(wd: Path, backend: str, n: int, quick: bool) -> dict:
                 server.url(protocol), protocol,
                 load={"items": hits, "history": history, "k": 10, "requests": n // 5,
                       "concurrency": 1})["load"]
+        if backend == "triton":   # the all-Triton BLS recommend (snapshot lookup)
+            for conc, key in ((8, "bls_recommend_grpc"), (1, "bls_recommend_grpc_1client")):
+                out[key] = probe(server.triton_grpc, "grpc", load={
+                    "items": hits, "history": history, "k": 10,
+                    "requests": n if conc == 8 else n // 5, "concurrency": conc})["load"]
         retr = {"CLUSTER_ID": {"data": [["0"]], "shape": [1, 1], "datatype": "BYTES"},
                 "HISTORY": {"data": [history], "shape": [1, 5], "datatype": "BYTES"},
                 "K": {"data": [[10]], "shape": [1, 1], "datatype": "INT32"}}
@@ -135,6 +141,11 @@ def run(quick: bool = False) -> dict:
             key: round(k[key]["p50_ms"] / t[key]["p50_ms"], 2)
             for key in ("recommend_http", "recommend_grpc", "retriever_grpc",
                         "mllm_batch8_grpc", "mllm_8x1_concurrent_grpc")}
+        result["transformer_over_bls_p50"] = {
+            "8_clients": round(t["recommend_grpc"]["p50_ms"] / t["bls_recommend_grpc"]["p50_ms"],
+                               2),
+            "1_client": round(t["recommend_grpc_1client"]["p50_ms"]
+                              / t["bls_recommend_grpc_1client"]["p50_ms"], 2)}
         p99 = {key: t[key]["p99_ms"] for key in ("recommend_http", "recommend_grpc",
                                                  "recommend_http_1client",
                                                  "recommend_grpc_1client")}
