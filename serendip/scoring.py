@@ -207,8 +207,10 @@ class ChunkStore:
         atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
 
     def clear(self) -> None:
+        """Drop the chunks once the final table holds them: the manifest goes first, so a
+        crash half-way leaves only unrecorded files, which the next :meth:`load` deletes."""
         manifest = self._manifest()
-        self._write_manifest({"format": 1, "chunks": []})
+        self.manifest_path.unlink(missing_ok=True)
         for e in manifest["chunks"]:
             (self.dir / e["file"]).unlink(missing_ok=True)
 
