@@ -4,7 +4,6 @@ scored clusters for scored items and an explicit miss for unknown ones."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -82,7 +81,8 @@ def test_rescore_materializes_incrementally(scored, tmp_path):
     # the original work directory's store is untouched
     before = features.OnlineFeatures(scored[0]).get(ids)
     assert "v-next" not in {r["model_version"] for r in before}
-    assert not (Path(features.source_repo()) / "data").exists()     # the project repo only declares
+    for name in ("registry.db", "online_store.db", "item_serendipity.parquet"):
+        assert (wd / "feature_repo" / "data" / name).exists()       # all inside the copy
 
 
 def test_online_store_selection(tmp_path, monkeypatch):
