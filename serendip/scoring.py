@@ -5,8 +5,8 @@
 * **New items** — items missing from ``item_clusters`` are first placed in the existing tree
   (:func:`serendip.tree.assign_items`), since the prompt carries the item's own cluster.
 * **Incremental** — an item is re-scored only when no row with the same model version and the
-  same content hash (title, media references, context description) exists; a new model version
-  therefore rescores everything.
+  same content hash (title, media references, context description) exists (with at least
+  ``k`` clusters; rows with more are cut to ``k``); a new model version rescores everything.
 * **Resumable** — results are committed in chunk files under ``<workdir>/scoring/``, each
   written atomically and recorded with its SHA-256 in ``manifest.json`` (also atomic). A
   restarted run reuses every committed chunk; a chunk whose checksum does not match (or a
@@ -360,7 +360,10 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
             for row in t.to_pylist():
                 if row["model_version"] == version:
                     pool[row["item_id"]] = row
-        reuse = {i for i, h in zip(ids, hashes) if i in pool and pool[i]["content_hash"] == h}
+        # a row is reusable when model, content and enough clusters (k may have grown) match
+        need = min(cfg.k, len(getattr(predictor, "cluster_ids", ())) or cfg.k)
+        reuse = {i for i, h in zip(ids, hashes) if i in pool and pool[i]["content_hash"] == h
+                 and len(pool[i]["cluster_ids"] or []) >= need}
         todo = [j for j, i in enumerate(ids) if i not in reuse]
 
         predictor.batch_size = cfg.batch_size
@@ -384,7 +387,8 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
             fresh.append(table)
         bar.close()
 
-        by_id = {i: pool[i] for i in reuse}
+        by_id = {i: {**pool[i], **{c: pool[i][c][:cfg.k] for c in
+                                   ("cluster_ids", "descriptions", "scores")}} for i in reuse}
         for t in fresh:
             for row in t.to_pylist():
                 by_id[row["item_id"]] = row

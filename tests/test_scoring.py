@@ -129,6 +129,15 @@ def test_incremental_reuse_changed_new_and_new_version(base, predictor, referenc
     assert fourth.stats["reused"] == 0 and fourth.stats["scored"] == third.table.num_rows
     assert set(fourth.table.column("model_version").to_pylist()) == {"other-version"}
 
+    # more clusters per item than the stored rows hold → rescored; fewer → reused, cut to k
+    wider = score_items(wd, predictor, ScoringConfig(**{**CFG, "k": 2}))
+    assert wider.stats["scored"] == wider.table.num_rows
+    assert {len(c) for c in wider.table.column("cluster_ids").to_pylist()} == {2}
+    narrow = score_items(wd, predictor, cfg)
+    assert narrow.stats["scored"] == 0
+    assert narrow.table.column("cluster_ids").to_pylist() == [
+        c[:1] for c in wider.table.column("cluster_ids").to_pylist()]
+
 
 def _same_outputs(a: pa.Table, b: pa.Table) -> None:
     """Equal rows up to float noise in scores (batches of other sizes pad differently)."""
