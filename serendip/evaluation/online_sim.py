@@ -146,7 +146,7 @@ def run_online_sim(make_recommenders: Callable[[int], Mapping[str, Recommender]]
     users_per_item = Counter()
     df = interactions.select(["user_id", "next_item_id"]).to_pandas().drop_duplicates()
     users_per_item.update(df.next_item_id.tolist())
-    n_users = interactions.column("user_id").unique().length()
+    n_users = len(interactions.column("user_id").unique())
     item_nov = beyond.historical_item_novelty(users_per_item, n_users)
     result = SimResult()
     seeds = cfg.seeds
