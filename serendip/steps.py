@@ -34,7 +34,7 @@ class Steps:
         self.dir = Path(workdir) / ".steps"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.echo = echo
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}   # seconds of the run that made the outputs
         self.cached: list[str] = []
 
     def run(self, name: str, fn: Callable[[], Any], *, config: Any = None,
@@ -48,7 +48,7 @@ class Steps:
             if rec.get("fingerprint") == fp:
                 self.echo(f"[{name}] cached ({rec.get('seconds', 0):.1f} s last time)")
                 self.cached.append(name)
-                self.timings[name] = 0.0
+                self.timings[name] = float(rec.get("seconds", 0.0))
                 return rec.get("result")
         self.echo(f"[{name}] running ...")
         t0 = time.perf_counter()
