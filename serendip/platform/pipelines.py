@@ -44,7 +44,7 @@ def compile_all(out_dir: str | os.PathLike, names: list[str] | None = None) -> l
     paths = []
     for name in names or list(pipelines.PIPELINES):
         path = out / f"{name}.yaml"
-        tmp = path.with_suffix(".yaml.tmp")
+        tmp = path.with_name(f".{name}.tmp.yaml")
         compiler.Compiler().compile(_pipeline(name), str(tmp))
         os.replace(tmp, path)
         paths.append(path)
