@@ -75,6 +75,8 @@ class EmbeddingConfig:
 
 # ------------------------------------------------------------------ text
 _MODEL_CACHE: dict[str, object] = {}
+_MEMO: dict[str, np.ndarray] = {}      # last small result, keyed like the on-disk cache
+_MEMO_MAX_FLOATS = 4_000_000
 
 
 def minilm_available() -> bool:
@@ -276,6 +278,11 @@ def item_embeddings(items: pa.Table, cfg: EmbeddingConfig | None = None,
         cached = load_embeddings(path, expected_key=key)
         if cached is not None:
             return cached
+    if key in _MEMO:
+        emb = _MEMO[key].copy()
+        if path is not None:
+            save_embeddings(path, items.column("item_id"), emb, key)
+        return emb
     titles = [t or "" for t in items.column("title").to_pylist()]
     thumbs = (items.column("thumbnail").to_pylist() if "thumbnail" in items.column_names
               else [None] * items.num_rows)
@@ -283,6 +290,10 @@ def item_embeddings(items: pa.Table, cfg: EmbeddingConfig | None = None,
     if any(getattr(cfg, f"w_{b}") > 0 for b in ("shape", "colour", "texture", "layout")):
         blocks.update(visual_features(thumbs, cfg, base_dir=base_dir))
     emb = combine(blocks, cfg)
+    if emb.size <= _MEMO_MAX_FLOATS:      # small catalogues: reuse within the process
+        while len(_MEMO) >= 4:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = emb.copy()
     if path is not None:
         save_embeddings(path, items.column("item_id"), emb, key)
     return emb

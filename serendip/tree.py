@@ -197,15 +197,17 @@ def kmeans_plusplus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
     n = len(x)
     trials = 2 + int(np.log(k))
     centres = np.empty((k, x.shape[1]), np.float32)
-    centres[0] = x[rng.integers(n)]
-    d2 = ((x - centres[0]) ** 2).sum(1)
+    xx = (x * x).sum(1)
+    first = int(rng.integers(n))
+    centres[0] = x[first]
+    d2 = np.maximum(xx - 2.0 * (x @ x[first]) + xx[first], 0.0)
     for j in range(1, k):
         total = d2.sum()
         if total <= 0:
             centres[j:] = x[rng.integers(n, size=k - j)]
             break
         cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * total).clip(0, n - 1)
-        cd = ((x[None, :, :] - x[cand][:, None, :]) ** 2).sum(2)       # trials × n
+        cd = np.maximum(xx[None, :] - 2.0 * (x[cand] @ x.T) + xx[cand][:, None], 0.0)
         new = np.minimum(d2[None, :], cd)
         best = int(np.argmin(new.sum(1)))
         centres[j] = x[cand[best]]
@@ -424,7 +426,7 @@ def _build(items: pa.Table, embeddings: np.ndarray, cfg: ClusterConfig) -> Clust
     node_of = np.zeros(n, np.int64)          # index of the item's node at the current level
     ids: list[list[str]] = []
     cents: list[np.ndarray] = []
-    paths = np.empty((n, LEVELS), dtype=object)
+    nodes = np.zeros((n, LEVELS), np.int64)     # per item: node index within each level
     parent_ids = [""]
     rng = np.random.default_rng(cfg.seed)
     for lvl in range(LEVELS):
@@ -447,38 +449,37 @@ def _build(items: pa.Table, embeddings: np.ndarray, cfg: ClusterConfig) -> Clust
             new_node[members] = base + labels
         ids.append(level_ids)
         cents.append(np.concatenate(level_cents).astype(np.float32))
-        paths[:, lvl] = np.asarray(level_ids, dtype=object)[new_node]
+        nodes[:, lvl] = new_node
         node_of = new_node
         parent_ids = level_ids
     item_ids = items.column("item_id")
-    ic = pa.table({"item_id": item_ids, **{f"c{lvl + 1}": pa.array(paths[:, lvl], pa.string())
-                                           for lvl in range(LEVELS)}},
-                  schema=SCHEMAS["item_clusters"])
-    sizes, traffic = _sizes_and_traffic(paths, impressions)
+    ic = pa.table({"item_id": item_ids,
+                   **{f"c{lvl + 1}": pa.array(ids[lvl], pa.string()).take(pa.array(nodes[:, lvl]))
+                      for lvl in range(LEVELS)}}, schema=SCHEMAS["item_clusters"])
+    sizes, traffic = _sizes_and_traffic(nodes, ids, impressions)
     t_split = time.perf_counter()
-    titles = [t or "" for t in items.column("title").to_pylist()]
-    descriptions = describe_clusters(titles, paths, ids, cfg)
+    titles = items.column("title").to_pylist()
+    descriptions = describe_clusters(titles, nodes, ids, cfg)
     t_desc = time.perf_counter()
     tree = ClusterTree(config=cfg, ids=ids, centroids=cents, descriptions=descriptions,
                        sizes=sizes, traffic=traffic, item_clusters=ic)
-    tree.stats = balance_stats(paths, impressions, cfg.balance_tol)
+    tree.stats = balance_stats(nodes, impressions, cfg.branching, cfg.balance_tol)
     tree.stats["timing"] = {"split_s": round(t_split - t_start, 2),
                             "describe_s": round(t_desc - t_split, 2),
                             "total_s": round(time.perf_counter() - t_start, 2)}
     return tree
 
 
-def _sizes_and_traffic(paths: np.ndarray, impressions: np.ndarray
+def _sizes_and_traffic(nodes: np.ndarray, ids: list[list[str]], impressions: np.ndarray
                        ) -> tuple[dict[str, int], dict[str, int]]:
     sizes: dict[str, int] = {}
     traffic: dict[str, int] = {}
     for lvl in range(LEVELS):
-        uniq, inv = np.unique(paths[:, lvl].astype(str), return_inverse=True)
-        cnt = np.bincount(inv)
-        tr = np.bincount(inv, weights=impressions)
-        for u, c, t in zip(uniq, cnt, tr):
-            sizes[str(u)] = int(c)
-            traffic[str(u)] = int(round(t))
+        cnt = np.bincount(nodes[:, lvl], minlength=len(ids[lvl]))
+        tr = np.bincount(nodes[:, lvl], weights=impressions, minlength=len(ids[lvl]))
+        for cid, c, t in zip(ids[lvl], cnt, tr):
+            sizes[cid] = int(c)
+            traffic[cid] = int(round(t))
     return sizes, traffic
 
 
@@ -501,28 +502,31 @@ def balanceable_ratio(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> fl
     return float(loads[act].max() / max(loads[act].min(), 1e-12))
 
 
-def balance_stats(paths: np.ndarray, impressions: np.ndarray, tol: float) -> dict:
+def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[int, ...],
+                  tol: float) -> dict:
     """Per level: max/min sibling traffic (worst and median over parents), the same among
-    balanceable siblings (see :func:`balanceable_ratio`), and the level-wide ratio."""
-    import pandas as pd
-
+    balanceable siblings (see :func:`balanceable_ratio`), the share of sibling groups within
+    ``tol`` and the level-wide ratio."""
     out: dict[str, dict] = {}
+    n_nodes = 1
     for lvl in range(LEVELS):
-        df = pd.DataFrame({"c": paths[:, lvl].astype(str), "w": impressions})
-        g = df.groupby("c").w.agg(["sum", "max", "size"])
-        g["parent"] = [c.rsplit(".", 1)[0] if lvl else "" for c in g.index]
-        ratios, ok = [], []
-        for _, sib in g.groupby("parent"):
-            ratios.append(sib["sum"].max() / max(sib["sum"].min(), 1e-12))
-            ok.append(balanceable_ratio(sib["sum"].to_numpy(), sib["max"].to_numpy(), tol))
+        k = branching[lvl]
+        n_nodes *= k
+        loads = np.bincount(nodes[:, lvl], weights=impressions, minlength=n_nodes)
+        heaviest = np.zeros(n_nodes)
+        np.maximum.at(heaviest, nodes[:, lvl], impressions)
+        size = np.bincount(nodes[:, lvl], minlength=n_nodes)
+        sib = loads.reshape(-1, k)                 # children of one parent are contiguous
+        ratios = sib.max(1) / np.maximum(sib.min(1), 1e-12)
+        ok = [balanceable_ratio(sib[p], heaviest.reshape(-1, k)[p], tol) for p in range(len(sib))]
         out[f"level{lvl + 1}"] = {
-            "clusters": int(len(g)),
-            "sibling_max_min_traffic_worst": round(float(np.max(ratios)), 3),
+            "clusters": int(n_nodes),
+            "sibling_max_min_traffic_worst": round(float(ratios.max()), 3),
             "sibling_max_min_traffic_median": round(float(np.median(ratios)), 3),
             "balanceable_max_min_traffic_worst": round(float(np.max(ok)), 3),
-            "within_tol_share": round(float(np.mean(np.asarray(ratios) <= tol + 1e-9)), 3),
-            "level_max_min_traffic": round(float(g["sum"].max() / max(g["sum"].min(), 1e-12)), 3),
-            "min_size": int(g["size"].min()),
+            "within_tol_share": round(float(np.mean(ratios <= tol + 1e-9)), 3),
+            "level_max_min_traffic": round(float(loads.max() / max(loads.min(), 1e-12)), 3),
+            "min_size": int(size.min()),
         }
     return out
 
@@ -577,7 +581,7 @@ def _stopwords(cfg: ClusterConfig) -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS) | TITLE_FILLER | frozenset(cfg.extra_stopwords)
 
 
-def term_counts(titles: list[str], paths: np.ndarray, ids: list[list[str]],
+def term_counts(titles: list[str | None], nodes: np.ndarray, ids: list[list[str]],
                 stop: frozenset[str], min_phrase_count: int = 3, stickiness: float = 0.6
                 ) -> tuple[list[dict[str, Counter]], Counter]:
     """Term counts per cluster (per level) and over the catalogue, vectorised with Arrow and
@@ -633,9 +637,7 @@ def term_counts(titles: list[str], paths: np.ndarray, ids: list[list[str]],
     all_terms = Counter({names[j]: int(total[j]) for j in np.flatnonzero(total)})
     level_counts: list[dict[str, Counter]] = []
     for lvl in range(LEVELS):
-        index = {cid: i for i, cid in enumerate(ids[lvl])}
-        node = np.array([index[c] for c in paths[:, lvl]], np.int64)
-        m = sp.csr_matrix((np.ones(n, np.int64), (node, np.arange(n))),
+        m = sp.csr_matrix((np.ones(n, np.int64), (nodes[:, lvl], np.arange(n))),
                           shape=(len(ids[lvl]), n))
         per = (m @ x).tocsr()
         counts: dict[str, Counter] = {}
@@ -714,11 +716,12 @@ def _compose(cid: str, parts: dict[str, list[str]], with_parent: dict[str, bool]
     return " ".join(w for w in words if w).strip()
 
 
-def describe_clusters(titles: list[str], paths: np.ndarray, ids: list[list[str]],
+def describe_clusters(titles: list[str | None], nodes: np.ndarray, ids: list[list[str]],
                       cfg: ClusterConfig) -> dict[str, str]:
-    """A unique, short description for every cluster id (see the module docstring)."""
+    """A unique, short description for every cluster id (see the module docstring);
+    ``nodes[i, l]`` is the index into ``ids[l]`` of item i's level-(l+1) cluster."""
     stop = _stopwords(cfg)
-    level_counts, all_terms = term_counts(titles, paths, ids, stop)
+    level_counts, all_terms = term_counts(titles, nodes, ids, stop)
     descriptions: dict[str, str] = {}
     used: set[str] = set()
     for lvl in range(LEVELS):

@@ -157,7 +157,7 @@ def test_cluster_cli_writes_the_tables(synth_dir, tmp_path):
     from serendip.cli import main
 
     rc = main(["cluster", "--data", str(synth_dir), "--out", str(tmp_path), "--branching",
-               "2/2/3/2", "--set", "embedding.text_encoder=tfidf"])
+               "2/2/3/2", "--set", "balance_tol=1.2"])
     assert rc == 0
     items = read_table(synth_dir, "items")
     clusters = read_table(tmp_path, "clusters")
