@@ -111,7 +111,7 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
                "context_description": desc[by_item[r["item_id"]][f"c{cfg.level}"]]}
               for r in scored]
     loaded = ClusterPredictor.load(mllm_dir)
-    preds = loaded.predict(inputs, k=1)
+    preds = loaded.predict(inputs, k=2)
     now = dt.datetime.now(dt.timezone.utc)
     table = pa.Table.from_pylist([{
         "item_id": r["item_id"], "cluster_ids": [p.cluster_id for p in ps],

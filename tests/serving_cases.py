@@ -73,7 +73,7 @@ def model_cases(wd: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     frames = [f"synth:1.90.2.1.0.{i}#f{i}" for i in range(3)]
     members = cluster_members(wd)
     cluster = sorted(c for c in members if c.count(".") == 2)[0]
-    good = [_mllm(frames), _mllm([_png(32, 32)] * 2, binary=True, k=1),
+    good = [_mllm(frames), _mllm([_png(32, 32)] * 2, binary=True, k=1), _mllm(frames, k=3),
             _retr(cluster, scored_items(wd)[:3], 5), _retr(cluster.split(".")[0], (), 7)]
     bad = [
         (_mllm([b"\x89PNG\r\n\x1a\n garbage"], binary=True), "FRAMES[0]"),
@@ -147,8 +147,10 @@ def check_models(url: str, protocol: str, wd: Path) -> int:
     for case, r in zip(mgood, results):
         assert r["ok"], r
         if case["model"] == "mllm":
-            cid = r["outputs"]["CLUSTER_IDS"][0][0]
-            assert cid in members and cid.count(".") == 2, cid   # a level-3 cluster
+            cids = [c for c in r["outputs"]["CLUSTER_IDS"][0] if c]
+            k = case["inputs"].get("K", {}).get("data", [[1]])[0][0]
+            assert len(cids) == len(set(cids)) == k, cids          # top-k distinct clusters
+            assert all(c in members and c.count(".") == 2 for c in cids)   # level 3
             assert r["outputs"]["MODEL_VERSION"][0][0]
         else:
             cluster = case["inputs"]["CLUSTER_ID"]["data"][0][0]

@@ -54,3 +54,31 @@ def test_kserve_binds_loopback_only_and_stops_on_sigint(kserve_server):
         assert addrs and set(addrs) <= LOOPBACK, (port, addrs)
     assert server.stop(signal.SIGINT) == 0
     assert "serendip serve: stopped" in server.log_tail(20)
+
+
+@pytest.mark.slow
+def test_auto_backend_falls_back_to_kserve_when_triton_cannot_start(tmp_path_factory):
+    import socket
+
+    from serendip.platform.serving.harness import probe
+    from serendip.platform.serving.triton import triton_available
+
+    if not triton_available():
+        pytest.skip("Triton venv missing: auto selects kserve directly")
+    wd = served_workdir(tmp_path_factory, feast=True)
+    server = ServeProcess(wd, "auto", extra=["--features", "table"])
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", server.ports[2]))       # Triton's HTTP port is taken
+    blocker.listen()
+    try:
+        server.start()
+        text = server.log_text()
+        assert "Falling back to the KServe backend" in text and "backend kserve" in text
+        res = probe(server.url("http"), "http", [{"model": "mllm", "inputs": {
+            "TITLE": {"data": [["t"]], "shape": [1, 1], "datatype": "BYTES"},
+            "FRAMES": {"data": [["synth:1.90.2.1.0.1#f1"]], "shape": [1, 1],
+                       "datatype": "BYTES"}}}])
+        assert res["results"][0]["ok"]
+    finally:
+        blocker.close()
+        server.stop()

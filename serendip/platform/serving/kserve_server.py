@@ -336,17 +336,16 @@ class LoopbackModelServer(kserve.ModelServer):
 
                 from grpc import aio
                 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-                from kserve.protocol.grpc.interceptors import (
-                    ExceptionToStatusInterceptor,
-                    LoggingInterceptor,
-                )
+                from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
                 from kserve.protocol.grpc.servicer import InferenceServicer
 
                 servicer = InferenceServicer(self._data_plane,
                                              self._model_repository_extension)
                 self._server = aio.server(
                     futures.ThreadPoolExecutor(max_workers=max_workers),
-                    interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+                    # no LoggingInterceptor: one INFO line per request costs more than a
+                    # retriever call under load
+                    interceptors=(ExceptionToStatusInterceptor(),),
                     options=[("grpc.max_send_message_length", 64 << 20),
                              ("grpc.max_receive_message_length", 64 << 20)])
                 grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(

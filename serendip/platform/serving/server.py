@@ -7,7 +7,8 @@
   ``spec.predictor``), on one machine.
 * backend ``kserve`` — the fallback: one KServe ModelServer serves ``mllm``, ``retriever`` and
   ``recommend`` (which calls the other two in process). Same tensors, same errors.
-* ``auto`` (default) — ``triton`` when the Triton venv is usable, else ``kserve``.
+* ``auto`` (default) — ``triton`` when the Triton venv is usable, else ``kserve`` (also when
+  Triton fails to come up: the reason is printed, the fallback serves).
 
 Everything binds 127.0.0.1 by default (kserve's own ModelServer would bind 0.0.0.0; see
 :class:`~serendip.platform.serving.kserve_server.LoopbackModelServer`). SIGTERM or SIGINT stops
@@ -133,6 +134,17 @@ def serve(cfg: ServeConfig) -> int:
         catalog = ItemCatalog(wd, describe=lookup.own_description)
         if triton is not None:
             triton.wait_ready(180.0)
+    except SerendipError as e:
+        if triton is None or cfg.backend == "triton" or e.field != "triton":
+            if triton is not None:
+                triton.stop()
+            raise
+        # auto: a Triton that does not come up is not fatal — serve with the fallback
+        triton.stop()
+        print(f"serendip serve: Triton failed ({e.message.splitlines()[0]}); see "
+              f"{triton.log_path}. Falling back to the KServe backend.", file=sys.stderr,
+              flush=True)
+        triton, backend = None, "kserve"
     except BaseException:
         if triton is not None:
             triton.stop()

@@ -67,13 +67,22 @@ class TritonInstall:
                 [str(python), "-c", "import json, sys, sysconfig, pytriton, numpy, serendip; "
                  "print(json.dumps([sysconfig.get_paths()['purelib'], "
                  "sysconfig.get_config_var('LIBDIR'), '%d.%d' % sys.version_info[:2], "
-                 "numpy.__version__]))"],
+                 "numpy.__version__, sysconfig.get_config_var('INSTSONAME') or '']))"],
                 capture_output=True, text=True, timeout=120, check=True)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
             err = getattr(e, "stderr", "") or ""
             raise SerendipError(f"the Triton venv {v} is incomplete: {err.strip()[-300:]}",
                                 field="triton_venv", fix=fix) from None
-        site, libdir, pyver, np_version = json.loads(out.stdout.strip().splitlines()[-1])
+        site, libdir, pyver, np_version, soname = json.loads(
+            out.stdout.strip().splitlines()[-1])
+        if not soname.startswith("libpython") or not (Path(libdir) / soname).exists():
+            raise SerendipError(f"the Triton venv's Python ({pyver}) has no shared libpython "
+                                f"({soname or 'static build'} not in {libdir}); the Python "
+                                "backend stub must load the interpreter's own libpython",
+                                field="triton_venv",
+                                fix="build the venv from a Python with --enable-shared "
+                                    "(pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared; official "
+                                    "python images are shared)")
         if int(np_version.split(".")[0]) >= 2:
             raise SerendipError(f"the Triton venv has numpy {np_version}; the Python backend "
                                 "stub needs numpy<2 (else empty tensors)",
