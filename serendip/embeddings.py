@@ -37,6 +37,7 @@ from serendip.errors import ConfigError
 
 TEXT_ENCODERS = ("auto", "minilm", "tfidf", "none")
 EMBEDDINGS_FILE = "embeddings.parquet"
+EMBEDDER_DIR = "embedder"
 _CACHE_KEY = b"serendip.embedding_key"
 
 
@@ -75,7 +76,7 @@ class EmbeddingConfig:
 
 # ------------------------------------------------------------------ text
 _MODEL_CACHE: dict[str, object] = {}
-_MEMO: dict[str, np.ndarray] = {}      # last small result, keyed like the on-disk cache
+_MEMO: dict[str, tuple] = {}       # recent small results, keyed like the on-disk cache
 _MEMO_MAX_FLOATS = 4_000_000
 
 
@@ -110,9 +111,37 @@ def _resolve_text_encoder(cfg: EmbeddingConfig) -> str:
     return cfg.text_encoder
 
 
-def text_features(titles: list[str], cfg: EmbeddingConfig) -> np.ndarray:
-    """Title embeddings (n × d), or an (n × 0) array when text is switched off."""
-    encoder = _resolve_text_encoder(cfg)
+def _tfidf_vectorizer(vocabulary=None):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(stop_words="english", min_df=1, sublinear_tf=True,
+                           vocabulary=vocabulary)
+
+
+def fit_tfidf(titles: list[str], cfg: EmbeddingConfig) -> dict | None:
+    """TF-IDF vocabulary, idf and SVD components fitted on the catalogue's titles."""
+    from sklearn.decomposition import TruncatedSVD
+
+    tfidf = _tfidf_vectorizer()
+    try:
+        x = tfidf.fit_transform(titles)
+    except ValueError:  # empty vocabulary (all titles empty or stop words)
+        return None
+    vocab = tfidf.get_feature_names_out().tolist()
+    dim = min(cfg.tfidf_dim, x.shape[1] - 1, len(titles) - 1)
+    if dim < 2:
+        components = np.eye(len(vocab), dtype=np.float32)
+    else:
+        svd = TruncatedSVD(n_components=dim, random_state=cfg.seed).fit(x)
+        components = svd.components_.astype(np.float32)
+    return {"vocab": vocab, "idf": tfidf.idf_.astype(np.float64), "components": components}
+
+
+def text_features(titles: list[str], cfg: EmbeddingConfig, encoder: str | None = None,
+                  tfidf: dict | None = None) -> np.ndarray:
+    """Title embeddings (n × d), or (n × 0) when text is off; TF-IDF needs the fitted
+    ``tfidf`` state (see :func:`fit_tfidf`)."""
+    encoder = encoder or _resolve_text_encoder(cfg)
     n = len(titles)
     if encoder == "none" or cfg.w_text == 0:
         return np.zeros((n, 0), np.float32)
@@ -121,19 +150,12 @@ def text_features(titles: list[str], cfg: EmbeddingConfig) -> np.ndarray:
         emb = model.encode(titles, batch_size=cfg.batch_size, show_progress_bar=n > 5000,
                            convert_to_numpy=True, normalize_embeddings=True)
         return np.asarray(emb, np.float32)
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    tfidf = TfidfVectorizer(stop_words="english", min_df=1, sublinear_tf=True)
-    try:
-        x = tfidf.fit_transform(titles)
-    except ValueError:  # empty vocabulary (all titles empty or stop words)
+    if tfidf is None:
         return np.zeros((n, 0), np.float32)
-    dim = min(cfg.tfidf_dim, x.shape[1] - 1, n - 1)
-    if dim < 2:
-        return np.asarray(x.toarray(), np.float32)
-    svd = TruncatedSVD(n_components=dim, random_state=cfg.seed)
-    return svd.fit_transform(x).astype(np.float32)
+    vec = _tfidf_vectorizer(vocabulary=tfidf["vocab"])
+    vec.idf_ = tfidf["idf"]
+    x = vec.transform(titles)
+    return np.asarray(x @ tfidf["components"].T, np.float32)
 
 
 # ------------------------------------------------------------------ visual
@@ -228,24 +250,116 @@ def visual_features(thumbnails: list, cfg: EmbeddingConfig,
     return {k: np.asarray(v, np.float32) for k, v in rows.items()}
 
 
-# ------------------------------------------------------------------ combine + cache
-def _scale_block(x: np.ndarray) -> np.ndarray:
-    """Centre and scale a block so that its total variance over items is 1."""
-    if x.shape[1] == 0:
-        return x
-    x = x - x.mean(axis=0, keepdims=True)
-    total = float(np.sqrt((x ** 2).sum(axis=1).mean()))
-    return x / total if total > 1e-9 else x
+# ------------------------------------------------------------------ fitted embedder
+BLOCKS = ("text", "shape", "colour", "texture", "layout")
 
 
-def combine(blocks: dict[str, np.ndarray], cfg: EmbeddingConfig) -> np.ndarray:
-    weights = {"text": cfg.w_text, "shape": cfg.w_shape, "colour": cfg.w_colour,
-               "texture": cfg.w_texture, "layout": cfg.w_layout}
-    parts = [weights[name] * _scale_block(x.astype(np.float64))
-             for name, x in blocks.items() if weights[name] > 0 and x.shape[1] > 0]
-    emb = np.concatenate(parts, axis=1)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    return (emb / np.maximum(norms, 1e-9)).astype(np.float32)
+@dataclass
+class Embedder:
+    """The catalogue statistics an embedding depends on, so that new items (batch scoring)
+    are embedded exactly like the items the tree was built on: each block's mean and scale,
+    and the TF-IDF state when that encoder is used."""
+
+    cfg: EmbeddingConfig
+    encoder: str
+    means: dict[str, np.ndarray]
+    scales: dict[str, float]
+    tfidf: dict | None = None
+
+    def raw_blocks(self, items: pa.Table, base_dir=None) -> dict[str, np.ndarray]:
+        titles = [t or "" for t in items.column("title").to_pylist()]
+        blocks = {"text": text_features(titles, self.cfg, self.encoder, self.tfidf)}
+        if any(getattr(self.cfg, f"w_{b}") > 0 for b in BLOCKS[1:]):
+            thumbs = (items.column("thumbnail").to_pylist() if "thumbnail" in items.column_names
+                      else [None] * items.num_rows)
+            blocks.update(visual_features(thumbs, self.cfg, base_dir=base_dir))
+        return blocks
+
+    def combine(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
+        parts = []
+        for name, x in blocks.items():
+            w = getattr(self.cfg, f"w_{name}")
+            if w > 0 and x.shape[1] > 0:
+                parts.append(w * (x.astype(np.float64) - self.means[name]) / self.scales[name])
+        if not parts:
+            raise ConfigError("every feature block is empty or weighted 0", field="w_text",
+                              fix="give a visual block a weight > 0 or titles with words")
+        emb = np.concatenate(parts, axis=1)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return (emb / np.maximum(norms, 1e-9)).astype(np.float32)
+
+    def transform(self, items: pa.Table, base_dir=None) -> np.ndarray:
+        """Embeddings of (new) items with the fitted statistics."""
+        if items.num_rows == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self.combine(self.raw_blocks(items, base_dir))
+
+    @property
+    def dim(self) -> int:
+        return int(sum(len(m) for n, m in self.means.items()
+                       if getattr(self.cfg, f"w_{n}") > 0 and len(m)))
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        from safetensors.numpy import save
+
+        from serendip.data.io import atomic_write_bytes
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"mean.{k}": np.ascontiguousarray(v, np.float64) for k, v in self.means.items()
+                   if len(v)}
+        if self.tfidf is not None:
+            tensors["tfidf.idf"] = np.ascontiguousarray(self.tfidf["idf"])
+            tensors["tfidf.components"] = np.ascontiguousarray(self.tfidf["components"])
+        atomic_write_bytes(out / "embedder.safetensors", save(tensors))
+        meta = {"config": asdict(self.cfg), "encoder": self.encoder, "scales": self.scales,
+                "blocks": {k: len(v) for k, v in self.means.items()},
+                "tfidf_vocab": self.tfidf["vocab"] if self.tfidf is not None else None}
+        atomic_write_bytes(out / "embedder.json", json.dumps(meta).encode())
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Embedder:
+        from safetensors.numpy import load_file
+
+        from serendip.config import from_dict
+
+        d = Path(path)
+        if not (d / "embedder.json").exists():
+            raise ConfigError(f"no saved embedder in {d}", field="embedder",
+                              fix="run `serendip cluster` (it saves the embedder with the tree)")
+        meta = json.loads((d / "embedder.json").read_text())
+        t = load_file(str(d / "embedder.safetensors"))
+        means = {k: t.get(f"mean.{k}", np.zeros(0)) for k in meta["blocks"]}
+        tfidf = None
+        if meta.get("tfidf_vocab") is not None:
+            tfidf = {"vocab": meta["tfidf_vocab"], "idf": t["tfidf.idf"],
+                     "components": t["tfidf.components"]}
+        return cls(from_dict(EmbeddingConfig, meta["config"]), meta["encoder"], means,
+                   {k: float(v) for k, v in meta["scales"].items()}, tfidf)
+
+
+def fit_embedder(items: pa.Table, cfg: EmbeddingConfig | None = None,
+                 base_dir: str | os.PathLike | None = None) -> tuple[Embedder, np.ndarray]:
+    """Fit the embedding on the catalogue (block means and scales: each block's total
+    variance over items becomes 1) and return it with the catalogue's embeddings."""
+    cfg = cfg or EmbeddingConfig()
+    cfg.check()
+    if items.num_rows == 0:
+        raise ConfigError("no items to embed", field="items", fix="pass a non-empty items table")
+    encoder = _resolve_text_encoder(cfg)
+    tfidf = None
+    if encoder == "tfidf" and cfg.w_text > 0:
+        tfidf = fit_tfidf([t or "" for t in items.column("title").to_pylist()], cfg)
+    embedder = Embedder(cfg, encoder, {}, {}, tfidf)
+    blocks = embedder.raw_blocks(items, base_dir)
+    for name, x in blocks.items():
+        x = x.astype(np.float64)
+        mean = x.mean(axis=0) if x.shape[1] else np.zeros(0)
+        total = float(np.sqrt(((x - mean) ** 2).sum(axis=1).mean())) if x.shape[1] else 1.0
+        embedder.means[name] = mean
+        embedder.scales[name] = total if total > 1e-9 else 1.0
+    return embedder, embedder.combine(blocks)
 
 
 def _cache_key(items: pa.Table, cfg: EmbeddingConfig) -> str:
@@ -260,13 +374,13 @@ def _cache_key(items: pa.Table, cfg: EmbeddingConfig) -> str:
     return h.hexdigest()
 
 
-def item_embeddings(items: pa.Table, cfg: EmbeddingConfig | None = None,
+def embed_catalogue(items: pa.Table, cfg: EmbeddingConfig | None = None,
                     base_dir: str | os.PathLike | None = None,
-                    cache_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """Clustering embeddings (n × d, float32, L2-normalised), one row per item in ``items``.
+                    cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, Embedder]:
+    """Catalogue embeddings and the fitted :class:`Embedder`.
 
-    With ``cache_dir``, ``embeddings.parquet`` there is reused when its key (config + item
-    ids/titles/thumbnails) matches and rewritten otherwise.
+    With ``cache_dir``: ``embeddings.parquet`` + ``embedder/`` there are reused when their key
+    (config + item ids/titles/thumbnails) matches, and rewritten otherwise.
     """
     cfg = cfg or EmbeddingConfig()
     cfg.check()
@@ -274,29 +388,32 @@ def item_embeddings(items: pa.Table, cfg: EmbeddingConfig | None = None,
         raise ConfigError("no items to embed", field="items", fix="pass a non-empty items table")
     key = _cache_key(items, cfg)
     path = Path(cache_dir) / EMBEDDINGS_FILE if cache_dir else None
-    if path is not None and path.exists():
+    edir = Path(cache_dir) / EMBEDDER_DIR if cache_dir else None
+    if path is not None and path.exists() and (edir / "embedder.json").exists():
         cached = load_embeddings(path, expected_key=key)
         if cached is not None:
-            return cached
+            return cached, Embedder.load(edir)
     if key in _MEMO:
-        emb = _MEMO[key].copy()
-        if path is not None:
-            save_embeddings(path, items.column("item_id"), emb, key)
-        return emb
-    titles = [t or "" for t in items.column("title").to_pylist()]
-    thumbs = (items.column("thumbnail").to_pylist() if "thumbnail" in items.column_names
-              else [None] * items.num_rows)
-    blocks = {"text": text_features(titles, cfg)}
-    if any(getattr(cfg, f"w_{b}") > 0 for b in ("shape", "colour", "texture", "layout")):
-        blocks.update(visual_features(thumbs, cfg, base_dir=base_dir))
-    emb = combine(blocks, cfg)
-    if emb.size <= _MEMO_MAX_FLOATS:      # small catalogues: reuse within the process
-        while len(_MEMO) >= 4:
-            _MEMO.pop(next(iter(_MEMO)))
-        _MEMO[key] = emb.copy()
+        emb, embedder = _MEMO[key]
+        emb = emb.copy()
+    else:
+        embedder, emb = fit_embedder(items, cfg, base_dir)
+        if emb.size <= _MEMO_MAX_FLOATS:      # small catalogues: reuse within the process
+            while len(_MEMO) >= 4:
+                _MEMO.pop(next(iter(_MEMO)))
+            _MEMO[key] = (emb.copy(), embedder)
     if path is not None:
+        embedder.save(edir)
         save_embeddings(path, items.column("item_id"), emb, key)
-    return emb
+    return emb, embedder
+
+
+def item_embeddings(items: pa.Table, cfg: EmbeddingConfig | None = None,
+                    base_dir: str | os.PathLike | None = None,
+                    cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Clustering embeddings (n × d, float32, L2-normalised), one row per item in ``items``
+    (see :func:`embed_catalogue` for the cache)."""
+    return embed_catalogue(items, cfg, base_dir, cache_dir)[0]
 
 
 def save_embeddings(path: str | os.PathLike, item_ids, emb: np.ndarray, key: str = "") -> None:

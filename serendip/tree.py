@@ -41,6 +41,8 @@ from serendip.errors import ConfigError, SerendipError
 
 LEVELS = 4
 TREE_JSON = "tree.json"
+TREE_DIR = "cluster_tree"
+EMBEDDER_SUBDIR = "embedder"
 CENTROIDS_FILE = "centroids.safetensors"
 
 # Words that say nothing about a topic in short-video titles (beyond English stop words).
@@ -806,7 +808,7 @@ def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     """Read ``items`` from ``data_dir``; write embeddings.parquet, cluster_tree/,
     clusters.parquet and item_clusters.parquet to ``out_dir`` (default: ``data_dir``)."""
     from serendip.data.io import read_table, write_table
-    from serendip.embeddings import EMBEDDINGS_FILE, item_embeddings
+    from serendip.embeddings import EMBEDDINGS_FILE, embed_catalogue
 
     cfg = cfg or ClusterConfig()
     embedding = embedding or EmbeddingConfig()
@@ -815,10 +817,28 @@ def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     items = read_table(data_dir, "items")
     if not use_cache:
         (out / EMBEDDINGS_FILE).unlink(missing_ok=True)
-    emb = item_embeddings(items, embedding, base_dir=data_dir, cache_dir=out)
+    emb, embedder = embed_catalogue(items, embedding, base_dir=data_dir, cache_dir=out)
     tree = build_cluster_tree(items, emb, cfg)
-    tree.stats["embedding"] = {"config": asdict(embedding), "dim": int(emb.shape[1])}
-    tree.save(out / "cluster_tree")
+    tree.stats["embedding"] = {"config": asdict(embedding), "encoder": embedder.encoder,
+                               "dim": int(emb.shape[1])}
+    tree.save(out / TREE_DIR)
+    embedder.save(out / TREE_DIR / EMBEDDER_SUBDIR)
     write_table(out, "clusters", tree.clusters)
     write_table(out, "item_clusters", tree.item_clusters, refs={"items": items})
     return tree
+
+
+def assign_new_items(tree_dir: str | os.PathLike, items: pa.Table,
+                     base_dir: str | os.PathLike | None = None) -> pa.Table:
+    """item_clusters rows for ``items`` (e.g. new uploads before batch scoring): embed them
+    with the embedder saved beside the tree (same statistics as the catalogue it was built
+    on), then place them with :func:`assign_items`. ``tree_dir`` is the ``cluster_tree/``
+    folder or the work directory holding it."""
+    from serendip.embeddings import Embedder
+
+    d = Path(tree_dir)
+    if not (d / TREE_JSON).exists() and (d / TREE_DIR / TREE_JSON).exists():
+        d = d / TREE_DIR
+    tree = ClusterTree.load(d)
+    embedder = Embedder.load(d / EMBEDDER_SUBDIR)
+    return assign_items(tree, items.column("item_id"), embedder.transform(items, base_dir))

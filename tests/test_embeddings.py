@@ -81,3 +81,18 @@ def test_bad_settings_name_the_field():
     with pytest.raises(ConfigError, match="no items"):
         item_embeddings(pa.table({"item_id": pa.array([], pa.string()),
                                   "title": pa.array([], pa.string())}))
+
+
+def test_fitted_embedder_embeds_new_items_like_the_catalogue(items, tmp_path):
+    """New items are embedded with the catalogue's statistics (block means/scales, TF-IDF
+    state), so a re-embedded catalogue item gets exactly its catalogue embedding."""
+    from serendip.embeddings import Embedder, fit_embedder
+
+    for encoder in ("tfidf", "auto"):
+        embedder, emb = fit_embedder(items, EmbeddingConfig(text_encoder=encoder))
+        embedder.save(tmp_path / encoder)
+        loaded = Embedder.load(tmp_path / encoder)
+        some = items.slice(10, 25)
+        np.testing.assert_allclose(loaded.transform(some), emb[10:35], atol=1e-5)
+        assert loaded.dim == emb.shape[1]
+        assert loaded.transform(items.slice(0, 0)).shape == (0, emb.shape[1])

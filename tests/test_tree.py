@@ -166,5 +166,18 @@ def test_cluster_cli_writes_the_tables(synth_dir, tmp_path):
     assert (tmp_path / "embeddings.parquet").exists()
     assert ClusterTree.load(tmp_path / "cluster_tree").ids[3] == \
         clusters.filter(clusters.column("level").to_numpy() == 4).column("cluster_id").to_pylist()
+    # new items are placed with the embedder saved beside the tree
+    from serendip.tree import assign_new_items
+
+    new = assign_new_items(tmp_path, items.slice(0, 50), base_dir=synth_dir)
+    again = assign_items(ClusterTree.load(tmp_path / "cluster_tree"), items.column("item_id"),
+                         _emb(tmp_path))
+    assert new.equals(again.slice(0, 50))
     assert main(["cluster", "--data", str(synth_dir), "--out", str(tmp_path),
                  "--branching", "9/9/9/9"]) == 2
+
+
+def _emb(workdir):
+    from serendip.embeddings import load_embeddings
+
+    return load_embeddings(workdir / "embeddings.parquet")
