@@ -174,14 +174,19 @@ def _text(x: Any, name: str, limit: int, allow_empty: bool = False) -> str:
     return s
 
 
-def _ids(row: np.ndarray | None, name: str, limit: int) -> list[str]:
+def _elements(row: np.ndarray | None, name: str, limit: int, what: str, fix: str) -> list:
+    """The non-empty elements of one row (empty ones are padding), at most ``limit``."""
     if row is None:
         return []
     vals = [v for v in np.asarray(row, dtype=object).reshape(-1) if len(_as_bytes(v))]
     if len(vals) > limit:
-        raise SerendipError(f"has {len(vals)} ids, over {limit}", field=name,
-                            fix=f"send the most recent {limit} ids")
-    return [_text(v, name, MAX_ID_BYTES) for v in vals]
+        raise SerendipError(f"has {len(vals)} {what}, over {limit}", field=name, fix=fix)
+    return vals
+
+
+def _ids(row: np.ndarray | None, name: str, limit: int) -> list[str]:
+    return [_text(v, name, MAX_ID_BYTES) for v in _elements(
+        row, name, limit, "ids", f"send the most recent {limit} ids")]
 
 
 def _k(row: np.ndarray | None, default: int, limit: int) -> int:
@@ -213,12 +218,7 @@ def decode_image(data: Any, name: str):
 
 
 def _images(row: np.ndarray | None, name: str) -> list:
-    if row is None:
-        return []
-    vals = [v for v in np.asarray(row, dtype=object).reshape(-1) if len(_as_bytes(v))]
-    if len(vals) > MAX_FRAMES:
-        raise SerendipError(f"has {len(vals)} images, over {MAX_FRAMES}", field=name,
-                            fix=f"send at most {MAX_FRAMES} frames")
+    vals = _elements(row, name, MAX_FRAMES, "images", f"send at most {MAX_FRAMES} frames")
     return [decode_image(v, f"{name}[{i}]") for i, v in enumerate(vals)]
 
 
