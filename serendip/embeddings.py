@@ -17,8 +17,11 @@ result is L2-normalised so that k-means (Euclidean) behaves like cosine clusteri
     the dark share of the foreground (stripes, checks, dots, diagonals, solid);
   - ``layout``: coarse grid of foreground mass, blob count and area (where the content sits).
 
-Embeddings are cached as ``embeddings.parquet`` (item_id, embedding) in the work directory,
-keyed by a hash of the config and the item ids/titles/thumbnails.
+The block statistics (and the TF-IDF state) are fitted on the catalogue and kept in an
+:class:`Embedder` (saved beside the tree), so new items are embedded exactly like the catalogue
+before :func:`serendip.tree.assign_items`. Embeddings are cached as ``embeddings.parquet``
+(item_id, embedding) + ``embedder/`` in the work directory, keyed by a hash of the config and
+the item ids/titles/thumbnails.
 """
 
 from __future__ import annotations

@@ -7,19 +7,25 @@ Built top-down. For every node:
 
 1. **centroids** — faiss k-means on the node's item embeddings (unweighted, so that a handful of
    viral items do not own the centroids);
-2. **balanced assignment** — entropic optimal transport (Sinkhorn) from items (row mass = the
-   item's traffic share) to the children (column mass = equal traffic shares), rounded to hard
-   assignments and repaired greedily (cheapest moves first) until sibling traffic is within
-   ``balance_tol`` (max/min) where the items allow it, and every child keeps enough items to be
-   split further; centroids are then recomputed from the members and the assignment repeated;
+2. **balanced assignment** — nearest centroid, then a greedy repair that moves the items with
+   the smallest cost increase per unit of traffic from over- to under-loaded children until
+   sibling traffic (impressions) is within ``balance_tol`` (max/min), wherever single items
+   allow it, while every child keeps enough items to be split further; centroids are then
+   recomputed from the members and the assignment repeated. (``assignment="sinkhorn"``
+   starts from an entropic optimal-transport plan with equal traffic shares per child
+   instead; on the synthetic platform it recovers the latent topics worse: ARI 0.84 vs 0.99
+   at level 1.) A child holding an item that alone breaks the bound cannot be balanced; it
+   keeps its members and the others are balanced among themselves;
 3. **descriptions** — class-based TF-IDF over member titles among siblings (stop words and
-   title filler removed, a phrase such as "for beginners" kept whole), made unique across the
-   whole tree by adding the node's next distinctive word and, if still colliding, its parent's
-   description ("tricks" → "football tricks").
+   title filler removed, catalogue phrases such as "for beginners" kept whole, broad nodes
+   named by words their children share), prefixed from level 3 on by the parent's description
+   ("football" → "football tricks"), and made unique across the whole tree by adding the
+   node's next distinctive word, then the parent's words, then weaker words, then a number.
 
 Cluster ids are path-style (``"3.1.0.2"``, see INTERFACES.md). New items are placed with
-:func:`assign_items` (nearest centroid per level, top-down), which batch scoring needs.
-The tree saves as ``tree.json`` + ``centroids.safetensors`` (no pickle).
+:func:`assign_items` (nearest centroid per level, top-down) or :func:`assign_new_items` (which
+also embeds them with the saved :class:`~serendip.embeddings.Embedder`); batch scoring needs
+it. The tree saves as ``tree.json`` + ``centroids.safetensors`` (no pickle).
 """
 
 from __future__ import annotations
