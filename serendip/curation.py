@@ -338,8 +338,9 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
                  cfg: CurationConfig | None = None,
                  clusters_dir: str | os.PathLike | None = None) -> CurationResult:
     """Read items + interactions from ``data_dir`` and clusters + item_clusters from
-    ``clusters_dir`` (default: ``data_dir``); write examples.parquet, curated_pairs.parquet and
-    curation.json to ``out_dir`` (default: ``data_dir``)."""
+    ``clusters_dir`` (default: ``data_dir`` if it has them, else ``out_dir``); write
+    examples.parquet, curated_pairs.parquet and curation.json to ``out_dir`` (default:
+    ``data_dir``)."""
     import json
 
     from serendip.data.io import atomic_write_bytes, atomic_write_parquet, read_table, write_table
@@ -347,7 +348,10 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     cfg = cfg or CurationConfig()
     out = Path(out_dir or data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cdir = clusters_dir or data_dir
+    if clusters_dir is None:   # `cluster --data raw --out work` then `curate --data raw --out work`
+        has = any((Path(data_dir) / f"clusters.{ext}").exists() for ext in ("parquet", "csv"))
+        clusters_dir = data_dir if has else out
+    cdir = clusters_dir
     items = read_table(data_dir, "items")
     interactions = read_table(data_dir, "interactions", refs={"items": items})
     clusters = read_table(cdir, "clusters")

@@ -179,3 +179,9 @@ def test_curate_cli_end_to_end(synth_dir, tmp_path):
     assert pd.Series(ex.column("target_cluster_id").to_pylist()).value_counts().max() <= 5
     assert all(len(x) == 2 for x in ex.column("images").to_pylist())
     assert main(["curate", "--data", str(tmp_path), "--level", "5"]) == 2
+    # raw data in one directory, the tree and the examples in another
+    work = tmp_path / "work"
+    assert main(["cluster", "--data", str(synth_dir), "--out", str(work), "--branching",
+                 "2/2/3/2", "--set", "embedding.text_encoder=tfidf"]) == 0
+    assert main(["curate", "--data", str(synth_dir), "--out", str(work)]) == 0
+    assert (work / "examples.parquet").exists() and not (synth_dir / "examples.parquet").exists()

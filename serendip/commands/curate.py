@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory with items, interactions, clusters, item_clusters")
     p.add_argument("--out", default=None, help="output directory (default: --data)")
     p.add_argument("--clusters", default=None,
-                   help="directory with clusters/item_clusters (default: --data)")
+                   help="directory with clusters/item_clusters (default: --data if there, else --out)")
     p.add_argument("--level", type=int, default=None, help="l: level at which pairs differ (3)")
     p.add_argument("--delta", type=int, default=None, help="δ: shared ancestor at l-δ (1)")
     p.add_argument("--top-k", type=int, default=None, help="context items per cluster (10)")
