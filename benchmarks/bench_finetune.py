@@ -85,6 +85,23 @@ if method == "full":
         t0 = time.perf_counter()
         pred.predict_prompts(prompts, imgs, **kw)
         res[f"decode_{name}_ms_per_item"] = 1000 * (time.perf_counter() - t0) / len(prompts)
+    # the trie's own cost: the same number of greedy steps with and without the processor
+    from serendip.mllm.data import collate_generate
+    from serendip.mllm.trie import TrieLogitsProcessor
+    batch = [pred.encoder.encode(p, im) for p, im in zip(prompts[:32], imgs[:32])]
+    inputs = collate_generate(batch, pad, [pred.marker] * len(batch))
+    n_new = pred.trie.max_len
+    for name, procs in (("plain", None), ("trie", [TrieLogitsProcessor(
+            pred.trie, inputs["input_ids"].shape[1], pad)])):
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                model.generate(**inputs, max_new_tokens=n_new, min_new_tokens=n_new,
+                               do_sample=False, pad_token_id=pad, eos_token_id=None,
+                               logits_processor=procs)
+            best = min(best, time.perf_counter() - t0)
+        res[f"greedy_{n_new}_tokens_batch32_{name}_ms_per_item"] = 1000 * best / len(batch)
 print(json.dumps(res))
 """
 

@@ -63,7 +63,7 @@ def test_finetune_evaluate_promote(workdir, capsys, monkeypatch):
 
 def test_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["evaluate", "--workdir", str(tmp_path), "--online-sim"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert "no ground truth" in capsys.readouterr().err
     assert cli.main(["finetune", "--workdir", str(tmp_path), "--no-register"]) == 2
     err = capsys.readouterr().err
     assert "is missing" in err and "fix:" in err and "Traceback" not in err

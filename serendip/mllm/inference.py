@@ -299,7 +299,11 @@ def load_model_dir(d: Path, meta: dict | None = None):
 
         base_ref = meta.get("base_model")
         base_path = d / "base" if base_ref == "bundled" else Path(str(base_ref))
-        base, _ = load_base(base_path, with_processor=False)
+        if (base_path / META).exists():          # an earlier serendip model as the base
+            base = load_model_dir(base_path)[0]
+            base = base.merge_and_unload() if _is_peft(base) else base
+        else:
+            base, _ = load_base(base_path, with_processor=False)
         model = PeftModel.from_pretrained(base, d / "adapter", is_trainable=False)
     return model.eval(), processor
 
