@@ -174,3 +174,31 @@ def cli_recommend(server: ServeProcess, item: str, history: list[str], protocol:
                        timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
+
+
+def check_plain_json(url: str, wd: Path, model: str = "recommend") -> None:
+    """A curl-style JSON request gets a JSON answer; a bad one a 400 JSON error."""
+    import urllib.error
+    import urllib.request
+
+    def post(body: dict):
+        req = urllib.request.Request(f"http://{url}/v2/models/{model}/infer",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    item = scored_items(wd)[2]
+    status, ans = post({"inputs": [
+        {"name": "ITEM_ID", "shape": [1, 1], "datatype": "BYTES", "data": [item]},
+        {"name": "K", "shape": [1, 1], "datatype": "INT32", "data": [3]}]})
+    assert status == 200, ans
+    out = {o["name"]: o["data"] for o in ans["outputs"]}
+    assert out["CLUSTER_ID"][0] in cluster_members(wd)
+    assert out["ITEM_IDS"] and set(out["ITEM_IDS"]) <= cluster_members(wd)[out["CLUSTER_ID"][0]]
+    status, ans = post({"inputs": [
+        {"name": "ITEM_ID", "shape": [1, 1], "datatype": "BYTES", "data": ["no-such-item"]}]})
+    assert status == 400 and "ITEM_ID" in ans["error"], ans

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from serving_cases import run_backend_checks
+from serving_cases import check_plain_json, run_backend_checks
 from serving_workdir import served_workdir
 
 from serendip.platform.serving.harness import ServeProcess
@@ -26,6 +26,8 @@ def test_kserve_fallback_serves_good_and_bad_requests(kserve_server, protocol):
     server, wd = kserve_server
     assert "backend kserve; features from table" in server.log_text()
     run_backend_checks(server, wd, protocol)
+    if protocol == "http":
+        check_plain_json(server.http, wd)
 
 
 def _listeners(port: int) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from serving_cases import check_recommend, cli_recommend, run_backend_checks
+from serving_cases import check_plain_json, check_recommend, cli_recommend, run_backend_checks
 from serving_workdir import cluster_members, scored_items, served_workdir, unscored_items
 
 from serendip.platform.serving.harness import ServeProcess, probe
@@ -41,6 +41,12 @@ def test_triton_bls_recommend(triton_server, protocol):
     server, wd = triton_server
     url = server.triton_http if protocol == "http" else server.triton_grpc
     check_recommend(url, protocol, wd)
+
+
+def test_plain_json_requests_get_json_answers(triton_server):
+    server, wd = triton_server
+    check_plain_json(server.http, wd)                  # the KServe transformer
+    check_plain_json(server.triton_http, wd)           # Triton's BLS recommend
 
 
 def test_recommend_cli_returns_items_of_the_returned_cluster(triton_server):

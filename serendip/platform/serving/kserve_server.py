@@ -124,19 +124,33 @@ def request_arrays(spec: ModelSpec, payload) -> dict[str, np.ndarray]:
         raise InvalidInput(str(e)) from None
 
 
+def wants_binary(payload) -> bool:
+    """Binary output tensors for gRPC (JSON-style contents came back empty to gRPC clients)
+    and for REST clients that use the binary extension (tritonclient); plain JSON for a
+    JSON request (curl)."""
+    if getattr(payload, "from_grpc", False):
+        return True
+    if (getattr(payload, "parameters", None) or {}).get("binary_data_output"):
+        return True
+    if any(o.binary_data for o in getattr(payload, "request_outputs", None) or []):
+        return True
+    return any(getattr(i, "_raw_data", None) is not None for i in payload.inputs)
+
+
 def make_response(payload, model_name: str, outputs: Mapping[str, np.ndarray],
                   model_spec: ModelSpec) -> InferResponse:
-    """Outputs → a v2 response (binary tensors: JSON outputs came back empty to gRPC clients;
-    a fresh id when the request had none)."""
+    """Outputs → a v2 response (a fresh id when the request had none: over REST it may be
+    None)."""
     spec = {t.name: t for t in model_spec.outputs}
+    binary = wants_binary(payload)
     outs = []
     for name, a in outputs.items():
         o = InferOutput(name=name, shape=list(a.shape), datatype=spec[name].datatype)
-        o.set_data_from_numpy(np.ascontiguousarray(a), binary_data=True)
+        o.set_data_from_numpy(np.ascontiguousarray(a), binary_data=binary)
         outs.append(o)
     rid = getattr(payload, "id", None) or str(uuid.uuid4())
     return InferResponse(response_id=rid, model_name=model_name, infer_outputs=outs,
-                         use_binary_outputs=True)
+                         use_binary_outputs=binary)
 
 
 def _types(tensors) -> list[dict]:
