@@ -377,7 +377,7 @@ class RetrieverHandler:
             if isinstance(d, SerendipError):
                 results.append(d)
                 continue
-            rows = found[ri]
+            rows = found.get(ri, [])
             results.append({"ITEM_IDS": _bytes_rows([[i for i, _ in r] for r in rows]),
                             "SCORES": pad_rows([[s for _, s in r] for r in rows], np.nan,
                                                np.float32)})
