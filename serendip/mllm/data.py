@@ -7,7 +7,7 @@ EOS — so that the answer's ids are exactly the sequence the trie holds (no BPE
 marker), whatever the tokenizer. Labels mask the prompt (and padding) with -100.
 
 Images are decoded and preprocessed once per media reference and cached; token-level tensors
-are padded (right for training, left for generation), image-level tensors are concatenated.
+are left-padded, image-level tensors are concatenated.
 """
 
 from __future__ import annotations
@@ -101,7 +101,13 @@ def _cat_vision(batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
 
 
 def collate_train(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+target with labels on the target only."""
+    """Left-padded prompt+target with labels on the target only.
+
+    Left padding puts every target at the end of its row, so the loss needs logits for the
+    last ``max target length + 1`` positions only (see ``train._loss``): the output layer
+    then runs on a fraction of the tokens. Rotary positions are relative, so padding side does
+    not change what the model computes for the real tokens.
+    """
     seqs = [e.prompt_ids + e.target_ids for e in batch]
     n = max(len(s) for s in seqs)
     ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
@@ -109,11 +115,12 @@ def collate_train(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tens
     labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
     extra = {k: torch.zeros((len(batch), n), dtype=torch.long) for k in batch[0].extra_token}
     for i, (e, s) in enumerate(zip(batch, seqs)):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-        labels[i, len(e.prompt_ids):len(s)] = torch.tensor(e.target_ids)
+        start = n - len(s)
+        ids[i, start:] = torch.tensor(s)
+        mask[i, start:] = 1
+        labels[i, n - len(e.target_ids):] = torch.tensor(e.target_ids)
         for k, v in e.extra_token.items():
-            extra[k][i, :len(v)] = torch.tensor(v)
+            extra[k][i, start:start + len(v)] = torch.tensor(v)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, **extra,
             **_cat_vision(batch)}
 

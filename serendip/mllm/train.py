@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from serendip.data.io import atomic_write_bytes
 from serendip.errors import ConfigError, SerendipError
-from serendip.mllm.data import Encoded, Encoder, collate_train
+from serendip.mllm.data import IGNORE, Encoded, Encoder, collate_train
 from serendip.mllm.inference import META, ClusterPredictor, load_model_dir, read_meta
 from serendip.mllm.loading import TINY, check_local, load_base, quiet_transformers, tokenizer_of
 from serendip.mllm.tiny import TinyVLMConfig, build_model, build_processor, tokenizer_corpus, train_tokenizer
@@ -320,6 +320,17 @@ def _lr_at(step: int, cfg: FinetuneConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def _loss(model, batch: dict) -> torch.Tensor:
+    """Mean next-token cross-entropy over the target tokens (left-padded batch: the targets
+    end every row, so only the last ``max target length + 1`` logits are computed)."""
+    labels = batch.pop("labels")
+    keep = int((labels != IGNORE).sum(1).max()) + 1
+    logits = model(**batch, logits_to_keep=keep).logits[:, :-1]
+    target = labels[:, labels.shape[1] - keep + 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                             target.reshape(-1), ignore_index=IGNORE)
+
+
 def _batch_indices(step: int, n: int, bs: int, seed: int) -> list[int]:
     """Batch ``step`` of a seeded permutation per epoch (replayable on resume)."""
     out = []
@@ -435,7 +446,7 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
         batch = collate_train([encoded[i] for i in idx], tokenizer.pad_token_id)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        loss = model(**batch).loss
+        loss = _loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
