@@ -89,23 +89,26 @@ class _Coded:
         ids = item_clusters.column("item_id")
         ctx = pc.index_in(interactions.column("context_item_id"), value_set=ids)
         nxt = pc.index_in(interactions.column("next_item_id"), value_set=ids)
-        known = pc.and_(pc.is_valid(ctx), pc.is_valid(nxt))
-        self.n_missing = interactions.num_rows - int(pc.sum(known).as_py() or 0)
+        ctx_np = ctx.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+        nxt_np = nxt.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+        sat = interactions.column("satisfaction").to_numpy().astype(np.float64, copy=False)
+        known = (ctx_np >= 0) & (nxt_np >= 0)
+        self.n_missing = int(len(known) - known.sum())
         if self.n_missing and not drop_unknown:
-            bad = pc.invert(known)
-            c_bad = interactions.column("context_item_id").filter(bad)
-            n_bad = interactions.column("next_item_id").filter(bad)
-            ex = c_bad[0].as_py() if pc.is_null(ctx.filter(bad))[0].as_py() else n_bad[0].as_py()
+            first = int(np.argmin(known))
+            col = "context_item_id" if ctx_np[first] < 0 else "next_item_id"
+            ex = interactions.column(col)[first].as_py()
             raise SchemaError("interactions", "context_item_id/next_item_id",
                               f"{self.n_missing} interaction(s) reference items without clusters "
                               f"(e.g. {ex!r})",
                               "cluster the same items (or assign new items to the tree), or set "
                               "drop_unknown_items=true")
-        self.rows = np.flatnonzero(known.to_numpy(zero_copy_only=False))
-        self.ctx = ctx.filter(known).to_numpy(zero_copy_only=False).astype(np.int64)
-        self.nxt = nxt.filter(known).to_numpy(zero_copy_only=False).astype(np.int64)
-        self.sat = (interactions.column("satisfaction").filter(known)
-                    .to_numpy(zero_copy_only=False).astype(np.float64))
+        if self.n_missing:
+            self.rows = np.flatnonzero(known)
+            ctx_np, nxt_np, sat = ctx_np[known], nxt_np[known], sat[known]
+        else:
+            self.rows = np.arange(len(known))
+        self.ctx, self.nxt, self.sat = ctx_np, nxt_np, sat
         self.item_clusters = item_clusters
         self._levels: dict[int, tuple[np.ndarray, pa.Array]] = {}
 
