@@ -91,8 +91,8 @@ def test_untrained_model_only_answers_valid_descriptions(random_model, strategy)
         assert 0.0 < ps[0].score <= 1.0
     topk = pred.predict(inputs, k=3)
     for ps in topk:
-        assert 1 <= len(ps) <= 3
-        assert len({p.cluster_id for p in ps}) == len(ps)
+        assert len(ps) == 3                          # k distinct beams = k distinct clusters
+        assert len({p.cluster_id for p in ps}) == 3
         assert all(p.description in DESCRIPTIONS for p in ps)
         assert [p.score for p in ps] == sorted((p.score for p in ps), reverse=True)
     if strategy == "cot":

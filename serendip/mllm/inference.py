@@ -186,8 +186,7 @@ class ClusterPredictor:
             preds, seen = [], set()
             reasoning = self._decode_reasoning(suffixes[i]) if cot else None
             for j in range(i * k, (i + 1) * k):
-                row = [t for t in seqs[j].tolist() if t != self.pad_id]
-                idx = self.trie.lookup(row)
+                idx = self.trie.lookup(self._until_eos(seqs[j].tolist()))
                 if idx is None or idx in seen:     # cannot happen for a complete beam
                     continue
                 seen.add(idx)
@@ -195,6 +194,11 @@ class ClusterPredictor:
                                         float(torch.exp(logp[j])), reasoning))
             out.append(preds)
         return out
+
+    def _until_eos(self, row: list[int]) -> list[int]:
+        """Generated ids up to and including the first EOS (beam search pads finished beams
+        with EOS or pad, depending on the version)."""
+        return row[:row.index(self.eos_id) + 1] if self.eos_id in row else row
 
     def _free(self, batch: list[Encoded], k: int, cot: bool) -> list[list[Prediction]]:
         inputs = collate_generate(batch, self.pad_id)
