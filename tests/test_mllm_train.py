@@ -119,3 +119,26 @@ def test_config_and_data_errors(trained, tmp_path):
     with pytest.raises(ConfigError, match="local model directory"):
         finetune(examples, clusters, FinetuneConfig(steps=1, base_model="llava-hf/llava-1.5"),
                  tmp_path / "y", prompt_config=PromptConfig("video", 2), progress=False)
+
+
+def test_any_local_hf_vlm_directory_is_a_lora_base(trained, tmp_path):
+    """A plain save_pretrained directory (model + processor) loads through the Auto classes."""
+    from serendip.mllm.tiny import build_tiny_vlm, tokenizer_corpus
+
+    _, examples, clusters, *_ = trained
+    descs = clusters.column("description").to_pylist()
+    model, processor = build_tiny_vlm(tokenizer_corpus(["a title"], descs),
+                                      TinyVLMConfig(**TEST_TINY))
+    hf_dir = tmp_path / "hf-vlm"
+    model.save_pretrained(hf_dir)
+    processor.save_pretrained(hf_dir)
+    cfg = FinetuneConfig(base_model=str(hf_dir), steps=2, batch_size=4, eval_every=2,
+                         eval_max_examples=4)
+    out = finetune(examples, clusters, cfg, tmp_path / "run",
+                   prompt_config=PromptConfig("video", 2), progress=False)
+    assert out.method == "lora" and out.metrics["match_rate_constrained"] == 1.0
+    meta = read_meta(out.model_dir)
+    assert meta["kind"] == "adapter" and meta["base_model"] == "bundled"
+    assert ClusterPredictor.load(out.model_dir).predict(
+        [{"title": "t", "context_description": "d",
+          "images": split(examples, "test").column("images")[0].as_py()}], k=2)[0]
