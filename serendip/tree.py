@@ -360,9 +360,38 @@ def balance_assignment(cost: np.ndarray, weight: np.ndarray, assign: np.ndarray,
                     loads[a] -= w; loads[lo] += w
                     counts[a] -= 1; counts[lo] += 1
                     moved += 1
+        # (c) chunky items (small nodes): swap one item of the heaviest child for a lighter
+        # one of the lightest child, moving about half their difference
+        if not moved:
+            moved = _swap(cost, weight, assign, loads, hi, lo)
         if not moved:
             break
     return assign
+
+
+def _swap(cost: np.ndarray, weight: np.ndarray, assign: np.ndarray, loads: np.ndarray,
+          hi: int, lo: int, cap: int = 1500) -> bool:
+    """Exchange i (in ``hi``) and j (in ``lo``) with 0 < w_i - w_j < gap, closest to gap/2
+    (ties: cheapest); updates ``assign`` and ``loads`` in place. Returns whether it swapped."""
+    gap = loads[hi] - loads[lo]
+    a, b = np.flatnonzero(assign == hi), np.flatnonzero(assign == lo)
+    if len(a) > cap:
+        a = a[np.argsort(-weight[a], kind="stable")[:cap]]
+    if len(b) > cap:
+        b = b[np.argsort(-weight[b], kind="stable")[:cap]]
+    d = weight[a][:, None] - weight[b][None, :]
+    ok = (d > 0) & (d < gap)
+    if not ok.any():
+        return False
+    extra = (cost[a, lo][:, None] - cost[a, hi][:, None]) + (cost[b, hi][None, :] - cost[b, lo][None, :])
+    score = np.where(ok, np.abs(gap / 2 - d), np.inf)
+    best = np.flatnonzero(score.ravel() <= score.min() * (1 + 1e-9) + 1e-15)
+    pick = best[np.argmin(extra.ravel()[best])]
+    i, j = a[pick // len(b)], b[pick % len(b)]
+    assign[i], assign[j] = lo, hi
+    loads[hi] -= d.ravel()[pick]
+    loads[lo] += d.ravel()[pick]
+    return True
 
 
 def split_node(x: np.ndarray, weight: np.ndarray, k: int, min_count: int, cfg: ClusterConfig,
