@@ -9,6 +9,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.timeout(2400)  # one fixture runs the whole system
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -27,17 +27,20 @@ class DemoSize:
     seeds: tuple[int, ...]
     ablation: bool
     ablation_steps: int
+    finetune_batch: int = 32
+    ablation_batch: int = 16
     coverage: float = 0.8
     pipeline: dict = field(default_factory=dict)
 
 
 SIZES = {
+    # small: the end-to-end test — every stage for real, sized for minutes on 2 cores
     "small": DemoSize(items=600, users=200, interactions=8000, branching=(2, 2, 3, 2),
-                      finetune_steps=150, retriever_epochs=3, n_contexts=150, seeds=(0, 1, 2),
-                      ablation=False, ablation_steps=0),
+                      finetune_steps=120, finetune_batch=8, retriever_epochs=2, n_contexts=100,
+                      seeds=(0, 1), ablation=False, ablation_steps=0),
     "default": DemoSize(items=2000, users=600, interactions=30000, branching=(4, 3, 4, 2),
-                        finetune_steps=600, retriever_epochs=6, n_contexts=400,
-                        seeds=(0, 1, 2, 3, 4), ablation=True, ablation_steps=300),
+                        finetune_steps=400, retriever_epochs=6, n_contexts=300,
+                        seeds=(0, 1, 2, 3, 4), ablation=True, ablation_steps=200),
 }
 
 

@@ -135,7 +135,8 @@ def training(wd: Path, p: DemoSize, seed: int) -> dict:
     params = {
         "branching": "/".join(str(b) for b in p.branching),
         "finetune_settings": {"steps": p.finetune_steps, "seed": seed,
-                              "eval_every": max(25, p.finetune_steps // 6)},
+                              "batch_size": p.finetune_batch,
+                              "eval_every": max(25, p.finetune_steps // 4)},
         "retriever_settings": {"epochs": p.retriever_epochs, "seed": seed},
         **p.pipeline,
     }
@@ -191,7 +192,8 @@ def ablation(wd: Path, p: DemoSize) -> dict:
     from serendip.cli import main
 
     code = main(["evaluate", "--workdir", str(wd), "--ablation", "--steps", str(p.ablation_steps),
-                 "--eval-every", str(max(25, p.ablation_steps // 6)), "--out",
+                 "--eval-every", str(max(25, p.ablation_steps // 4)),
+                 "--set", f"batch_size={p.ablation_batch}", "--out",
                  str(wd / "evaluation" / "ablation"), "--quiet"])
     if code != 0:
         raise RuntimeError(f"ablation failed with exit code {code}")
