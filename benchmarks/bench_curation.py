@@ -91,15 +91,23 @@ def run(quick: bool = False) -> dict:
     gen_s = time.perf_counter() - t0
     cfg = CurationConfig(level=3, delta=1, top_k=10)
 
-    t0 = time.perf_counter()
-    coded = _Coded(inter, ic, drop_unknown=False)
-    stats = pair_stats(coded, cfg.level, cfg.delta)
-    sel = select_diversified(coded, cfg)
-    ours_s = time.perf_counter() - t0
+    def ours():
+        coded = _Coded(inter, ic, drop_unknown=False)
+        return pair_stats(coded, cfg.level, cfg.delta), select_diversified(coded, cfg)
 
-    t0 = time.perf_counter()
-    top, pstats = pandas_selection(inter, ic, cfg.level, cfg.delta, cfg.top_k)
-    pandas_s = time.perf_counter() - t0
+    def best_of(fn, repeats):
+        """Best wall time of ``repeats`` runs (the machine is shared: take the least noisy)."""
+        times, out = [], None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+        return min(times), out
+
+    repeats = 2
+    ours_s, (stats, sel) = best_of(ours, repeats)
+    pandas_s, (top, pstats) = best_of(
+        lambda: pandas_selection(inter, ic, cfg.level, cfg.delta, cfg.top_k), repeats)
 
     same = (sorted(zip(sel.column("context_item_id").to_pylist(),
                        sel.column("target_cluster_id").to_pylist()))
@@ -107,11 +115,10 @@ def run(quick: bool = False) -> dict:
     same_stats = (pstats["serendipitous"][0] == stats["serendipitous"]["pairs"]
                   and pstats["similar"][0] == stats["similar"]["pairs"])
 
-    t0 = time.perf_counter()
-    res = curate(items, inter, clusters, ic, cfg)
-    full_s = time.perf_counter() - t0
+    full_s, res = best_of(lambda: curate(items, inter, clusters, ic, cfg), repeats)
     return {
         "interactions": n_inter, "items": n_items, "level": cfg.level, "delta": cfg.delta,
+        "timing": f"best of {repeats} runs each",
         "data_gen_s": round(gen_s, 2),
         "ours_heavy_part_s": round(ours_s, 2),
         "pandas_heavy_part_s": round(pandas_s, 2),

@@ -111,6 +111,7 @@ class _Coded:
         self.ctx, self.nxt, self.sat = ctx_np, nxt_np, sat
         self.item_clusters = item_clusters
         self._levels: dict[int, tuple[np.ndarray, pa.Array]] = {}
+        self._masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def level(self, lvl: int) -> tuple[np.ndarray, pa.Array]:
         """(cluster code per item row, cluster names) at level ``lvl``."""
@@ -122,6 +123,11 @@ class _Coded:
 
     def classify(self, level: int, delta: int) -> tuple[np.ndarray, np.ndarray]:
         """Boolean masks (similar, serendipitous) over the known interactions."""
+        if (level, delta) not in self._masks:
+            self._masks[(level, delta)] = self._classify(level, delta)
+        return self._masks[(level, delta)]
+
+    def _classify(self, level: int, delta: int) -> tuple[np.ndarray, np.ndarray]:
         code, _ = self.level(level)
         cl, nl = code[self.ctx], code[self.nxt]
         similar = cl == nl
