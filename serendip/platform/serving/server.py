@@ -170,7 +170,8 @@ def serve(cfg: ServeConfig) -> int:
     print(f"  recommend  http://{cfg.host}:{cfg.http_port}/v2/models/recommend/infer  "
           f"grpc {cfg.host}:{cfg.grpc_port}", flush=True)
     if triton is not None:
-        print(f"  triton     http://{triton.http_url}/v2/models/{{mllm,retriever}}/infer  "
+        names = ",".join(versions)
+        print(f"  triton     http://{triton.http_url}/v2/models/{{{names}}}/infer  "
               f"grpc {triton.grpc_url}  metrics http://{cfg.host}:{cfg.triton_metrics_port}"
               "/metrics", flush=True)
     else:
