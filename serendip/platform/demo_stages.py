@@ -220,7 +220,9 @@ def _tree_section(wd: Path) -> tuple[str, dict]:
         c = clusters[clusters.level == level]
         st = tree.get("stats", {}).get(f"level{level}", {})
         row = {"level": level, "clusters": len(c), "items/cluster (median)": float(c["size"].median()),
-               "sibling traffic max/min (worst)": st.get("sibling_max_min_traffic_worst"),
+               "sibling traffic max/min (worst balanceable)":
+                   st.get("balanceable_max_min_traffic_worst"),
+               "share within bound": st.get("within_tol_share"),
                "example description": c.description.iloc[0] if len(c) else ""}
         rows.append(row)
         figures[f"level{level}"] = {**row, **st}
