@@ -19,18 +19,18 @@ def test_thumbnail_ablation_writes_curves_table_and_reuses_runs(synth_dir, tmp_p
 
     def build(prompt):
         built.append(prompt)
-        return truth_examples(synth_dir, prompt, n_items=40)[0]
+        return truth_examples(synth_dir, prompt, n_items=24)[0]
 
     clusters = truth_tables(synth_dir)[1]
-    cfg = AblationConfig(groups=("thumbnail",), steps=6, eval_every=3,
-                         finetune=FinetuneConfig(batch_size=4, eval_max_examples=6,
-                                                 reasoning_tokens=10,
+    cfg = AblationConfig(groups=("thumbnail",), steps=4, eval_every=2,
+                         finetune=FinetuneConfig(batch_size=4, eval_max_examples=4,
+                                                 reasoning_tokens=8,
                                                  tiny=TinyVLMConfig(**TEST_TINY)))
     out = run_ablation(build, clusters, cfg, tmp_path, progress=False)
     assert [p.use_thumbnail for p in built] == [True, False]
     assert set(out["results"]) == {"cot-thumbnail", "cot-1f"}
     for res in out["results"].values():
-        assert [h["step"] for h in res["history"]] == [3, 6]
+        assert [h["step"] for h in res["history"]] == [2, 4]
         assert res["summary"]["final_match_rate_constrained"] == 1.0
     png = tmp_path / "thumbnail.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
