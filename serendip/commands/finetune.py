@@ -100,7 +100,9 @@ def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike |
     out = Path(out_dir) if out_dir else inp.workdir / "mllm" / name
     summary: dict = {"run_name": name, "model_dir": str(out), "strategy": prompt.strategy,
                      "n_frames": prompt.n_frames, "use_thumbnail": prompt.use_thumbnail}
-    base_scores = baselines(examples, inp.item_clusters, inp.clusters, inp.level, inp.delta)
+    has_test = _count(examples, "test") > 0
+    base_scores = (baselines(examples, inp.item_clusters, inp.clusters, inp.level, inp.delta)
+                   if has_test else {})
 
     def train(on_eval=None):
         return finetune(examples, inp.clusters, cfg, out, prompt_config=prompt, items=inp.items,
@@ -131,7 +133,7 @@ def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike |
         if promote:
             res = registry.promote(registry.MLLM, version, workdir=inp.workdir)
             summary.update(promoted=res.promoted, promotion=res.message)
-    best = max(b["recall"] for b in base_scores.values())
+    best = max((b["recall"] for b in base_scores.values()), default=0.0)
     summary.update(metrics=result.metrics, baselines=base_scores, method=result.method,
                    trainable_params=result.trainable_params, total_params=result.total_params,
                    seconds=result.seconds,
