@@ -55,8 +55,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def load_config(cls: type[T], path: str | Path | None = None,
-                overrides: dict[str, Any] | None = None) -> T:
+def read_settings(path: str | Path | None, overrides: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """A YAML mapping (optional) updated with overrides — before any dataclass sees it."""
     data: dict[str, Any] = {}
     if path:
         p = Path(path)
@@ -69,7 +70,12 @@ def load_config(cls: type[T], path: str | Path | None = None,
                               fix="write the config as key: value pairs")
         data.update(loaded)
     data.update(overrides or {})
-    return from_dict(cls, data)
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> T:
+    return from_dict(cls, read_settings(path, overrides))
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:

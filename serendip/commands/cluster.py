@@ -27,25 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_settings(path: str | None, overrides: list[str]) -> dict:
     """A YAML mapping (optional) updated with ``key=value`` overrides."""
-    from pathlib import Path
-
-    import yaml
-
     from serendip.config import parse_overrides
-    from serendip.errors import ConfigError
+    from serendip.config import read_settings as read
 
-    data: dict = {}
-    if path:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist", field="--config",
-                              fix="pass an existing YAML file")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} is not a mapping", field="--config",
-                              fix="write the config as key: value pairs")
-    data.update(parse_overrides(overrides))
-    return data
+    return read(path, parse_overrides(overrides))
 
 
 def run(args: argparse.Namespace) -> int:
