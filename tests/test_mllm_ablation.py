@@ -47,8 +47,8 @@ def test_thumbnail_ablation_writes_curves_table_and_reuses_runs(synth_dir, tmp_p
 
 def test_verdicts_use_a_noise_band():
     def res(best, n=100, auc=0.9, first=50):
-        return {"summary": {"best_recall": best, "n": n, "auc_match_rate": auc,
-                            "steps_to_match_rate": first}}
+        return {"summary": {"best_recall": best, "late_recall": best, "n": n,
+                            "auc_match_rate": auc, "steps_to_match_rate": first}}
 
     v = paper_verdicts({"video": res(0.6), "text": res(0.2), "multimodal": res(0.58),
                         "cot": res(0.62, auc=0.95)})
