@@ -40,6 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    threads = os.environ.get("SERENDIP_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     if args.online_sim:
         return _online_sim(args)
     if args.ablation:
