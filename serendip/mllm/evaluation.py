@@ -111,8 +111,11 @@ def offline_report(predictor, examples: pa.Table, item_clusters: pa.Table | None
     if test.num_rows == 0:
         raise SerendipError("no held-out examples (split == 'test')", field="examples",
                             fix="curate with test_fraction > 0")
-    if max_examples:
-        test = test.slice(0, max_examples)
+    if max_examples and test.num_rows > max_examples:       # evenly spaced, not the head
+        import numpy as np
+
+        idx = np.unique(np.linspace(0, test.num_rows - 1, max_examples).astype(np.int64))
+        test = test.take(pa.array(idx))
     out: dict = {"model_version": predictor.model_version, "level": predictor.level,
                  "strategy": predictor.prompt_config.strategy}
     out.update(evaluate_predictor(predictor, test))

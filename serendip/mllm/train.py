@@ -297,8 +297,9 @@ def evaluate_predictor(predictor: ClusterPredictor, examples: pa.Table,
     """Held-out match rate and recall, unconstrained and with the trie (k=1)."""
     from serendip.metrics import match_rate, recall
 
-    if max_examples and examples.num_rows > max_examples:
-        examples = examples.slice(0, max_examples)
+    if max_examples and examples.num_rows > max_examples:   # evenly spaced, not the head
+        idx = np.unique(np.linspace(0, examples.num_rows - 1, max_examples).astype(np.int64))
+        examples = examples.take(pa.array(idx))
     prompts = examples.column("prompt").to_pylist()
     images = [x or [] for x in examples.column("images").to_pylist()]
     labels = examples.column("target_description").to_pylist()
