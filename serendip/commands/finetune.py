@@ -86,8 +86,22 @@ def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike |
                    register: bool = True, promote: bool = False, resume: bool = True,
                    progress: bool = True) -> dict:
     """Fine-tune on a work directory (or KFP's separate artifacts), log + register; returns a
-    JSON-able summary (model dir, metrics, baselines, registered version)."""
+    JSON-able summary (model dir, metrics, baselines, registered version).
+
+    With ``cfg.nproc`` > 1 (or 0 on a node with several GPUs) the work runs in that many
+    torchrun workers (data parallel, see serendip.mllm.distributed); rank 0 registers."""
     from serendip.config import to_dict
+    from serendip.mllm.distributed import in_launched_worker, launch, resolve_nproc
+
+    nproc = resolve_nproc(cfg.nproc, cfg.device)
+    if nproc > 1 and not in_launched_worker():
+        spec = {"workdir": str(workdir), "settings": {**to_dict(cfg), "nproc": nproc},
+                "out_dir": out_dir, "tree_dir": tree_dir, "examples_dir": examples_dir,
+                "run_name": run_name, "register": register, "promote": promote,
+                "resume": resume, "progress": progress}
+        return launch("serendip.commands.finetune:stage_worker", spec, nproc)
+    if int(os.environ.get("RANK", "0")) != 0:        # a torchrun worker other than rank 0
+        register = promote = False
     from serendip.mllm.evaluation import baselines, plot_history
     from serendip.mllm.train import finetune
     from serendip.mllm.workdir import load_inputs, rebuild_examples
@@ -140,6 +154,15 @@ def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike |
                    lift_over_best_baseline=(result.metrics.get("recall_constrained", 0) / best
                                             if best else None))
     return summary
+
+
+def stage_worker(spec: dict) -> dict:
+    """torchrun entry: rebuild the config from plain data and run this rank's share."""
+    cfg = finetune_config(settings=spec.pop("settings"))
+    paths = {k: (Path(v) if v else None) for k, v in spec.items()
+             if k in ("out_dir", "tree_dir", "examples_dir")}
+    rest = {k: v for k, v in spec.items() if k not in paths and k != "workdir"}
+    return finetune_stage(spec["workdir"], cfg, **paths, **rest)
 
 
 def run(args: argparse.Namespace) -> int:

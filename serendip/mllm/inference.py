@@ -34,6 +34,7 @@ import torch
 from serendip.data.io import atomic_write_bytes
 from serendip.errors import ConfigError, SerendipError
 from serendip.mllm.data import Encoded, Encoder, collate_generate, left_pad, marker_ids
+from serendip.mllm.distributed import pick_device, to_device
 from serendip.mllm.loading import load_base, quiet_transformers, tokenizer_of
 from serendip.mllm.trie import ReasoningProcessor, TrieLogitsProcessor, candidate_trie
 from serendip.prompts import PromptConfig, build_prompt, parse_answer, select_images
@@ -142,7 +143,7 @@ class ClusterPredictor:
         gen_kwargs = dict(do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
                           return_dict_in_generate=True)
         gen_kwargs.update(kwargs)
-        return self.model.generate(**inputs, **gen_kwargs)
+        return self.model.generate(**to_device(inputs, self.model.device), **gen_kwargs)
 
     def _reason(self, batch: list[Encoded], constrained: bool) -> list[list[int]]:
         """Chain of thought, phase 1: reasoning ids up to and including the marker, per row."""
@@ -264,8 +265,10 @@ class ClusterPredictor:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, model_version: str | None = None,
-             base_dir: str | None = None, batch_size: int | None = None) -> ClusterPredictor:
-        """Load a directory written by :meth:`save` (local files only, exact round trip)."""
+             base_dir: str | None = None, batch_size: int | None = None,
+             device: str = "auto") -> ClusterPredictor:
+        """Load a directory written by :meth:`save` (local files only, exact round trip) onto
+        ``device`` (``auto``: a GPU when one is visible)."""
         quiet_transformers()
         d = Path(model_dir)
         meta_path = d / META
@@ -277,6 +280,7 @@ class ClusterPredictor:
             raise ConfigError(f"model format {meta.get('format_version')} is not supported",
                               field="model_dir", fix="re-run serendip finetune")
         model, processor = load_model_dir(d, meta)
+        model.to(pick_device(device))
         cand = meta["candidates"]
         return cls(model, processor, [c["cluster_id"] for c in cand],
                    [c["description"] for c in cand], PromptConfig(**meta["prompt_config"]),
@@ -328,7 +332,7 @@ def _weights_hash(d: Path) -> str:
 def _greedy_logprob(logits: Sequence[torch.Tensor], seqs: torch.Tensor, pad_id: int
                     ) -> torch.Tensor:
     """Sum of log p(token) over generated tokens (raw logits, so unrenormalised), pads ignored."""
-    total = torch.zeros(seqs.shape[0])
+    total = torch.zeros(seqs.shape[0], device=seqs.device)
     for t, step_logits in enumerate(logits):
         if t >= seqs.shape[1]:
             break

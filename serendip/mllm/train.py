@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from serendip.data.io import atomic_write_bytes
 from serendip.errors import ConfigError, SerendipError
 from serendip.mllm.data import IGNORE, Encoded, Encoder, collate_train
+from serendip.mllm.distributed import check_device, resolve_nproc, setup, teardown, to_device, wrap
 from serendip.mllm.inference import META, ClusterPredictor, load_model_dir, read_meta
 from serendip.mllm.loading import TINY, check_local, load_base, quiet_transformers, tokenizer_of
 from serendip.mllm.tiny import TinyVLMConfig, build_model, build_processor, tokenizer_corpus, train_tokenizer
@@ -82,6 +83,8 @@ class FinetuneConfig:
     keep_checkpoints: int = 2
     reasoning_tokens: int = 24      # CoT: free tokens before the answer marker is forced
     seed: int = 0
+    device: str = "auto"            # auto (cuda when visible) | cpu | cuda
+    nproc: int = 0                  # data-parallel processes; 0 = one per visible GPU (>1: torchrun)
     tiny: TinyVLMConfig = field(default_factory=TinyVLMConfig)
 
     def check(self) -> None:
@@ -93,6 +96,8 @@ class FinetuneConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr}", field="lr", fix="use a positive learning rate")
+        check_device(self.device)
+        resolve_nproc(self.nproc, self.device)
         if self.prompt is not None:
             self.prompt.check()
 
@@ -286,7 +291,7 @@ def _config_key(cfg: FinetuneConfig) -> dict:
     """Settings that must not change across a resume (cadence and length may)."""
     d = asdict(cfg)
     for k in ("steps", "eval_every", "eval_max_examples", "eval_batch_size", "save_every",
-              "keep_checkpoints"):
+              "keep_checkpoints", "device", "nproc"):
         d.pop(k)
     return json.loads(json.dumps(d, default=str))
 
@@ -379,9 +384,14 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
         raise SerendipError("no training examples (split == 'train')", field="examples",
                             fix="curate with a test_fraction below 1")
 
+    ctx = setup(cfg.device)
+    if cfg.batch_size < ctx.world:
+        raise ConfigError(f"batch_size={cfg.batch_size} is smaller than the {ctx.world} "
+                          "processes", field="batch_size",
+                          fix=f"use batch_size >= {ctx.world} (it is the global batch)")
     out = Path(out_dir)
     work = out.parent / f".{out.name}.work"
-    if not resume:
+    if not resume and ctx.is_main:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -389,16 +399,22 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
     titles = items.column("title").to_pylist() if items is not None else []
     corpus = tokenizer_corpus(titles + examples.column("prompt").to_pylist(),
                               descriptions + example_targets(examples, prompt))
-    model, processor = _resolve_base(cfg, corpus, work, resume)
+    # Rank 0 trains the tiny tokenizer and writes the snapshots; the others then read them.
+    if not ctx.is_main:
+        ctx.barrier()
+    model, processor = _resolve_base(cfg, corpus, work, resume or not ctx.is_main)
     method = cfg.resolved_method()
     base_snapshot = None
     if method == "lora":
         size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         if cfg.base_model == TINY or size_mb <= 200:
             base_snapshot = work / "base"
-            if not (resume and (base_snapshot / "config.json").exists()):
+            if ctx.is_main and not (resume and (base_snapshot / "config.json").exists()):
                 _save_dir(model, base_snapshot)
         model = _apply_lora(model, cfg)
+    if ctx.is_main:
+        ctx.barrier()
+    model.to(ctx.device)
     model.train()
     tokenizer = tokenizer_of(processor)
     image_size = cfg.tiny.image_size if cfg.base_model == TINY else None
@@ -422,6 +438,9 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
             raise ConfigError(f"{work} holds a run with another config", field="resume",
                               fix="use a new run name or resume=false (--no-resume)")
         start, history = state["step"], state["history"]
+    # DDP averages gradients across ranks; every rank takes its slice of the same global batch.
+    # find_unused: LLaVA-style models read a middle vision layer, so the last one gets no grad.
+    step_model = wrap(model, ctx, find_unused=True)
 
     def make_predictor():
         return ClusterPredictor(model, processor, cluster_ids, descriptions, prompt, level,
@@ -440,41 +459,60 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
             on_eval(step, row)
         return row
 
-    bar = tqdm(range(start, cfg.steps), desc=f"finetune ({method})", disable=not progress,
-               initial=start, total=cfg.steps)
+    where = f", {ctx.world} processes" if ctx.distributed else ""
+    bar = tqdm(range(start, cfg.steps), desc=f"finetune ({method}{where})",
+               disable=not progress or not ctx.is_main, initial=start, total=cfg.steps)
     for step in bar:
-        idx = _batch_indices(step, len(encoded), cfg.batch_size, cfg.seed)
-        batch = collate_train([encoded[i] for i in idx], tokenizer.pad_token_id)
+        every = _batch_indices(step, len(encoded), cfg.batch_size, cfg.seed)
+        idx = ctx.shard(every)
+        batch = to_device(collate_train([encoded[i] for i in idx], tokenizer.pad_token_id),
+                          ctx.device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        loss = _loss(model, batch)
+        loss = _loss(step_model, batch)
+        loss_value = float(loss.detach())
+        if ctx.distributed:
+            # DDP averages rank gradients; weighting each rank's token mean by its share of the
+            # global batch's target tokens makes that average the one-process gradient exactly.
+            tokens = [len(encoded[i].target_ids) for i in every]
+            loss = loss * (ctx.world * sum(len(encoded[i].target_ids) for i in idx) / sum(tokens))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        loss_value = float(loss.detach())
         loss_sum += loss_value
         loss_n += 1
         bar.set_postfix(loss=f"{loss_value:.3f}")
         done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.steps:
+        if (done % cfg.eval_every == 0 or done == cfg.steps) and ctx.is_main:
             evaluate(done)
             loss_sum, loss_n = 0.0, 0
-        if done % cfg.save_every == 0 or done == cfg.steps:
+        if (done % cfg.save_every == 0 or done == cfg.steps) and ctx.is_main:
             _save_checkpoint(work, done, model, opt,
                              {"step": done, "history": history, "config": _config_key(cfg)},
                              cfg.keep_checkpoints)
+        if done % cfg.eval_every == 0 or done % cfg.save_every == 0:
+            ctx.barrier()
     bar.close()
+    if not ctx.is_main:              # rank 0 saves, registers and reports
+        ctx.barrier()
+        teardown(ctx)
+        return FinetuneResult(out, {}, [], n_train, n_total, method,
+                              round(time.perf_counter() - t0, 2))
     if not history or history[-1]["step"] != cfg.steps:
         evaluate(cfg.steps)
 
     predictor = make_predictor()
     final = {k: v for k, v in history[-1].items() if k != "elapsed_s"}
     meta = {"base_model": cfg.base_model, "method": method, "config": to_jsonable(cfg),
-            "metrics": final, "trainable_params": n_train, "total_params": n_total}
+            "metrics": final, "trainable_params": n_train, "total_params": n_total,
+            "world_size": ctx.world, "device": ctx.device.type}
+    model.to("cpu")                  # saved and served device-independent
     predictor.save(out, meta, base_src=base_snapshot)
     atomic_write_bytes(out / "history.json", json.dumps(history, indent=2).encode())
+    ctx.barrier()
+    teardown(ctx)
     return FinetuneResult(out, final, history, n_train, n_total, method,
                           round(time.perf_counter() - t0, 2))
 

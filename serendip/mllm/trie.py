@@ -124,7 +124,7 @@ class TrieLogitsProcessor(LogitsProcessor):
             allowed = node.allowed() if node is not None and node.children else self.fallback
             rows.append(torch.full((len(allowed),), r, dtype=torch.long))
             cols.append(allowed)
-        ri, ci = torch.cat(rows), torch.cat(cols)
+        ri, ci = torch.cat(rows).to(scores.device), torch.cat(cols).to(scores.device)
         out = torch.full_like(scores, float("-inf"))
         out[ri, ci] = scores[ri, ci]
         return out
