@@ -3,7 +3,8 @@ train retriever → export the Triton repository of the champions.
 
 Every knob of every stage is a pipeline parameter; the ``*_settings`` dicts carry the long
 tail (any field of ClusterConfig, CurationConfig, FinetuneConfig, RetrieverConfig).
-Fine-tuning requests a GPU on Kubernetes (ignored by ``kfp.local``).
+Fine-tuning requests ``gpus`` GPUs on Kubernetes (ignored by ``kfp.local``); with more than
+one it trains data-parallel under torchrun, one process per GPU (serendip.mllm.distributed).
 """
 
 from typing import NamedTuple
