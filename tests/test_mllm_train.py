@@ -142,3 +142,16 @@ def test_any_local_hf_vlm_directory_is_a_lora_base(trained, tmp_path):
     assert ClusterPredictor.load(out.model_dir).predict(
         [{"title": "t", "context_description": "d",
           "images": split(examples, "test").column("images")[0].as_py()}], k=2)[0]
+
+
+def test_batched_encoding_equals_one_by_one(trained):
+    res, examples, *_ = trained
+    encoder = ClusterPredictor.load(res.model_dir).encoder
+    test = split(examples, "test")
+    images = test.column("images").to_pylist()[:5]
+    prompts = [p + " more" * i for i, p in enumerate(test.column("prompt").to_pylist()[:5])]
+    for many, p, im in zip(encoder.encode_batch(prompts, images), prompts, images):
+        one = encoder.encode(p, im)
+        assert many.prompt_ids == one.prompt_ids and many.extra_token == one.extra_token
+        assert many.vision.keys() == one.vision.keys()
+        assert all(torch.equal(many.vision[k], one.vision[k]) for k in one.vision)

@@ -95,6 +95,38 @@ class Encoder:
         return enc
 
 
+    def encode_batch(self, prompts: Sequence[str], images: Sequence[Sequence]) -> list[Encoded]:
+        """:meth:`encode` for many prompts with one processor call (the per-call overhead of
+        a processor is larger than the tiny model's forward pass). Same output as one call
+        per prompt; falls back to that when the processor's image tensors are not one row per
+        image (e.g. Qwen2-VL's concatenated patches)."""
+        imgs = [[self._image(r) for r in row] for row in images]
+        counts = [len(row) for row in imgs]
+        if len(prompts) < 2 or len(set(counts)) != 1:
+            return [self.encode(p, im) for p, im in zip(prompts, imgs)]
+        texts = [format_prompt(self.processor, p, n) for p, n in zip(prompts, counts)]
+        kwargs = {"images": [im for row in imgs for im in row]} if counts[0] else {}
+        try:
+            out = self.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
+        except ValueError:                      # e.g. a tokenizer without a pad token
+            return [self.encode(p, im) for p, im in zip(prompts, imgs)]
+        vision = {k: v for k, v in out.items()
+                  if k not in TOKEN_KEYS and isinstance(v, torch.Tensor)}
+        if any(v.shape[0] != sum(counts) for v in vision.values()):
+            return [self.encode(p, im) for p, im in zip(prompts, imgs)]
+        keep = out["attention_mask"].bool()
+        encoded = []
+        for i in range(len(prompts)):
+            enc = Encoded(prompt_ids=out["input_ids"][i][keep[i]].tolist())
+            for key in TOKEN_KEYS:
+                if key in out and key not in ("input_ids", "attention_mask"):
+                    enc.extra_token[key] = out[key][i][keep[i]].tolist()
+            n = counts[0]
+            enc.vision = {k: v[i * n:(i + 1) * n] for k, v in vision.items()}
+            encoded.append(enc)
+        return encoded
+
+
 def _cat_vision(batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
     keys = batch[0].vision.keys()
     return {k: torch.cat([e.vision[k] for e in batch], dim=0) for k in keys}

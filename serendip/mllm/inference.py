@@ -115,9 +115,8 @@ class ClusterPredictor:
         out: list[list[Prediction]] = []
         with torch.inference_mode():
             for s in range(0, len(prompts), self.batch_size):
-                batch = [self.encoder.encode(p, im)
-                         for p, im in zip(prompts[s:s + self.batch_size],
-                                          images[s:s + self.batch_size])]
+                batch = self.encoder.encode_batch(prompts[s:s + self.batch_size],
+                                                  images[s:s + self.batch_size])
                 out.extend(self._predict_batch(batch, k, constrained))
         return out
 
