@@ -46,7 +46,8 @@ SIZES = {
                       pipeline={"cluster_settings": {"traffic_power": 0.5}, "delta": 2}),
     "default": DemoSize(items=2000, users=600, interactions=30000, branching=(4, 3, 4, 2),
                         finetune_steps=400, retriever_epochs=6, n_contexts=300,
-                        seeds=(0, 1, 2, 3, 4), ablation=True, ablation_steps=200,
+                        seeds=(0, 1, 2, 3, 4), ablation=True, ablation_steps=240,
+                        ablation_batch=32,
                         pipeline={"cluster_settings": {"traffic_power": 0.5}, "delta": 2}),
 }
 
@@ -67,6 +68,11 @@ def _env(workdir: Path) -> dict[str, str]:
     return env
 
 
+def _fields(preset: DemoSize, *names: str) -> dict:
+    d = asdict(preset)
+    return {n: d[n] for n in names}
+
+
 def run_demo(workdir: str | os.PathLike, size: str = "default", seed: int = 0) -> Path:
     from serendip.steps import Steps
 
@@ -78,12 +84,16 @@ def run_demo(workdir: str | os.PathLike, size: str = "default", seed: int = 0) -
     info: dict = {"size": size, "preset": asdict(preset)}
     from serendip.platform import demo_stages as st
 
-    info["synth"] = steps.run("synth", lambda: st.synth(wd, preset, seed),
-                              config={"preset": asdict(preset), "seed": seed},
+    # Each step is keyed on the settings it reads, so changing e.g. the ablation budget
+    # re-runs only the ablation.
+    synth_key = {**_fields(preset, "items", "users", "interactions", "branching"), "seed": seed}
+    train_key = {**synth_key, **_fields(preset, "finetune_steps", "finetune_batch",
+                                        "retriever_epochs", "pipeline")}
+    info["synth"] = steps.run("synth", lambda: st.synth(wd, preset, seed), config=synth_key,
                               outputs=[wd / "items.parquet", wd / "interactions.parquet"])
     data = [wd / "items.parquet", wd / "interactions.parquet"]
     info["training"] = steps.run("training-pipeline", lambda: st.training(wd, preset, seed),
-                                 config={"preset": asdict(preset), "seed": seed}, inputs=data,
+                                 config=train_key, inputs=data,
                                  outputs=[wd / "clusters.parquet", wd / "examples.parquet",
                                           wd / "retriever"])
     info["scoring"] = steps.run("scoring-pipeline", lambda: st.scoring(wd, preset),
@@ -91,12 +101,14 @@ def run_demo(workdir: str | os.PathLike, size: str = "default", seed: int = 0) -
                                 inputs=data, outputs=[wd / "item_serendipity.parquet"])
     info["serving"] = st.serve_and_recommend(wd, _env(wd))
     info["online_sim"] = steps.run("online-sim", lambda: st.online_sim(wd, preset),
-                                   config={"preset": asdict(preset), "training": info["training"]},
+                                   config={**_fields(preset, "n_contexts", "seeds"),
+                                           "training": info["training"]},
                                    inputs=[wd / "item_serendipity.parquet"],
                                    outputs=[wd / "evaluation" / "online_sim.json"])
     if preset.ablation:
         info["ablation"] = steps.run("ablation", lambda: st.ablation(wd, preset),
-                                     config={"preset": asdict(preset)},
+                                     config={**_fields(preset, "ablation_steps",
+                                                       "ablation_batch"), "training": train_key},
                                      inputs=[wd / "examples.parquet"],
                                      outputs=[wd / "evaluation" / "ablation.json"])
     info["timings_s"] = {k: round(v, 1) for k, v in steps.timings.items()}

@@ -282,7 +282,11 @@ def write_report(wd: Path, info: dict) -> Path:
     table = wd / "evaluation" / "ablation" / "table.md"
     if table.exists():
         plots = sorted((wd / "evaluation" / "ablation").glob("*.png"))
-        rep.add("Ablations (paper Figs. 3–5)", table.read_text() + "\n\n" + "\n".join(
+        body = table.read_text()
+        if body.startswith("# "):                  # the runner's own title, as a caption
+            title, _, body = body.partition("\n")
+            body = f"*{title[2:].strip()}*\n{body}"
+        rep.add("Ablations (paper Figs. 3–5)", body + "\n\n" + "\n".join(
             f"![{p.stem}]({p.relative_to(wd)})" for p in plots),
             _read_json(wd / "evaluation" / "ablation.json").get("verdicts"))
     rep.add("Run", markdown_table([{"step": k, "seconds": v}
