@@ -112,13 +112,17 @@ class ClusterPredictor:
         if len(prompts) != len(images):
             raise SerendipError("prompts and images differ in length", field="images",
                                 fix="give one image list per prompt")
-        out: list[list[Prediction]] = []
+        # Batches of similar length (by prompt text) waste little compute on left padding.
+        order = sorted(range(len(prompts)), key=lambda i: (len(images[i]), len(prompts[i])))
+        out: list[list[Prediction] | None] = [None] * len(prompts)
         with torch.inference_mode():
-            for s in range(0, len(prompts), self.batch_size):
-                batch = self.encoder.encode_batch(prompts[s:s + self.batch_size],
-                                                  images[s:s + self.batch_size])
-                out.extend(self._predict_batch(batch, k, constrained))
-        return out
+            for s in range(0, len(order), self.batch_size):
+                rows = order[s:s + self.batch_size]
+                batch = self.encoder.encode_batch([prompts[i] for i in rows],
+                                                  [images[i] for i in rows])
+                for i, preds in zip(rows, self._predict_batch(batch, k, constrained)):
+                    out[i] = preds
+        return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ decoding
     def _images_for(self, x: dict, i: int) -> list:
