@@ -18,7 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML file with FinetuneConfig fields")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a FinetuneConfig field (repeatable), e.g. --set steps=500 "
-                        "--set prompt.strategy=video --set tiny.text_hidden=192")
+                        "--set prompt.strategy=video --set tiny.text_hidden=192; "
+                        "--set nproc=4 trains data-parallel in 4 torchrun processes "
+                        "(default: one per visible GPU)")
     p.add_argument("--run-name", default=None,
                    help="output folder <workdir>/mllm/<run-name>; re-running the same name "
                         "resumes from its last checkpoint (default: derived from the config)")
