@@ -70,3 +70,30 @@ def test_unknown_pipeline_parameter_is_a_clear_error(tmp_path, capsys):
     code = main(["pipeline", "run", "training", "--workdir", str(tmp_path), "--set", "stepz=3"])
     assert code == 2
     assert "unknown parameter(s) ['stepz']" in capsys.readouterr().err
+
+
+def test_task_log_keeps_everything_and_echoes_one_line_per_task(tmp_path):
+    import io
+
+    from serendip.platform.pipelines import _TaskLog
+
+    echo = io.StringIO()
+    with open(tmp_path / "run.log", "w") as log:
+        stream = _TaskLog(log, echo)
+        stream.write("12:00:00.000 - INFO - Executing task \x1b[96m'cluster'\x1b[0m\n    {\"big\": ")
+        stream.write("\"executor json\"}\n12:00:01.000 - INFO - Task \x1b[96m'cluster'\x1b[0m "
+                     "finished with status \x1b[92mSUCCESS\x1b[0m\n")
+    lines = echo.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].split()[:2] == ["cluster", "success"]
+    assert "executor json" in (tmp_path / "run.log").read_text()
+
+
+def test_failed_local_run_names_its_log(tmp_path, capsys):
+    """No items in the work directory: the first task fails, the error points at the log and
+    the terminal shows the log's tail (the component's own error), not kfp.local's JSON."""
+    code = main(["pipeline", "run", "training", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    log = tmp_path / "logs" / "pipeline-training.log"
+    assert code == 2 and log.exists()
+    assert f"read {log}" in err and "last lines of" in err
+    assert "Its error: items: not found" in err and "\x1b[" not in err.splitlines()[-1]

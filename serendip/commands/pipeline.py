@@ -20,6 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory or object-store URI with items/interactions (default: workdir)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="pipeline parameter override (repeatable)")
+    r.add_argument("--log", default=None, metavar="FILE",
+                   help="local runs: write the runner's and components' output to FILE and "
+                        "print one line per task (default: <workdir>/logs/pipeline-<name>.log)")
+    r.add_argument("--verbose", action="store_true",
+                   help="local runs: stream everything kfp.local prints instead")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +40,13 @@ def run(args: argparse.Namespace) -> int:
         run_id = kfp_adapter.submit(args.name, args.host, args.experiment, args.data_uri, params)
         print(f"submitted {args.name} to {args.host}: run {run_id}")
         return 0
-    outputs = kfp_adapter.run_local(args.name, args.workdir, args.data_uri, params)
+    from pathlib import Path
+
+    log = None if args.verbose else Path(args.log or Path(args.workdir) / "logs"
+                                         / f"pipeline-{args.name}.log")
+    if log is not None:
+        print(f"running {args.name} with kfp.local (full log: {log})")
+    outputs = kfp_adapter.run_local(args.name, args.workdir, args.data_uri, params, log_path=log)
     for key, value in outputs.items():
         print(f"{key}: {value}")
     return 0

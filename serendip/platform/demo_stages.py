@@ -128,6 +128,12 @@ def _level_delta(wd: Path) -> tuple[int, int]:
     return int(cur.get("level", 3)), int(cur.get("delta", 1))
 
 
+def _pipeline_log(wd: Path, name: str) -> Path:
+    log = wd / "logs" / f"{name}-pipeline.log"
+    print(f"  kfp.local, one line per task; full log: {log}", flush=True)
+    return log
+
+
 def training(wd: Path, p: DemoSize, seed: int) -> dict:
     """The training pipeline via kfp.local, then its artifacts published into ``wd``."""
     from serendip.platform.pipelines import run_local
@@ -140,7 +146,7 @@ def training(wd: Path, p: DemoSize, seed: int) -> dict:
         "retriever_settings": {"epochs": p.retriever_epochs, "seed": seed},
         **p.pipeline,
     }
-    out = run_local("training", wd, None, params)
+    out = run_local("training", wd, None, params, log_path=_pipeline_log(wd, "training"))
     published = {}
     for key in ("tree", "examples"):
         published[key] = _publish(out[key], wd)
@@ -178,7 +184,8 @@ def scoring(wd: Path, p: DemoSize) -> dict:
 
     out = run_local("scoring", wd, None, {"tree_uri": str(wd), "coverage": p.coverage,
                                           "state_dir": str(wd / "scoring-state"),
-                                          "feature_root": str(wd), "num_shards": 2})
+                                          "feature_root": str(wd), "num_shards": 2},
+                    log_path=_pipeline_log(wd, "scoring"))
     _publish(out["scores"], wd)
     import pyarrow.parquet as pq
 
@@ -194,7 +201,7 @@ def ablation(wd: Path, p: DemoSize) -> dict:
     code = main(["evaluate", "--workdir", str(wd), "--ablation", "--steps", str(p.ablation_steps),
                  "--eval-every", str(max(25, p.ablation_steps // 4)),
                  "--set", f"batch_size={p.ablation_batch}", "--out",
-                 str(wd / "evaluation" / "ablation"), "--quiet"])
+                 str(wd / "evaluation" / "ablation")])
     if code != 0:
         raise RuntimeError(f"ablation failed with exit code {code}")
     summary_path = wd / "evaluation" / "ablation" / "results.json"

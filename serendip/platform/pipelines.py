@@ -7,10 +7,15 @@ project image. Everything a local run makes lives under its work directory.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import os
+import re
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from serendip.errors import SerendipError
 
@@ -58,26 +63,96 @@ def local_defaults(workdir: Path, data_uri: str | None) -> dict[str, Any]:
                                          f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}")}
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_START = re.compile(r"Executing task '([^']+)'")
+_TASK_END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+class _TaskLog(io.TextIOBase):
+    """A stream for everything kfp.local prints (executor JSON, warnings, every component's
+    own log): all of it goes to the log file, one line per finished task to ``echo``."""
+
+    def __init__(self, log: TextIO, echo: TextIO):
+        self.log, self.echo, self._buf = log, echo, ""
+        self._started: dict[str, list[float]] = {}
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.log.write(s)
+        self._buf += s
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            plain = _ANSI.sub("", line)
+            if m := _TASK_START.search(plain):
+                self._started.setdefault(m[1], []).append(time.perf_counter())
+            elif m := _TASK_END.search(plain):
+                starts = self._started.get(m[1]) or [time.perf_counter()]
+                took = time.perf_counter() - starts.pop(0)
+                self.echo.write(f"  {m[1]:<22} {m[2].lower():<8} {took:7.1f} s\n")
+                self.echo.flush()
+        return len(s)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+@contextlib.contextmanager
+def _captured(log_path: Path | None):
+    if log_path is None:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    echo = sys.stdout
+    with open(log_path, "w", encoding="utf-8") as log:
+        stream = _TaskLog(log, echo)
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    text = _ANSI.sub("", path.read_text(encoding="utf-8", errors="replace"))
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _component_error(log: Path) -> str | None:
+    """The last project error a component raised (our errors name the field and the fix)."""
+    hits = re.findall(r"serendip\.errors\.\w+: (.*)", _ANSI.sub("", log.read_text(
+        encoding="utf-8", errors="replace")))
+    return hits[-1].strip() if hits else None
+
+
 def run_local(name: str, workdir: str | os.PathLike, data_uri: str | None,
-              params: dict[str, Any]) -> dict[str, Any]:
-    """Run pipeline ``name`` with kfp.local; returns its outputs (artifact paths, values)."""
+              params: dict[str, Any], log_path: str | os.PathLike | None = None
+              ) -> dict[str, Any]:
+    """Run pipeline ``name`` with kfp.local; returns its outputs (artifact paths, values).
+
+    With ``log_path`` everything the runner and the components print goes to that file and
+    the terminal shows one line per finished task (the tail of the log when one fails)."""
     from kfp import local
 
     func = _pipeline(name)
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
+    log = Path(log_path) if log_path is not None else None
     args = {k: v for k, v in local_defaults(wd, data_uri).items() if k in _params(func)}
     args.update(params)
     _check_params(name, func, args)
     local.init(runner=local.SubprocessRunner(use_venv=False),
                pipeline_root=str((wd / "kfp").resolve()), raise_on_error=True)
     try:
-        task = func(**args)
+        with _captured(log):
+            task = func(**args)
     except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
-        first = str(e).splitlines()[0]
+        first = _ANSI.sub("", str(e).splitlines()[0])
+        if log is not None:
+            print(f"--- last lines of {log} ---\n{_tail(log, 15)}\n---", file=sys.stderr)
+            cause = _component_error(log)
+            first += f" Its error: {cause}" if cause else ""
+        where = f"read {log}" if log is not None else "read the failing task's log above"
         raise SerendipError(f"pipeline {name!r} failed: {first}", field=name,
-                            fix="read the failing task's log above; its outputs are under "
-                                f"{wd / 'kfp'}") from None
+                            fix=f"{where}; its outputs are under {wd / 'kfp'}") from None
     outputs = {}
     for key, value in (getattr(task, "outputs", None) or {}).items():
         outputs[key] = getattr(value, "path", value)
