@@ -97,11 +97,18 @@ def run_ablation(build_examples: BuildExamples, clusters: pa.Table, cfg: Ablatio
                  out_dir: str | os.PathLike, items: pa.Table | None = None,
                  on_variant: Callable[[str, int, dict], None] | None = None,
                  progress: bool = True, base_dir: str | None = None) -> dict:
-    """Fine-tune every variant of the selected groups; write plots, table and JSON."""
+    """Fine-tune every variant of the selected groups; write plots, table and JSON.
+
+    Progress is one bar over the (variant, seed) runs, each run's best recall as it ends:
+    per-step bars of a dozen short runs would bury it."""
+    from tqdm.auto import tqdm
+
     cfg.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    bar = tqdm(total=len(cfg.variants()) * len(cfg.seeds), desc="ablation runs",
+               disable=not progress, unit="run")
     for name in cfg.variants():
         prompt = VARIANTS[name]
         examples = build_examples(prompt)
@@ -116,8 +123,9 @@ def run_ablation(build_examples: BuildExamples, clusters: pa.Table, cfg: Ablatio
             if done.exists() and json.loads(done.read_text()).get("key") == key:
                 rec = json.loads(done.read_text())
             else:
+                bar.set_postfix_str(f"{name} seed {seed}: training")
                 res = finetune(examples, clusters, ft, run_dir / "model", prompt_config=prompt,
-                               items=items, resume=False, progress=progress, base_dir=base_dir)
+                               items=items, resume=False, progress=False, base_dir=base_dir)
                 rec = {"key": key, "history": res.history, "seconds": res.seconds,
                        "trainable_params": res.trainable_params}
                 if not cfg.keep_models:
@@ -126,12 +134,16 @@ def run_ablation(build_examples: BuildExamples, clusters: pa.Table, cfg: Ablatio
                 atomic_write_bytes(done, json.dumps(rec, indent=2).encode())
             histories.append(rec["history"])
             seconds += rec["seconds"]
+            best = max((r.get("recall_constrained", 0.0) for r in rec["history"]), default=0.0)
+            bar.set_postfix_str(f"{name} seed {seed}: best recall {best:.3f}")
+            bar.update()
             if on_variant:
                 on_variant(name, seed, rec)
         hist = _mean_history(histories)
         results[name] = {"label": LABELS[name], "prompt": to_jsonable(prompt),
                          "history": hist, "seconds": seconds / len(cfg.seeds),
                          "summary": summarize(hist)}
+    bar.close()
     plots = {g: str(plot_group(g, results, out / f"{g}.png")) for g in cfg.groups}
     verdicts = paper_verdicts(results)
     table = ablation_markdown(results, cfg, verdicts)
