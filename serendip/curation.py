@@ -165,6 +165,23 @@ def pair_stats(coded: _Coded, level: int, delta: int) -> dict:
     return out
 
 
+def premise_grid(coded: _Coded, levels: int = 4) -> list[dict]:
+    """The paper's motivating check (serendipitous next items satisfy more than similar ones)
+    at every (level, delta) the tree allows, so the chosen pair can be seen in context: the
+    premise is a property of the platform and of the tree, and may hold at some depths only."""
+    rows = []
+    for level in range(2, levels + 1):
+        for delta in range(1, level):
+            k = pair_stats(coded, level, delta)
+            a, b = k["serendipitous"]["mean_satisfaction"], k["similar"]["mean_satisfaction"]
+            rows.append({"level": level, "delta": delta,
+                         "serendipitous_pairs": k["serendipitous"]["pairs"],
+                         "similar_pairs": k["similar"]["pairs"],
+                         "serendipitous_minus_similar": (None if a is None or b is None
+                                                         else round(a - b, 4))})
+    return rows
+
+
 def select_diversified(coded: _Coded, cfg: CurationConfig) -> pa.Table:
     """Top-k context items per next-item cluster by mean satisfaction (ties: more pairs, then
     context item id), over the serendipitous pairs — vectorised (sort-based group-by)."""
@@ -301,6 +318,7 @@ def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
             None if kinds["similar"]["mean_satisfaction"] is None else
             round(kinds["serendipitous"]["mean_satisfaction"]
                   - kinds["similar"]["mean_satisfaction"], 4)),
+        "premise_by_level_delta": premise_grid(coded),
         "selected_pairs": selected.num_rows,
         "context_items": len(split),
         "clusters_at_level": len(cand_ids),

@@ -102,6 +102,22 @@ def test_serendipitous_pairs_beat_similar_pairs_on_the_synthetic_platform(platfo
     assert total == inter.num_rows
 
 
+def test_premise_grid_matches_pandas_at_every_level_and_delta(platform):
+    """The report's (l, δ) grid, recomputed with plain pandas from the definition."""
+    items, inter, clusters, ic = platform
+    grid = curate(items, inter, clusters, ic, CurationConfig()).stats["premise_by_level_delta"]
+    assert [(g["level"], g["delta"]) for g in grid] == [(2, 1), (3, 1), (3, 2), (4, 1), (4, 2),
+                                                         (4, 3)]
+    df = _frame(platform)
+    for g in grid:
+        lvl, d = g["level"], g["delta"]
+        similar = df[f"ctx{lvl}"] == df[f"nxt{lvl}"]
+        ser = ~similar & (df[f"ctx{lvl - d}"] == df[f"nxt{lvl - d}"])
+        assert g["similar_pairs"] == similar.sum() and g["serendipitous_pairs"] == ser.sum()
+        want = df.satisfaction[ser].mean() - df.satisfaction[similar].mean()
+        assert g["serendipitous_minus_similar"] == pytest.approx(want, abs=2e-4)
+
+
 def test_examples_split_by_context_item_and_follow_the_prompt_strategy(platform):
     items, inter, clusters, ic = platform
     res = curate(items, inter, clusters, ic, CurationConfig(prompt=PromptConfig("cot", 4)))
