@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="online-sim: items per recommendation list (default 10)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ablation: FinetuneConfig override (as for serendip finetune)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="ablation: runs trained at once in separate processes, CPU threads "
+                        "shared among them (0 = one per core; default 1)")
     p.add_argument("--out", default=None,
                    help="output folder (default <workdir>/evaluation or <workdir>/ablation)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
@@ -165,7 +168,7 @@ def _ablation(args: argparse.Namespace) -> int:
     cfg = AblationConfig(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()),
                          steps=args.steps, eval_every=args.eval_every,
                          seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
-                         finetune=ft)
+                         workers=args.workers, finetune=ft)
     out = Path(args.out) if args.out else inp.workdir / "ablation"
 
     def build(prompt):

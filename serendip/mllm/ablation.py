@@ -59,7 +59,11 @@ class AblationConfig:
     eval_every: int = 50
     seeds: tuple[int, ...] = (0,)
     keep_models: bool = False       # keep each variant's model directory (not just its curve)
+    workers: int = 1                # runs trained at once, in processes; 0 = one per CPU core
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
     def check(self) -> None:
         unknown = set(self.groups) - set(GROUPS)
@@ -68,6 +72,9 @@ class AblationConfig:
                               fix=f"use some of {', '.join(GROUPS)}")
         if not self.seeds:
             raise ConfigError("no seeds", field="seeds", fix="give at least one seed")
+        if self.workers < 0:
+            raise ConfigError(f"workers={self.workers}", field="workers",
+                              fix="use 0 (one per CPU core) or a positive count")
 
     def variants(self) -> list[str]:
         seen: list[str] = []
@@ -93,57 +100,100 @@ def _mean_history(histories: list[list[dict]]) -> list[dict]:
     return out
 
 
+def _train_variant(examples: pa.Table, clusters: pa.Table, ft: FinetuneConfig,
+                   prompt: PromptConfig, run_dir: Path, items: pa.Table | None,
+                   base_dir: str | None, keep_model: bool) -> dict:
+    """One (variant, seed) run; module-level so a worker process can run it."""
+    res = finetune(examples, clusters, ft, run_dir / "model", prompt_config=prompt, items=items,
+                   resume=False, progress=False, base_dir=base_dir)
+    if not keep_model:
+        shutil.rmtree(run_dir / "model", ignore_errors=True)
+    shutil.rmtree(run_dir / ".model.work", ignore_errors=True)
+    return {"history": res.history, "seconds": res.seconds,
+            "trainable_params": res.trainable_params}
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def run_ablation(build_examples: BuildExamples, clusters: pa.Table, cfg: AblationConfig,
                  out_dir: str | os.PathLike, items: pa.Table | None = None,
                  on_variant: Callable[[str, int, dict], None] | None = None,
                  progress: bool = True, base_dir: str | None = None) -> dict:
     """Fine-tune every variant of the selected groups; write plots, table and JSON.
 
-    Progress is one bar over the (variant, seed) runs, each run's best recall as it ends:
-    per-step bars of a dozen short runs would bury it."""
+    Runs are independent, so with ``cfg.workers`` > 1 they train in that many processes, each
+    with an equal share of the CPU threads: the tiny model does not scale across threads (two
+    1-thread runs side by side take as long as one 2-thread run). Results do not depend on the
+    worker count. Progress is one bar over the (variant, seed) runs, each run's best recall as
+    it ends: per-step bars of a dozen short runs would bury it."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     from tqdm.auto import tqdm
 
     cfg.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
-    bar = tqdm(total=len(cfg.variants()) * len(cfg.seeds), desc="ablation runs",
-               disable=not progress, unit="run")
+    records: dict[tuple[str, int], dict] = {}
+    jobs: dict[tuple[str, int], tuple] = {}
     for name in cfg.variants():
         prompt = VARIANTS[name]
         examples = build_examples(prompt)
-        histories, seconds = [], 0.0
         for seed in cfg.seeds:
             run_dir = out / "runs" / f"{name}-s{seed}"
             ft = replace(cfg.finetune, steps=cfg.steps, eval_every=cfg.eval_every,
                          save_every=max(cfg.steps, 1), seed=seed, prompt=None)
-            done = run_dir / "result.json"
             key = {"config": to_jsonable(ft), "prompt": to_jsonable(prompt),
                    "examples": examples.num_rows}
+            done = run_dir / "result.json"
             if done.exists() and json.loads(done.read_text()).get("key") == key:
-                rec = json.loads(done.read_text())
+                records[(name, seed)] = json.loads(done.read_text())
             else:
-                bar.set_postfix_str(f"{name} seed {seed}: training")
-                res = finetune(examples, clusters, ft, run_dir / "model", prompt_config=prompt,
-                               items=items, resume=False, progress=False, base_dir=base_dir)
-                rec = {"key": key, "history": res.history, "seconds": res.seconds,
-                       "trainable_params": res.trainable_params}
-                if not cfg.keep_models:
-                    shutil.rmtree(run_dir / "model", ignore_errors=True)
-                shutil.rmtree(run_dir / ".model.work", ignore_errors=True)
-                atomic_write_bytes(done, json.dumps(rec, indent=2).encode())
-            histories.append(rec["history"])
-            seconds += rec["seconds"]
-            best = max((r.get("recall_constrained", 0.0) for r in rec["history"]), default=0.0)
-            bar.set_postfix_str(f"{name} seed {seed}: best recall {best:.3f}")
-            bar.update()
-            if on_variant:
-                on_variant(name, seed, rec)
-        hist = _mean_history(histories)
-        results[name] = {"label": LABELS[name], "prompt": to_jsonable(prompt),
-                         "history": hist, "seconds": seconds / len(cfg.seeds),
-                         "summary": summarize(hist)}
+                jobs[(name, seed)] = (key, (examples, clusters, ft, prompt, run_dir, items,
+                                            base_dir, cfg.keep_models))
+    bar = tqdm(total=len(records) + len(jobs), initial=len(records), desc="ablation runs",
+               disable=not progress, unit="run")
+
+    def finish(name: str, seed: int, key: dict, rec: dict) -> None:
+        rec = {"key": key, **rec}
+        atomic_write_bytes(out / "runs" / f"{name}-s{seed}" / "result.json",
+                           json.dumps(rec, indent=2).encode())
+        records[(name, seed)] = rec
+        best = max((r.get("recall_constrained", 0.0) for r in rec["history"]), default=0.0)
+        bar.set_postfix_str(f"{name} seed {seed}: best recall {best:.3f}")
+        bar.update()
+        if on_variant:
+            on_variant(name, seed, rec)
+
+    workers = min(cfg.resolved_workers(), len(jobs))
+    if workers <= 1:
+        for (name, seed), (key, args) in jobs.items():
+            bar.set_postfix_str(f"{name} seed {seed}: training")
+            finish(name, seed, key, _train_variant(*args))
+    else:
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            bar.set_postfix_str(f"{workers} runs at a time, {threads} thread(s) each")
+            futures = {pool.submit(_train_variant, *args): (run, key)
+                       for run, (key, args) in jobs.items()}
+            for fut in as_completed(futures):
+                (name, seed), key = futures[fut]
+                finish(name, seed, key, fut.result())
     bar.close()
+    results: dict[str, dict] = {}
+    for name in cfg.variants():
+        recs = [records[(name, seed)] for seed in cfg.seeds]
+        hist = _mean_history([r["history"] for r in recs])
+        results[name] = {"label": LABELS[name], "prompt": to_jsonable(VARIANTS[name]),
+                         "history": hist,
+                         "seconds": sum(r["seconds"] for r in recs) / len(recs),
+                         "summary": summarize(hist)}
     plots = {g: str(plot_group(g, results, out / f"{g}.png")) for g in cfg.groups}
     verdicts = paper_verdicts(results)
     table = ablation_markdown(results, cfg, verdicts)
