@@ -91,7 +91,11 @@ def test_task_log_keeps_everything_and_echoes_one_line_per_task(tmp_path):
 def test_failed_local_run_names_its_log(tmp_path, capsys):
     """No items in the work directory: the first task fails, the error points at the log and
     the terminal shows the log's tail (the component's own error), not kfp.local's JSON."""
+    import builtins
+
+    before = builtins.print
     code = main(["pipeline", "run", "training", "--workdir", str(tmp_path)])
+    assert builtins.print is before          # kfp.local's per-task print swap is undone
     err = capsys.readouterr().err
     log = tmp_path / "logs" / "pipeline-training.log"
     assert code == 2 and log.exists()

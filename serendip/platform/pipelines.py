@@ -7,6 +7,7 @@ project image. Everything a local run makes lives under its work directory.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import inspect
 import io
@@ -141,9 +142,16 @@ def run_local(name: str, workdir: str | os.PathLike, data_uri: str | None,
     _check_params(name, func, args)
     local.init(runner=local.SubprocessRunner(use_venv=False),
                pipeline_root=str((wd / "kfp").resolve()), raise_on_error=True)
+    print_ = builtins.print
     try:
         with _captured(log):
-            task = func(**args)
+            try:
+                task = func(**args)
+            finally:
+                # kfp.local indents print() by swapping builtins.print per task; ParallelFor
+                # tasks run in threads, and interleaved swaps can leave the indented one
+                # installed for good.
+                builtins.print = print_
     except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
         first = _ANSI.sub("", str(e).splitlines()[0])
         if log is not None:
