@@ -10,7 +10,7 @@ one it trains data-parallel under torchrun, one process per GPU (serendip.mllm.d
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Dataset, Model
+from kfp.dsl import Dataset, Markdown, Model
 
 from components.cluster import cluster
 from components.curate import curate
@@ -25,6 +25,7 @@ class Outputs(NamedTuple):
     model: Model
     retriever: Model
     repository: Model
+    offline_report: Markdown        # held-out metrics vs the baselines (evaluate's table)
 
 
 @dsl.pipeline(name="serendip-training",
@@ -58,4 +59,4 @@ def training_pipeline(data_uri: str, mlflow_uri: str = "",
     repo = export(mlflow_uri=mlflow_uri, instances=export_instances).after(gate, retr)
     return Outputs(tree=tree.outputs["tree"], examples=examples.outputs["examples"],
                    model=model.outputs["model"], retriever=retr.outputs["retriever"],
-                   repository=repo.outputs["repository"])
+                   repository=repo.outputs["repository"], offline_report=ev.outputs["report"])

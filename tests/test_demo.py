@@ -38,6 +38,8 @@ def test_demo_writes_every_table_and_the_report(demo):
     for heading in ("Cluster tree", "Serendipitous curation", "Fine-tuning", "Serving",
                     "Online simulation"):
         assert f"## {heading}" in md
+    assert "baseline: random sibling" in md and "the better baseline" in md
+    assert "premise holds at" in md
 
 
 def test_demo_recommendations_lie_in_the_returned_cluster(demo):

@@ -98,7 +98,8 @@ def run_demo(workdir: str | os.PathLike, size: str = "default", seed: int = 0) -
     info["training"] = steps.run("training-pipeline", lambda: st.training(wd, preset, seed),
                                  config=train_key, inputs=data,
                                  outputs=[wd / "clusters.parquet", wd / "examples.parquet",
-                                          wd / "retriever"])
+                                          wd / "retriever",
+                                          wd / "evaluation" / "mllm_offline.md"])
     info["scoring"] = steps.run("scoring-pipeline", lambda: st.scoring(wd, preset),
                                 config={"coverage": preset.coverage, "training": info["training"]},
                                 inputs=data, outputs=[wd / "item_serendipity.parquet"])

@@ -153,6 +153,8 @@ def training(wd: Path, p: DemoSize, seed: int) -> dict:
     _publish(out["retriever"], wd)
     _replace_dir(Path(out["model"]), wd / "mllm" / "champion")
     _replace_dir(Path(out["repository"]), wd / "model_repository")
+    (wd / "evaluation").mkdir(exist_ok=True)
+    shutil.copyfile(out["offline_report"], wd / "evaluation" / "mllm_offline.md")
     summary = {"published": published, "outputs": {k: str(v) for k, v in out.items()}}
     summary["registry"] = _registry_state()
     return summary
@@ -285,10 +287,13 @@ def write_report(wd: Path, info: dict) -> Path:
     meta = _read_json(wd / "mllm" / "champion" / "serendip.json")
     m = meta.get("metrics", {})
     curves = wd / "mllm" / "champion" / "curves.png"
+    offline = wd / "evaluation" / "mllm_offline.md"
     rep.add("Fine-tuning (held-out split)", (
         f"Base `{meta.get('base_model')}`, method `{meta.get('method')}`, "
         f"{meta.get('trainable_params')} trainable parameters.\n\n"
         + markdown_table([{"metric": k, "value": v} for k, v in m.items()])
+        + (f"\n\nThe registered model against the non-learned baselines (pipeline step "
+           f"`evaluate`):\n\n{offline.read_text()}" if offline.exists() else "")
         + (f"\n\n![training curves]({curves.relative_to(wd)})" if curves.exists() else "")),
         {"metrics": m, "registry": info.get("training", {}).get("registry")})
     rep.add("Batch scoring and Feast", markdown_table([info.get("scoring", {})]),
