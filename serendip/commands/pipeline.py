@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from pathlib import Path
 
-    log = None if args.verbose else Path(args.log or Path(args.workdir) / "logs"
-                                         / f"pipeline-{args.name}.log")
+    log = None if args.verbose else (Path(args.log) if args.log else
+                                     kfp_adapter.log_path_for(args.workdir, args.name))
     if log is not None:
         print(f"running {args.name} with kfp.local (full log: {log})")
     outputs = kfp_adapter.run_local(args.name, args.workdir, args.data_uri, params, log_path=log)

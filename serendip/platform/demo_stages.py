@@ -129,7 +129,9 @@ def _level_delta(wd: Path) -> tuple[int, int]:
 
 
 def _pipeline_log(wd: Path, name: str) -> Path:
-    log = wd / "logs" / f"{name}-pipeline.log"
+    from serendip.platform.pipelines import log_path_for
+
+    log = log_path_for(wd, name)
     print(f"  kfp.local, one line per task; full log: {log}", flush=True)
     return log
 

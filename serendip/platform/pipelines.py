@@ -112,16 +112,16 @@ def _captured(log_path: Path | None):
             yield
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    text = _ANSI.sub("", path.read_text(encoding="utf-8", errors="replace"))
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+def log_path_for(workdir: str | os.PathLike, name: str) -> Path:
+    """Where a local run of pipeline ``name`` keeps its full output (CLI and demo alike)."""
+    return Path(workdir) / "logs" / f"pipeline-{name}.log"
 
 
-def _component_error(log: Path) -> str | None:
-    """The last project error a component raised (our errors name the field and the fix)."""
-    hits = re.findall(r"serendip\.errors\.\w+: (.*)", _ANSI.sub("", log.read_text(
-        encoding="utf-8", errors="replace")))
-    return hits[-1].strip() if hits else None
+def _failure_summary(log: Path, lines: int = 15) -> tuple[str, str | None]:
+    """(the log's last lines, the last project error a component raised) from one read."""
+    text = _ANSI.sub("", log.read_text(encoding="utf-8", errors="replace"))
+    hits = re.findall(r"serendip\.errors\.\w+: (.*)", text)
+    return "\n".join(text.rstrip().splitlines()[-lines:]), (hits[-1].strip() if hits else None)
 
 
 def run_local(name: str, workdir: str | os.PathLike, data_uri: str | None,
@@ -155,8 +155,8 @@ def run_local(name: str, workdir: str | os.PathLike, data_uri: str | None,
     except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
         first = _ANSI.sub("", str(e).splitlines()[0])
         if log is not None:
-            print(f"--- last lines of {log} ---\n{_tail(log, 15)}\n---", file=sys.stderr)
-            cause = _component_error(log)
+            tail, cause = _failure_summary(log)
+            print(f"--- last lines of {log} ---\n{tail}\n---", file=sys.stderr)
             first += f" Its error: {cause}" if cause else ""
         where = f"read {log}" if log is not None else "read the failing task's log above"
         raise SerendipError(f"pipeline {name!r} failed: {first}", field=name,
