@@ -1,0 +1,281 @@
+"""The bad-input catalogue (issue 12): every input error the CLI and the servers answer.
+
+Each :class:`Case` builds its own input in a temporary work directory, runs the CLI in-process
+(``serendip.cli.main``) and checks the answer: exit code 2, ONE line on stderr that names the
+field and says how to fix it. Server cases (HTTP 400) give their own ``run`` function.
+
+The same list renders ``docs/bad-inputs.md``; every case checks that its row in the committed
+doc is current. After adding or changing a case (or an error message), regenerate the doc:
+
+    .venv/bin/python tests/test_bad_inputs.py          # rewrites docs/bad-inputs.md
+
+To add a case, append a ``Case(...)`` to the section of your area below (sections are marked
+``# --- <area> ---``). ``build(wd)`` writes the input under ``wd``; ``argv`` may use ``{wd}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "bad-inputs.md"
+REGENERATE = ".venv/bin/python tests/test_bad_inputs.py"
+
+
+@dataclass
+class Case:
+    """One bad input: ``argv`` run by the CLI after ``build(wd)`` wrote the input files.
+
+    ``field`` must appear in the message; ``code`` is the exit code (CLI) or HTTP status.
+    ``run(wd) -> (code, message)`` replaces the CLI call (servers, library entry points).
+    """
+
+    name: str                                   # unique, kebab-case
+    section: str                                # tables | cli settings | registry | serving
+    what: str                                   # the user's mistake, in words
+    argv: list[str]
+    field: str
+    build: Callable[[Path], None] | None = None
+    code: int = 2
+    run: Callable[[Path], tuple[int, str]] | None = None
+
+
+# ---------------------------------------------------------------- input builders
+def _ts(n: int) -> pa.Array:
+    return pa.array([1_767_261_600 + 60 * i for i in range(n)], pa.int64()).cast(
+        pa.timestamp("s", tz="UTC")).cast(pa.timestamp("us", tz="UTC"))
+
+
+def items_cols(n: int = 4) -> dict:
+    return {"item_id": [f"v{i}" for i in range(1, n + 1)],
+            "title": [f"title {i}" for i in range(1, n + 1)],
+            "impressions": [100 * (n - i) for i in range(n)]}
+
+
+def inter_cols(n: int = 4) -> dict:
+    return {"user_id": ["u1"] * n, "context_item_id": [f"v{i % 4 + 1}" for i in range(n)],
+            "next_item_id": [f"v{(i + 1) % 4 + 1}" for i in range(n)],
+            "satisfaction": [0.5] * n, "ts": _ts(n)}
+
+
+def clusters_cols() -> dict:
+    """A 4-level chain tree: 2 clusters per level, one branch per level-1 cluster."""
+    ids, level, parent, desc = [], [], [], []
+    for branch in "ab":
+        prev = None
+        for lvl in range(1, 5):
+            cid = f"{branch}{lvl}"
+            ids.append(cid)
+            level.append(lvl)
+            parent.append(prev)
+            desc.append(f"topic {branch} level {lvl}")
+            prev = cid
+    return {"cluster_id": ids, "level": level, "parent_id": parent, "description": desc,
+            "size": [2] * 8, "traffic": [10] * 8}
+
+
+def item_clusters_cols() -> dict:
+    return {"item_id": ["v1", "v2", "v3", "v4"],
+            **{f"c{lvl}": [f"{b}{lvl}" for b in "aabb"] for lvl in range(1, 5)}}
+
+
+def write_parquet(wd: Path, name: str, cols: dict) -> None:
+    wd.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(cols), wd / f"{name}.parquet")
+
+
+def write_csv(wd: Path, name: str, text: str) -> None:
+    wd.mkdir(parents=True, exist_ok=True)
+    (wd / f"{name}.csv").write_text(text)
+
+
+def tables(**over) -> Callable[[Path], None]:
+    """A builder writing valid items + interactions as parquet; ``over`` replaces columns
+    (``items__title=None`` drops the column) or adds tables (``clusters=True``)."""
+    def build(wd: Path) -> None:
+        cols = {"items": items_cols(), "interactions": inter_cols()}
+        if over.get("clusters"):
+            cols["clusters"] = clusters_cols()
+            cols["item_clusters"] = item_clusters_cols()
+        for key, value in over.items():
+            if "__" not in key:
+                continue
+            table, col = key.split("__", 1)
+            if value is None:
+                cols[table].pop(col, None)
+            else:
+                cols[table][col] = value
+        for name, c in cols.items():
+            write_parquet(wd, name, c)
+    return build
+
+
+def csv(name: str, text: str, with_interactions: bool = False) -> Callable[[Path], None]:
+    def build(wd: Path) -> None:
+        write_csv(wd, name, text)
+        if with_interactions:
+            write_parquet(wd, "interactions", inter_cols())
+    return build
+
+
+def raw(name: str, data: bytes) -> Callable[[Path], None]:
+    def build(wd: Path) -> None:
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / name).write_bytes(data)
+    return build
+
+
+VALIDATE = ["validate", "--data", "{wd}"]
+
+CASES: list[Case] = [
+    # --- tables ---
+    Case("items-missing-column", "tables", "items table without a title column",
+         VALIDATE, "items.title", tables(items__title=None)),
+    Case("items-wrong-type", "tables", "impressions written as words",
+         VALIDATE, "items.impressions", tables(items__impressions=["many"] * 4)),
+    Case("items-null-id", "tables", "an item without an id",
+         VALIDATE, "items.item_id", tables(items__item_id=["v1", None, "v3", "v4"])),
+    Case("items-duplicate-id", "tables", "the same item id twice",
+         VALIDATE, "items.item_id", tables(items__item_id=["v1", "v1", "v3", "v4"])),
+    Case("items-negative-impressions", "tables", "a negative impression count",
+         VALIDATE, "items.impressions", tables(items__impressions=[5, -1, 3, 2])),
+    Case("interactions-satisfaction-range", "tables", "satisfaction on a 1-5 star scale",
+         VALIDATE, "interactions.satisfaction",
+         tables(interactions__satisfaction=[1.0, 5.0, 3.0, 4.0])),
+    Case("interactions-dangling-item", "tables", "an interaction with an unknown item",
+         VALIDATE, "interactions.next_item_id",
+         tables(interactions__next_item_id=["v2", "v3", "zz", "v1"])),
+    Case("items-corrupt-file", "tables", "items.parquet that is not parquet",
+         VALIDATE, "items", raw("items.parquet", b"not a parquet file")),
+    Case("no-tables", "tables", "a directory without any table",
+         VALIDATE, "--data", lambda wd: wd.mkdir(parents=True, exist_ok=True)),
+
+    # --- cli settings ---
+    Case("cluster-bad-branching", "cli settings", "a 2-level branching",
+         ["cluster", "--data", "{wd}", "--branching", "8/8"], "branching", tables()),
+    Case("cluster-unknown-setting", "cli settings", "a misspelt --set key",
+         ["cluster", "--data", "{wd}", "--set", "trafic_power=0"], "trafic_power", tables()),
+    Case("curate-unknown-strategy", "cli settings", "a prompt strategy that does not exist",
+         ["curate", "--data", "{wd}", "--strategy", "audio"], "strategy",
+         tables(clusters=True)),
+
+    # --- registry ---
+
+    # --- serving ---
+]
+
+
+# ---------------------------------------------------------------- running and rendering
+def run_case(case: Case, wd: Path) -> tuple[int, str]:
+    """(exit code, stderr) of one case, with ``wd`` built and substituted."""
+    if case.build is not None:
+        case.build(wd)
+    if case.run is not None:
+        return case.run(wd)
+    from serendip.cli import main
+
+    argv = [a.replace("{wd}", str(wd)) for a in case.argv]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as e:          # argparse errors
+            code = int(e.code or 0)
+    return code, err.getvalue()
+
+
+def normalise(message: str, wd: Path) -> str:
+    """The message as the doc shows it: the temporary directory becomes ``<wd>``."""
+    text = message.strip().replace(str(wd), "<wd>")
+    return re.sub(r"/tmp/\S*?/(?=\S)", "<tmp>/", text)
+
+
+def render_row(case: Case, message: str) -> str:
+    cmd = "serendip " + " ".join(case.argv).replace("{wd}", "<wd>") if case.argv else "(see test)"
+    cells = [case.name, case.what, f"`{cmd}`", str(case.code), f"`{message}`"]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+HEADER = """# Bad-input catalogue
+
+Every input error the CLI and the servers answer: the user's mistake, the command, the exit code
+(CLI) or HTTP status (servers), and the one-line message. Generated from the cases in
+`tests/test_bad_inputs.py`, which run each one and check that its row here is current.
+Regenerate with `{regen}`.
+
+`<wd>` is the work directory the case built.
+"""
+
+
+def render_doc(messages: dict[str, str]) -> str:
+    out = [HEADER.format(regen=REGENERATE)]
+    sections: dict[str, list[Case]] = {}
+    for case in CASES:
+        sections.setdefault(case.section, []).append(case)
+    for section, cases in sections.items():
+        out += [f"## {section} ({len(cases)} cases)", "",
+                "| case | mistake | command | exit / HTTP | message |", "|---|---|---|---|---|"]
+        out += [render_row(c, messages[c.name]) for c in cases]
+        out.append("")
+    out.append(f"{len(CASES)} cases in all.")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- tests
+def test_case_names_are_unique():
+    names = [c.name for c in CASES]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, tmp_path):
+    wd = tmp_path / "wd"
+    code, err = run_case(case, wd)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == case.code, f"exit {code}, stderr:\n{err}"
+    assert len(lines) == 1, f"want one line, got:\n{err}"
+    msg = lines[0]
+    assert case.field in msg, f"{case.field!r} not named in {msg!r}"
+    assert "fix" in msg, f"no fix in {msg!r}"
+    assert "Traceback" not in err
+    row = render_row(case, normalise(msg, wd))
+    doc = DOC.read_text() if DOC.exists() else ""
+    assert row in doc.splitlines(), (f"docs/bad-inputs.md is out of date for {case.name} "
+                                     f"(fix: run `{REGENERATE}`)")
+
+
+def test_doc_lists_exactly_these_cases():
+    doc = DOC.read_text()
+    listed = [n for n in re.findall(r"^\| ([a-z0-9-]+) \|", doc, flags=re.M) if n != "case"]
+    assert sorted(listed) == sorted(c.name for c in CASES), f"fix: run `{REGENERATE}`"
+
+
+def write_doc() -> None:
+    messages = {}
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            wd = Path(tmp) / "wd"
+            code, err = run_case(case, wd)
+            lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+            messages[case.name] = normalise(lines[-1] if lines else f"(exit {code}, no message)",
+                                            wd)
+            print(f"{case.name}: exit {code}: {messages[case.name]}")
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(render_doc(messages))
+    print(f"wrote {DOC} ({len(CASES)} cases)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    write_doc()
