@@ -121,3 +121,38 @@ def test_definitions(tmp_path):
         assert fv.ttl.days > 0 and fv.entities == ["item_id"]
     with pytest.raises(SerendipError, match="serendip score"):
         features.open_store(tmp_path / "elsewhere")
+
+
+def test_rows_that_leave_the_offline_table_leave_the_online_store(tmp_path):
+    """Issue 12 case 8: a re-score with a smaller coverage and another model leaves 4 rows in
+    item_serendipity; the online store then serves exactly those 4 (the 6 others are misses),
+    and the Feast lookup agrees with the snapshot the Triton ``recommend`` model reads."""
+    from serendip.model_repository import export_recommend_snapshot
+    from serendip.platform import features
+    from serendip.platform.serving.lookup import ClusterLookup
+    from tests.serving_redis import write_scores
+
+    ids = [f"v{i}" for i in range(10)]
+    write_scores(tmp_path, ids, "m1", clusters=("1.0.0", "1.1.0"))
+    features.sync(tmp_path)
+    assert {r["item_id"] for r in features.OnlineFeatures(tmp_path).get(ids) if r["found"]} \
+        == set(ids)
+    write_scores(tmp_path, ids[:4], "m2", clusters=("2.0.0",))
+    stats = features.sync(tmp_path)
+    assert stats["materialized"]["item_serendipity"]["mode"] == "rebuild"
+    rows = features.OnlineFeatures(tmp_path).get(ids)
+    assert [r["item_id"] for r in rows if r["found"]] == ids[:4]
+    assert {r["model_version"] for r in rows if r["found"]} == {"m2"}
+    assert all(r["cluster_ids"] is None for r in rows[4:])
+    repo = export_recommend_snapshot(tmp_path, tmp_path / "model_repository")
+    feast_lookup = ClusterLookup(tmp_path, "feast")
+    snapshot = ClusterLookup(repo / "1" / "weights", "table")
+    for i in ids:
+        a, b = feast_lookup(i), snapshot(i)
+        assert (a is None) == (b is None), i
+        if a is not None:
+            assert (a.cluster_id, a.description) == (b.cluster_id, b.description) == \
+                ("2.0.0", "desc 2.0.0")
+    # nothing left: an incremental sync after the rebuild keeps the store as is
+    assert features.sync(tmp_path)["materialized"]["item_serendipity"]["mode"] == "incremental"
+    assert not features.rebuild_marker(tmp_path, "item_serendipity").exists()

@@ -116,10 +116,28 @@ def item_serendipity_source(workdir: str | os.PathLike) -> pa.Table | None:
         ["item_id", "cluster_ids", "descriptions", "scores", "model_version", "scored_at"])
 
 
+def rebuild_marker(workdir: str | os.PathLike, view: str) -> Path:
+    """``data/<view>.rebuild``: rows left the view's offline source, so its online table must
+    be cleared and fully re-materialized (written before the source changes, removed after the
+    rebuild: a crash in between rebuilds on the next sync)."""
+    return repo_dir(workdir) / "data" / f"{view}.rebuild"
+
+
+def _source_ids(path: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return set(pq.read_table(path, columns=["item_id"]).column("item_id").to_pylist())
+    except (pa.ArrowInvalid, OSError, KeyError):
+        return set()
+
+
 def write_sources(workdir: str | os.PathLike, tables_dir: str | os.PathLike | None = None
                   ) -> dict[str, int]:
     """Write the offline parquet sources from the tables in ``tables_dir`` (default
-    ``workdir``) that exist; returns rows per view."""
+    ``workdir``) that exist; returns rows per view. When ids leave a source (a smaller
+    coverage, another model, a rebuilt tree), the view is marked for an online rebuild
+    (:func:`rebuild_marker`): what leaves the offline table leaves the online store."""
     data = repo_dir(workdir) / "data"
     rows = {}
     for view, make in (("item_clusters", item_clusters_source),
@@ -129,6 +147,11 @@ def write_sources(workdir: str | os.PathLike, tables_dir: str | os.PathLike | No
             continue
         path = data / f"{view}.parquet"
         if not path.exists() or _digest_table(table) != _digest_file(path):
+            if path.exists():
+                gone = _source_ids(path) - set(table.column("item_id").to_pylist())
+                if gone:
+                    atomic_write_bytes(rebuild_marker(workdir, view),
+                                       f"{len(gone)} ids left the source\n".encode())
             atomic_write_parquet(table, path)
         rows[view] = table.num_rows
     return rows
@@ -169,16 +192,44 @@ def load_definitions(repo: Path) -> list:
     return [v for v in vars(module).values() if isinstance(v, (Entity, FeatureView, FeatureService))]
 
 
-def open_store(workdir: str | os.PathLike):
-    """A FeatureStore on ``<workdir>/feature_repo`` (which must have been prepared)."""
+REDIS_TIMEOUT_S = 1.0      # socket (connect and read) timeout when the connection string has none
+
+
+def redis_connection_string(conn: str, timeout_s: float = REDIS_TIMEOUT_S) -> str:
+    """``conn`` with ``socket_timeout`` / ``socket_connect_timeout`` added when absent, so a
+    Redis that goes away fails a read in about ``timeout_s`` instead of hanging the request
+    (Feast passes ``key=value`` parts of its connection string to ``redis.Redis``)."""
+    keys = {part.split("=", 1)[0].strip() for part in conn.split(",") if "=" in part}
+    extra = [f"{k}={timeout_s:g}" for k in ("socket_timeout", "socket_connect_timeout")
+             if k not in keys]
+    return ",".join([conn, *extra]) if extra else conn
+
+
+def open_store_at(repo: str | os.PathLike):
+    """A FeatureStore on the Feast repo folder ``repo``; a Redis online store gets socket
+    timeouts (:func:`redis_connection_string`).
+
+    Raises:
+        SerendipError: ``repo`` has no feature_store.yaml.
+    """
     _quiet()
     from feast import FeatureStore
+    from feast.repo_config import load_repo_config
 
-    repo = repo_dir(workdir)
+    repo = Path(repo)
     if not (repo / "feature_store.yaml").exists():
         raise SerendipError(f"no Feast repo in {repo}", field="workdir",
                             fix="run `serendip score --workdir W` (it applies and materializes)")
-    return FeatureStore(repo_path=str(repo))
+    cfg = load_repo_config(repo, repo / "feature_store.yaml")
+    if getattr(cfg.online_store, "type", "") == "redis":
+        cfg.online_store.connection_string = redis_connection_string(
+            cfg.online_store.connection_string)
+    return FeatureStore(repo_path=str(repo), config=cfg)
+
+
+def open_store(workdir: str | os.PathLike):
+    """A FeatureStore on ``<workdir>/feature_repo`` (which must have been prepared)."""
+    return open_store_at(repo_dir(workdir))
 
 
 def apply(workdir: str | os.PathLike):
@@ -189,15 +240,34 @@ def apply(workdir: str | os.PathLike):
     return store
 
 
+def clear_online(store, view: str) -> None:
+    """Delete every online row of ``view`` (sqlite: drop and re-create its table; Redis: the
+    view's hash fields of every key) through the online store's own ``update``."""
+    fv = store.get_feature_view(view)
+    online = store._get_provider().online_store    # noqa: SLF001 — no public per-view delete
+    args = dict(entities_to_delete=[], entities_to_keep=[], partial=True)
+    online.update(store.config, tables_to_delete=[fv], tables_to_keep=[], **args)
+    online.update(store.config, tables_to_delete=[], tables_to_keep=[fv], **args)
+
+
 def materialize(store, views: Sequence[str], end: datetime | None = None) -> dict:
     """``materialize_incremental`` up to ``end`` (now); a never-materialized view is first
-    materialized from the oldest row of its source."""
+    materialized from the oldest row of its source. A view marked by :func:`write_sources`
+    (ids left its source) is cleared online and fully re-materialized (mode ``rebuild``)."""
     end = end or datetime.now(timezone.utc)
     out: dict = {}
     for view in views:
         fv = store.get_feature_view(view)
         t0 = time.perf_counter()
-        if not fv.materialization_intervals:
+        marker = Path(store.repo_path) / "data" / f"{view}.rebuild"
+        if marker.exists():
+            clear_online(store, view)
+            start = _oldest(store, view) or end - fv.ttl
+            store.materialize(start_date=start - timedelta(seconds=1), end_date=end,
+                              feature_views=[view])
+            marker.unlink()
+            out[view] = {"mode": "rebuild"}
+        elif not fv.materialization_intervals:
             start = _oldest(store, view) or end - fv.ttl
             store.materialize(start_date=start - timedelta(seconds=1), end_date=end,
                               feature_views=[view])

@@ -37,11 +37,9 @@ class ClusterLookup:
                 raise SerendipError(f"no Feast repo at {repo}", field="features",
                                     fix="run `serendip score` (it materializes), or use "
                                         "--features table")
-            from feast import FeatureStore
+            from serendip.platform.features import OnlineFeatures, open_store_at
 
-            from serendip.platform.features import OnlineFeatures
-
-            self._online = OnlineFeatures(store=FeatureStore(repo_path=str(repo)))
+            self._online = OnlineFeatures(store=open_store_at(repo))
             self.kind = "feast"
         elif source in ("auto", "table") and workdir and \
                 table_path(workdir, "item_serendipity").exists():
