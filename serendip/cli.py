@@ -3,7 +3,8 @@
 Each verb lives in ``serendip/commands/<verb>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; heavy imports happen inside ``run`` so ``--help`` stays instant. A verb
 whose module does not exist yet says so and exits 2. Project errors become one line on stderr
-and exit code 2 — never a traceback.
+and exit code 2 (the caller's input) or 3 (a service it depends on failed: ServiceError) —
+never a traceback.
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     if mod is None:
         print(f"serendip {args.verb}: not implemented yet", file=sys.stderr)
         return 2
-    from serendip.errors import SerendipError
+    from serendip.errors import SerendipError, ServiceError
 
     try:
         return int(mod.run(args) or 0)
+    except ServiceError as e:              # a dependency failed, not the caller's input
+        print(f"serendip {args.verb}: error: {e}", file=sys.stderr)
+        return 3
     except SerendipError as e:
         print(f"serendip {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -35,3 +35,8 @@ class SchemaError(SerendipError):
 
 class ConfigError(SerendipError):
     """A setting is out of range or inconsistent with the data."""
+
+
+class ServiceError(SerendipError):
+    """A service the run depends on (the MLflow tracking server, Redis, ...) failed or is
+    unreachable: not the caller's mistake (the CLI exits 3, a server answers 5xx)."""
