@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import keyword
 import os
 import sys
 
 VERBS: dict[str, str] = {
     "synth": "generate the synthetic short-video platform (items, interactions, ground truth)",
+    "import": "import a public data set (RecBole atomic files) into our tables",
     "validate": "check the tables in a directory against their data contracts",
     "cluster": "build the 4-level traffic-balanced cluster tree with descriptions",
     "curate": "select serendipitous pairs and build training examples",
+    "base": "build the pretrained base VLM offline (EfficientNet-Lite0 + SmolLM2-135M)",
     "finetune": "LoRA-fine-tune the multimodal LLM for controlled generation",
     "evaluate": "offline metrics, ablations and the online-simulation comparison",
     "promote": "move the @champion alias when the challenger is not worse",
@@ -33,7 +36,10 @@ VERBS: dict[str, str] = {
 
 
 def _module_name(verb: str) -> str:
-    return "serendip.commands." + verb.replace("-", "_")
+    name = verb.replace("-", "_")
+    if keyword.iskeyword(name):     # `import` lives in serendip/commands/import_.py
+        name += "_"
+    return "serendip.commands." + name
 
 
 def _load(verb: str):
