@@ -251,8 +251,9 @@ def test_bad_input(case: Case, tmp_path):
     assert "Traceback" not in err
     row = render_row(case, normalise(msg, wd))
     doc = DOC.read_text() if DOC.exists() else ""
-    assert row in doc.splitlines(), (f"docs/bad-inputs.md is out of date for {case.name} "
-                                     f"(fix: run `{REGENERATE}`)")
+    if row not in doc.splitlines():
+        pytest.fail(f"docs/bad-inputs.md is out of date for {case.name} (fix: run "
+                    f"`{REGENERATE}`); the row now reads:\n{row}")
 
 
 def test_doc_lists_exactly_these_cases():

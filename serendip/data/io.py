@@ -2,6 +2,14 @@
 
 A writer that dies mid-way leaves only a ``.tmp`` file that readers ignore, never a
 half-written table under the real name.
+
+Reading goes through ONE table finder, :func:`find_table`: ``<table>.parquet`` or
+``<table>.csv`` — every stage (validate, cluster, curate, finetune, score, serving, features)
+accepts either. When both exist the parquet is used, unless the CSV is newer (an edited CSV is
+never silently ignored: that is an error naming both files). A CSV's columns of the table's
+contract are read as *text* and converted by :func:`serendip.data.schemas.validate`, so ids stay
+verbatim (``001``, ``1e3``, 20-digit ids) and timestamps follow the documented rules; an empty
+cell is null, a quoted empty string (``""``) is an empty string.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from serendip.errors import SchemaError
 
 
 def table_path(workdir: str | os.PathLike, name: str) -> Path:
+    """Where a stage *writes* table ``name``: ``<workdir>/<name>.parquet``. To read, or to ask
+    whether a table exists, use :func:`find_table` / :func:`has_table` (they also see CSV)."""
     return Path(workdir) / f"{name}.parquet"
 
 
@@ -59,28 +69,72 @@ def write_table(workdir: str | os.PathLike, name: str, table: pa.Table,
     return atomic_write_parquet(table, table_path(workdir, name))
 
 
+# Where a missing table comes from: the user's own data, or the stage that writes it. Never
+# advise a command that would overwrite the user's data (``serendip synth``).
+_SOURCE = {
+    "items": "put the catalogue there as items.parquet or items.csv (README 'Data contracts'), "
+             "or pass the directory that holds it",
+    "interactions": "put the logs there as interactions.parquet or interactions.csv "
+                    "(README 'Data contracts'), or pass the directory that holds them",
+    "clusters": "run `serendip cluster --data <dir>` first, or pass the directory holding it",
+    "item_clusters": "run `serendip cluster --data <dir>` first, or pass the directory "
+                     "holding it",
+    "examples": "run `serendip curate --data <dir>` first, or pass the directory holding it",
+    "item_serendipity": "run `serendip score --workdir <dir>` first",
+}
+
+
+def _candidates(workdir: str | os.PathLike, name: str) -> list[Path]:
+    base = Path(workdir)
+    return [p for p in (base / f"{name}.parquet", base / f"{name}.csv") if p.is_file()]
+
+
+def has_table(workdir: str | os.PathLike, name: str) -> bool:
+    """Whether ``workdir`` holds table ``name`` (as parquet or CSV)."""
+    return bool(_candidates(workdir, name))
+
+
+def find_table(workdir: str | os.PathLike, name: str) -> Path:
+    """The file of table ``name`` in ``workdir``: ``<name>.parquet`` or ``<name>.csv``.
+
+    Raises:
+        SchemaError: neither exists (the fix names where the table comes from), or both exist
+            and the CSV is newer than the parquet (which one the user means is unknown).
+    """
+    found = _candidates(workdir, name)
+    if not found:
+        base = Path(workdir)
+        raise SchemaError(name, None, f"not found in {base} (looked for {name}.parquet, "
+                          f"{name}.csv)", _SOURCE.get(name, f"pass the directory holding "
+                                                            f"'{name}'"))
+    if len(found) == 2 and found[1].stat().st_mtime > found[0].stat().st_mtime:
+        raise SchemaError(name, None, f"both {found[0]} and the newer {found[1].name} exist",
+                          f"remove the one that is stale ({found[0].name} is read when it is "
+                          "the newer)")
+    return found[0]
+
+
 def _read_any(path: Path, name: str) -> pa.Table:
     try:
         if path.suffix == ".csv":
-            return pacsv.read_csv(path)
+            text_cols = {f.name: pa.string() for f in SCHEMAS.get(name, [])}
+            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types=text_cols, strings_can_be_null=True, null_values=[""],
+                quoted_strings_can_be_null=False))
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise SchemaError(name, None, f"cannot be read from {path}: {str(e).splitlines()[0]}",
                           "re-create the file; it is corrupt or not parquet/CSV") from None
 
 
-def find_table(workdir: str | os.PathLike, name: str) -> Path:
-    base = Path(workdir)
-    for candidate in (base / f"{name}.parquet", base / f"{name}.csv"):
-        if candidate.exists():
-            return candidate
-    raise SchemaError(name, None, f"not found in {base} (looked for {name}.parquet, {name}.csv)",
-                      f"run the stage that writes '{name}' or pass the right --data directory")
-
-
 def read_table(workdir: str | os.PathLike, name: str,
                refs: dict[str, pa.Table] | None = None, columns: list[str] | None = None) -> pa.Table:
-    """Read ``<workdir>/<name>.parquet`` (or ``.csv``) and validate it against its contract."""
+    """Read table ``name`` from ``workdir`` (via :func:`find_table`: parquet or CSV) and
+    validate it against its contract (:func:`serendip.data.schemas.validate`).
+
+    Raises:
+        SchemaError: the table is missing, unreadable or breaks its contract.
+    """
     if name not in SCHEMAS:
         raise SchemaError(name, None, "is not a known table", f"use one of {', '.join(SCHEMAS)}")
     table = validate(name, _read_any(find_table(workdir, name), name), refs)

@@ -4,6 +4,20 @@ to fix what is wrong.
 Validation *casts* safe type differences (int32 → int64, large_string → string, a CSV's string
 timestamp → timestamp) so that real logs from other systems load, and refuses everything else
 with a :class:`~serendip.errors.SchemaError` naming the table, the column and the fix.
+Input is never reinterpreted silently:
+
+* **Ids and other text columns** (every ``*_id``, ``title``, ``description``, media paths) are
+  strings, kept verbatim: a CSV's ``001``, ``1e3`` or a 20-digit id stays exactly as written
+  (:mod:`serendip.data.io` reads them as text). A parquet *integer* column is read as its decimal
+  digits (``7`` → ``"7"``: the value the file holds; leading zeros the writer dropped cannot come
+  back, so write ids as strings). Floating-point, boolean and other types are refused: a float
+  has already rounded large ids and turned ``001`` into ``1.0``.
+* **Timestamps** (``created_at``, ``ts``, ``scored_at``) are stored as UTC microseconds. Accepted
+  inputs: a timestamp column of any unit (without a zone it is UTC); ISO-8601 text
+  (``2026-01-01T10:00:00``, ``2026-01-01 10:00:00+02:00``, ``2026-01-01``; no offset = UTC); and
+  **integers, read as Unix seconds** (``1767261600`` = 2026-01-01 10:00 UTC), as most exports
+  write them. Integers beyond ±10^11 (year 5138) are refused — they are milliseconds or
+  microseconds, and the message says how to convert them. Floats are refused.
 """
 
 from __future__ import annotations
@@ -111,6 +125,75 @@ REFERENCES: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+MAX_UNIX_SECONDS = 10**11   # |seconds| beyond this (year 5138) are ms/us/ns, not seconds
+_INTEGER_TEXT = r"^\s*[+-]?\d+\s*$"
+_ZONE_TEXT = r":\d\d(\.\d+)?\s*(Z|[+-]\d\d(:?\d\d)?)\s*$"   # a time with a zone
+
+
+def _first_bad(col: pa.ChunkedArray, want: pa.DataType) -> object:
+    """A value of ``col`` that does not cast to ``want`` (for the error message)."""
+    for value in pc.unique(col.slice(0, 100_000)).to_pylist():
+        if value is None:
+            continue
+        try:
+            pa.array([value], col.type).cast(want, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return value
+    return None
+
+
+def _unix_seconds(table: str, name: str, ints: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Integers as Unix seconds → UTC microseconds, refusing magnitudes that are not seconds."""
+    ints = pc.cast(ints, pa.int64())
+    if len(ints) - ints.null_count:
+        lo, hi = (v.as_py() for v in pc.min_max(ints).values())
+        if max(abs(lo), abs(hi)) > MAX_UNIX_SECONDS:
+            bad = hi if abs(hi) >= abs(lo) else lo
+            unit, factor = (("milliseconds", 10**3) if abs(bad) < 10**14 else
+                            ("microseconds", 10**6) if abs(bad) < 10**17 else
+                            ("nanoseconds", 10**9))
+            raise SchemaError(table, name, f"has integer {bad}, which is not Unix seconds "
+                              f"(integers are read as seconds; this looks like {unit})",
+                              f"divide '{name}' by {factor} to get seconds, or write ISO-8601")
+    return pc.multiply(ints, 1_000_000).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _text_to_timestamp(table: str, name: str, col: pa.ChunkedArray,
+                       want: pa.DataType) -> pa.ChunkedArray:
+    col = pc.cast(col, pa.string())
+    digits = pc.match_substring_regex(col, _INTEGER_TEXT)
+    if pc.any(digits).as_py():
+        if not pc.all(pc.or_kleene(digits, pc.is_null(col))).as_py():
+            raise SchemaError(table, name, "mixes Unix-second integers with other text",
+                              f"write every '{name}' the same way (ISO-8601 or Unix seconds)")
+        return pa.chunked_array([_unix_seconds(table, name, pc.cast(pc.utf8_trim_whitespace(col),
+                                                                   pa.int64()))])
+    col = col.combine_chunks()
+    zoned = pc.fill_null(pc.match_substring_regex(col, _ZONE_TEXT), False)
+    try:
+        naive = pc.cast(pc.cast(pc.if_else(zoned, None, col), pa.timestamp("us")), want)  # UTC
+        with_zone = pc.cast(pc.if_else(zoned, col, None), want)                # +02:00, Z
+        return pa.chunked_array([pc.if_else(zoned, with_zone, naive)])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    example = next((v for v in pc.unique(col.slice(0, 100_000)).to_pylist()
+                    if v is not None and _not_timestamp(v)), None)
+    what = f"e.g. {example!r}" if example is not None else "mixed forms"
+    raise SchemaError(table, name, f"has text that is not a timestamp ({what})",
+                      f"write '{name}' as ISO-8601 (2026-01-01T10:00:00, UTC unless an offset "
+                      "is given) or as integer Unix seconds")
+
+
+def _not_timestamp(value: str) -> bool:
+    for typ in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+        try:
+            pa.array([value]).cast(typ)
+            return False
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return True
+
+
 def _cast_column(table: str, name: str, col: pa.ChunkedArray, want: pa.DataType,
                  media: bool) -> pa.ChunkedArray:
     if col.type == want:
@@ -118,18 +201,39 @@ def _cast_column(table: str, name: str, col: pa.ChunkedArray, want: pa.DataType,
     if media and (col.type in (pa.binary(), pa.large_binary())
                   or (pa.types.is_list(col.type) and pa.types.is_binary(col.type.value_type))):
         return col  # bytes are a valid media payload
-    if pa.types.is_timestamp(want) and pa.types.is_string(col.type):
-        try:
-            return pc.cast(pc.strptime(col, format="%Y-%m-%dT%H:%M:%S", unit="us"), want)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    if pa.types.is_list(want) and pa.types.is_string(col.type):
+    if pa.types.is_dictionary(col.type):                      # pandas categoricals
+        col = col.cast(col.type.value_type)
+        if col.type == want:
+            return col
+    if pa.types.is_timestamp(want):
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            return _text_to_timestamp(table, name, col, want)
+        if pa.types.is_integer(col.type):                     # Unix seconds, never microseconds
+            return pa.chunked_array([_unix_seconds(table, name, col)])
+        if not (pa.types.is_timestamp(col.type) or pa.types.is_date(col.type)):
+            raise SchemaError(table, name, f"has type {col.type}, expected a timestamp",
+                              f"write '{name}' as a timestamp, ISO-8601 text or integer Unix "
+                              "seconds")
+        if pa.types.is_timestamp(col.type) and col.type.tz is None:
+            col = col.cast(pa.timestamp(col.type.unit, tz="UTC"))   # no zone: UTC
+    if pa.types.is_string(want) and not (pa.types.is_string(col.type)
+                                         or pa.types.is_large_string(col.type)
+                                         or pa.types.is_integer(col.type)
+                                         or pa.types.is_null(col.type)):
+        # floats have already rounded ids (1e3, 20 digits) and lost leading zeros
+        raise SchemaError(table, name, f"has type {col.type}, expected text (ids and titles are "
+                          "kept verbatim)", f"write '{name}' as strings (e.g. read the source "
+                          f"with dtype=str)")
+    if pa.types.is_list(want) and (pa.types.is_string(col.type)
+                                   or pa.types.is_large_string(col.type)):
         # CSV: a list column arrives as "a;b;c"
-        return pc.split_pattern(col, ";").cast(want)
+        return pc.split_pattern(pc.cast(col, pa.string()), ";").cast(want)
     try:
         return col.cast(want, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        raise SchemaError(table, name, f"has type {col.type}, expected {want}",
+        bad = _first_bad(col, want) if not pa.types.is_nested(col.type) else None
+        what = f"has type {col.type}" + (f" with value {bad!r}" if bad is not None else "")
+        raise SchemaError(table, name, f"{what}, expected {want}",
                           f"write '{name}' as {want}") from None
 
 
