@@ -114,3 +114,54 @@ def test_missing_alias_and_model_are_clear_errors(store, monkeypatch):
         registry.resolve_version(registry.MLLM, "@nope")
     with pytest.raises(SerendipError, match="serendip model directory"):
         registry.register_mllm(Path(wd), workdir=wd)
+
+
+def test_promote_unknown_version_name_or_alias_is_exit_2_one_line(store, capsys):
+    """Issue 12 case 10: `promote --version 99` was an MLflow traceback with exit 1 (which
+    means "the gate refused"); a client mistake is one line and exit 2."""
+    wd, res, _ = store
+    registry.setup(wd)
+    if registry.alias_version(registry.MLLM, "challenger") is None:
+        with registry.start_run("serendip-mllm", wd, run_name="v"):
+            registry.register_mllm(res.model_dir, metrics=res.metrics, workdir=wd)
+    champion = registry.alias_version(registry.MLLM, "champion")
+    capsys.readouterr()
+    cases = [(["--version", "99"], "no version 99"),
+             (["--name", "nope"], "no registered model 'nope'"),
+             (["--version", "@nope"], "no version with alias @nope")]
+    for extra, expected in cases:
+        code = cli.main(["promote", "--workdir", str(wd), *extra])
+        err = capsys.readouterr().err
+        assert code == 2, (extra, err)
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+    assert registry.alias_version(registry.MLLM, "champion") == champion
+    from serendip.errors import SerendipError
+
+    for uri in ("models:/serendip-mllm/99", "models:/nope@champion"):
+        with pytest.raises(SerendipError, match="no version 99|no registered model"):
+            registry.load_predictor(uri, wd)
+
+
+@pytest.mark.parametrize("uri, expected", [("foo://x", "unknown scheme 'foo'"),
+                                           ("http://", "has no host"),
+                                           ("http://127.0.0.1:99999", "invalid port")])
+def test_bad_tracking_uri_is_one_line(tmp_path, monkeypatch, capsys, uri, expected):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    code = cli.main(["promote", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "MLFLOW_TRACKING_URI" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_translate_sorts_client_mistakes_from_server_faults():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    from serendip.errors import SerendipError, ServiceError
+
+    gone = registry.translate(MlflowException("x not found", error_code=RESOURCE_DOES_NOT_EXIST))
+    assert type(gone) is SerendipError
+    down = registry.translate(MlflowException(
+        "API request to http://127.0.0.1:1/api/2.0/x failed with exception Max retries exceeded"))
+    assert isinstance(down, ServiceError) and "did not answer" in str(down)

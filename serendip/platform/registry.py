@@ -14,13 +14,15 @@ the promotion gate.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
-from serendip.errors import ConfigError, SerendipError
+from serendip.errors import ConfigError, SerendipError, ServiceError
 
 MLLM = "serendip-mllm"
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -28,7 +30,111 @@ GATE_METRIC = "recall_constrained"
 PYFUNC_CODE = Path(__file__).with_name("mllm_pyfunc.py")
 
 
+# MLflow error codes that mean the caller named something that is not there or is malformed
+CLIENT_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
+                "INVALID_STATE", "BAD_REQUEST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
+URI_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:240]
+
+
+def _tracking_uri() -> str:
+    try:
+        import mlflow
+
+        return mlflow.get_tracking_uri()
+    except Exception:  # pragma: no cover - mlflow itself broken
+        return os.environ.get("MLFLOW_TRACKING_URI", "?")
+
+
+def translate(e: BaseException, what: str = "MLflow") -> SerendipError:
+    """One-line project error for an exception raised by MLflow.
+
+    Returns a :class:`SerendipError` (exit 2) for the caller's mistakes — an unknown model
+    name, version or alias, an invalid value — and a :class:`ServiceError` (exit 3) when the
+    tracking server cannot be reached or fails."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    uri = _tracking_uri()
+    if isinstance(e, MlflowException):
+        code = e.error_code
+        msg = _first_line(e)
+        if code in CLIENT_CODES:
+            return SerendipError(f"{what}: {msg}", field="registry",
+                                 fix="check the model name, version and alias "
+                                     "(serendip finetune registers, serendip promote gates)")
+        if msg.startswith("API request to") or "Max retries exceeded" in msg:
+            return ServiceError(f"the MLflow tracking server at {uri} did not answer ({what})",
+                                field="MLFLOW_TRACKING_URI",
+                                fix="start the server or point MLFLOW_TRACKING_URI at a running "
+                                    "one; the run can be repeated (finished steps resume)")
+        return ServiceError(f"MLflow failed ({what}): {msg}", field="MLFLOW_TRACKING_URI",
+                            fix="check the tracking server's log")
+    if isinstance(e, (requests.exceptions.RequestException, ConnectionError, TimeoutError)):
+        return ServiceError(f"the MLflow tracking server at {uri} did not answer ({what}): "
+                            f"{_first_line(e)}", field="MLFLOW_TRACKING_URI",
+                            fix="start the server or point MLFLOW_TRACKING_URI at a running one")
+    raise TypeError(f"not an MLflow error: {e!r}")
+
+
+def _is_mlflow_error(e: BaseException) -> bool:
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(e, (MlflowException, requests.exceptions.RequestException,
+                          ConnectionError, TimeoutError))
+
+
+@contextmanager
+def mlflow_errors(what: str = "MLflow") -> Iterator[None]:
+    """Turn MLflow exceptions raised inside into one-line project errors (see
+    :func:`translate`); project errors pass through unchanged."""
+    try:
+        yield
+    except SerendipError:
+        raise
+    except Exception as e:
+        if not _is_mlflow_error(e):
+            raise
+        raise translate(e, what) from None
+
+
+def _translated(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with mlflow_errors(func.__name__.replace("_", " ")):
+            return func(*args, **kwargs)
+    return wrapper
+
+
 # ---------------------------------------------------------------------------- tracking
+def check_uri(uri: str) -> str:
+    """``uri`` if MLflow can use it as a tracking store, else a one-line ConfigError."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0].lower()
+    if len(scheme) <= 1:                      # a plain path (or a Windows drive letter)
+        return uri
+    if scheme not in URI_SCHEMES:
+        raise ConfigError(f"tracking URI {uri!r} has an unknown scheme {scheme!r}",
+                          field="MLFLOW_TRACKING_URI",
+                          fix="use http://HOST:PORT of an MLflow server or sqlite:///PATH")
+    if scheme in ("http", "https") and not parsed.hostname:
+        raise ConfigError(f"tracking URI {uri!r} has no host", field="MLFLOW_TRACKING_URI",
+                          fix="use http://HOST:PORT of an MLflow server")
+    if scheme in ("http", "https"):
+        try:
+            _ = parsed.port
+        except ValueError:
+            raise ConfigError(f"tracking URI {uri!r} has an invalid port",
+                              field="MLFLOW_TRACKING_URI",
+                              fix="use http://HOST:PORT with a port in 1..65535") from None
+    return uri
+
+
 def default_uri(workdir: str | os.PathLike) -> str:
     db = Path(workdir).resolve() / "mlflow" / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +146,10 @@ def setup(workdir: str | os.PathLike | None = None) -> str:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow retries a failed HTTP call 7 times with doubling back-off (minutes of silence when
+    # the tracking server is down); a few quick retries ride out a restart and then fail.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     import logging
     import warnings
 
@@ -55,6 +165,7 @@ def setup(workdir: str | os.PathLike | None = None) -> str:
             raise ConfigError("no MLflow store", field="workdir",
                               fix="pass --workdir or set MLFLOW_TRACKING_URI")
         uri = default_uri(workdir)
+    check_uri(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -68,6 +179,7 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
+@_translated
 def ensure_experiment(name: str, workdir: str | os.PathLike | None = None) -> str:
     import mlflow
 
@@ -77,6 +189,73 @@ def ensure_experiment(name: str, workdir: str | os.PathLike | None = None) -> st
         return exp.experiment_id
     root = _artifact_root(uri)
     return mlflow.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+
+
+KFP_RUN_ENV = "SERENDIP_KFP_RUN_ID"          # set by the KFP components from the run's placeholder
+KFP_RUN_NAME_ENV = "SERENDIP_KFP_RUN_NAME"
+
+
+def kfp_tags() -> dict[str, str]:
+    """``{"kfp_run_id": ..., "kfp_run_name": ...}`` when running inside a KFP task (the
+    components export the run's id from ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``), else ``{}``.
+    Every MLflow run and model version a pipeline creates carries them."""
+    out = {}
+    for key, env in (("kfp_run_id", KFP_RUN_ENV), ("kfp_run_name", KFP_RUN_NAME_ENV)):
+        value = os.environ.get(env, "")
+        if value and not value.startswith("{{"):          # an unresolved placeholder: none
+            out[key] = value
+    return out
+
+
+def set_kfp_run(run_id: str = "", run_name: str = "") -> None:
+    """Record the KFP run a component belongs to (read by :func:`kfp_tags`)."""
+    for env, value in ((KFP_RUN_ENV, run_id), (KFP_RUN_NAME_ENV, run_name)):
+        if value:
+            os.environ[env] = value
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@contextmanager
+def _quiet_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def log_tables(tables: dict[str, str | os.PathLike], context: str = "training") -> list[str]:
+    """Log each existing table file as an MLflow dataset input of the active run
+    (``mlflow.log_input``: name, source path, content digest, row count), so the run — and the
+    model version registered from it — names the data it was trained on. Returns the names
+    logged; missing files are skipped."""
+    import mlflow
+    import pyarrow.parquet as pq
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    logged = []
+    with mlflow_errors("log dataset inputs"), _quiet_warnings():
+        for name, path in tables.items():
+            p = Path(path)
+            if not p.is_file():
+                continue
+            rows = pq.ParquetFile(p).metadata.num_rows if p.suffix == ".parquet" else None
+            ds = MetaDataset(source=resolve_dataset_source(str(p.resolve())), name=name,
+                             digest=_digest(p))
+            mlflow.log_input(ds, context=context,
+                             tags={"rows": str(rows)} if rows is not None else None)
+            logged.append(name)
+    return logged
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -97,13 +276,16 @@ def start_run(experiment: str, workdir: str | os.PathLike | None = None,
     """An MLflow run in ``experiment`` with (flattened) ``params`` logged."""
     import mlflow
 
-    exp_id = ensure_experiment(experiment, workdir)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
-        if params:
-            mlflow.log_params(flatten(params))
-        yield run
+    with mlflow_errors(f"run in {experiment}"):
+        exp_id = ensure_experiment(experiment, workdir)
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name,
+                              tags={**kfp_tags(), **(tags or {})}) as run:
+            if params:
+                mlflow.log_params(flatten(params))
+            yield run
 
 
+@_translated
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     """Numeric entries of ``metrics`` to the active run (at ``step`` for curves)."""
     import mlflow
@@ -114,6 +296,7 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
         mlflow.log_metrics(clean, step=step)
 
 
+@_translated
 def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> None:
     import mlflow
 
@@ -156,6 +339,7 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+@_translated
 def register_mllm(model_dir: str | os.PathLike, metrics: dict | None = None,
                   workdir: str | os.PathLike | None = None, run_id: str | None = None,
                   alias: str | None = CHALLENGER, name: str = MLLM) -> str:
@@ -180,7 +364,7 @@ def register_mllm(model_dir: str | os.PathLike, metrics: dict | None = None,
             registered_model_name=name, metadata={"serendip_model_dir": d.name})
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for k, v in (metrics or {}).items():
+    for k, v in {**(metrics or {}), **kfp_tags()}.items():
         if isinstance(v, (int, float, str)) and not isinstance(v, bool):
             client.set_model_version_tag(name, version, k, str(v))
     if alias:
@@ -188,22 +372,69 @@ def register_mllm(model_dir: str | os.PathLike, metrics: dict | None = None,
     return version
 
 
-def resolve_version(name: str, ref: str) -> str:
-    """A version number from ``"3"``, ``"@champion"`` or ``"champion"``."""
+def check_model(name: str) -> None:
+    """A one-line SerendipError naming the registered models when ``name`` is not one.
+
+    Raises:
+        SerendipError: no registered model ``name`` (field ``name``).
+        ServiceError: the tracking server cannot be reached."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    ref = str(ref)
-    if ref.isdigit():
-        return ref
-    alias = ref.lstrip("@")
+    client = MlflowClient()
     try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code not in CLIENT_CODES:
+            raise
+        known = sorted(m.name for m in client.search_registered_models(max_results=50))
+        raise SerendipError(f"no registered model {name!r} in {_tracking_uri()}",
+                            field="name", fix=(f"use one of {known}" if known else
+                                               "register one first (serendip finetune / "
+                                               "train-retriever)")) from None
+
+
+@_translated
+def resolve_version(name: str, ref: str) -> str:
+    """A version number (as text) from ``"3"``, ``"@champion"`` or ``"champion"``, checked to
+    exist in the registry.
+
+    Raises:
+        SerendipError: unknown model name, version or alias (one line, field named).
+        ServiceError: the tracking server cannot be reached."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    check_model(name)
+    ref = str(ref).strip()
+    if ref.isdigit():
+        try:
+            return str(client.get_model_version(name, ref).version)
+        except MlflowException as e:
+            if e.error_code not in CLIENT_CODES:
+                raise
+            versions = sorted(int(v.version) for v in
+                              client.search_model_versions(f"name='{name}'"))
+            have = f"{versions[0]}..{versions[-1]}" if versions else "none"
+            raise SerendipError(f"{name} has no version {ref} (versions: {have})",
+                                field="version",
+                                fix="pass an existing version, or omit --version to use "
+                                    "@challenger") from None
+    alias = ref.lstrip("@")
+    if not alias:
+        raise SerendipError("empty version or alias", field="version",
+                            fix="pass a version number or an alias such as @champion")
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as e:
+        if e.error_code not in CLIENT_CODES:
+            raise
         raise SerendipError(f"{name} has no version with alias @{alias}", field="alias",
                             fix="run serendip finetune (sets @challenger) first") from None
 
 
+@_translated
 def alias_version(name: str, alias: str) -> str | None:
     try:
         return resolve_version(name, "@" + alias)
@@ -211,6 +442,7 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
+@_translated
 def version_metric(name: str, version: str, metric: str) -> float:
     """The held-out ``metric`` recorded for a version (its tag, else its run's metric)."""
     from mlflow import MlflowClient
@@ -234,10 +466,16 @@ def load_predictor(model_uri: str = f"models:/{MLLM}@{CHAMPION}",
     import mlflow
 
     setup(workdir)
+    if model_uri.startswith("models:/"):          # a clear line for unknown name/alias/version
+        ref = model_uri[len("models:/"):]
+        name, _, tail = ref.replace("@", "/@").partition("/")
+        resolve_version(name, tail or "@" + CHAMPION)
     try:
         pyfunc = mlflow.pyfunc.load_model(model_uri)
     except Exception as e:  # MlflowException, OSError: unknown name/alias/version
-        raise SerendipError(f"cannot load {model_uri}: {str(e).splitlines()[0][:200]}",
+        if _is_mlflow_error(e) and isinstance(translate(e), ServiceError):
+            raise translate(e, f"load {model_uri}") from None
+        raise SerendipError(f"cannot load {model_uri}: {_first_line(e)}",
                             field="model", fix="check the name and alias (serendip promote "
                                                "sets @champion)") from None
     wrapper = pyfunc.unwrap_python_model()
@@ -263,6 +501,7 @@ class PromotionResult:
     champion_value: float | None = None
 
 
+@_translated
 def promote(name: str = MLLM, version: str | None = None, metric: str = GATE_METRIC,
             workdir: str | os.PathLike | None = None,
             evaluate: Callable[[str], float] | None = None) -> PromotionResult:

@@ -53,9 +53,11 @@ def signature():
                           params=ParamSchema([ParamSpec("k", DataType.long, 10)]))
 
 
+@registry._translated
 def register_retriever(retriever_dir: str | os.PathLike, metrics: dict,
                        workdir: str | os.PathLike | None = None, params: dict | None = None,
-                       alias: str | None = registry.CHALLENGER, name: str = RETRIEVER) -> str:
+                       alias: str | None = registry.CHALLENGER, name: str = RETRIEVER,
+                       tables: dict | None = None) -> str:
     """Log a run (params, metrics, loss curve) with the retriever as a pyfunc model, register
     a new version of ``name`` tagged with its metrics, set ``alias``; returns the version."""
     import mlflow
@@ -68,6 +70,8 @@ def register_retriever(retriever_dir: str | os.PathLike, metrics: dict,
     flat = mlflow_metrics({k: v for k, v in metrics.items() if k != "train_loss"})
     with registry.start_run("serendip-retriever", workdir, run_name="train-retriever",
                             params=params):
+        if tables:
+            registry.log_tables(tables)
         for step, loss in enumerate(metrics.get("train_loss", []), start=1):
             mlflow.log_metric("train_loss", float(loss), step=step)
         registry.log_metrics(flat)
@@ -78,7 +82,7 @@ def register_retriever(retriever_dir: str | os.PathLike, metrics: dict,
             metadata={"serendip_model_version": metrics.get("model_version", "")})
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for k, v in flat.items():
+    for k, v in {**flat, **registry.kfp_tags()}.items():
         client.set_model_version_tag(name, version, k, str(v))
     if alias:
         client.set_registered_model_alias(name, alias, version)
@@ -86,11 +90,14 @@ def register_retriever(retriever_dir: str | os.PathLike, metrics: dict,
 
 
 def register_and_promote(retriever_dir: str | os.PathLike, metrics: dict, cfg,
-                         workdir: str | os.PathLike, promote: bool = True) -> dict:
-    """Register (``@challenger``) and run the gate; returns what happened, for the CLI/KFP."""
+                         workdir: str | os.PathLike, promote: bool = True,
+                         tables: dict | None = None) -> dict:
+    """Register (``@challenger``) and run the gate; returns what happened, for the CLI/KFP.
+    ``tables`` (name → parquet path) are logged as the run's dataset inputs."""
     from serendip.config import to_dict
 
-    version = register_retriever(retriever_dir, metrics, workdir, params=to_dict(cfg))
+    version = register_retriever(retriever_dir, metrics, workdir, params=to_dict(cfg),
+                                 tables=tables)
     out = {"name": RETRIEVER, "version": version, "alias": registry.CHALLENGER}
     if promote:
         res = registry.promote(RETRIEVER, version, metric=GATE_METRIC, workdir=workdir)
@@ -103,12 +110,17 @@ def load_retriever(model_uri: str = f"models:/{RETRIEVER}@{registry.CHAMPION}",
     """The :class:`Retriever` behind a registered model URI (e.g. ``@champion``)."""
     import mlflow
 
-    from serendip.errors import SerendipError
+    from serendip.errors import SerendipError, ServiceError
 
     registry.setup(workdir)
+    if model_uri.startswith("models:/"):          # a clear line for unknown name/alias/version
+        name, _, tail = model_uri[len("models:/"):].replace("@", "/@").partition("/")
+        registry.resolve_version(name, tail or "@" + registry.CHAMPION)
     try:
         pyfunc = mlflow.pyfunc.load_model(model_uri)
     except Exception as e:  # MlflowException, OSError: unknown name/alias/version
+        if registry._is_mlflow_error(e) and isinstance(registry.translate(e), ServiceError):
+            raise registry.translate(e, f"load {model_uri}") from None
         raise SerendipError(f"cannot load {model_uri}: {str(e).splitlines()[0][:200]}",
                             field="model", fix="check the name and alias (serendip "
                                                "train-retriever sets @challenger/@champion)"
