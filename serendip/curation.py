@@ -277,6 +277,24 @@ def build_examples(selected: pa.Table, items: pa.Table, clusters: pa.Table,
     return pa.table(out, schema=SCHEMAS["examples"])
 
 
+def _check_targets_are_candidates(selected: pa.Table, clusters: pa.Table,
+                                  item_clusters: pa.Table, cfg: CurationConfig) -> None:
+    """Every training target must be one of its context's candidate clusters
+    (:mod:`serendip.candidates`); building the index also refuses item_clusters whose path
+    contradicts the clusters table, which would make pairs "serendipitous" that are not."""
+    from serendip.candidates import CandidateIndex
+
+    index = CandidateIndex.build(item_clusters, clusters, cfg.level, cfg.delta)
+    ok = index.is_candidate(selected.column("context_item_id").to_pylist(),
+                            selected.column("target_cluster_id").to_pylist())
+    if not ok.all():   # pragma: no cover - guarded by the index's consistency check
+        bad = int(np.argmin(ok))
+        raise SchemaError("clusters", "parent_id",
+                          f"target {selected.column('target_cluster_id')[bad].as_py()!r} is not "
+                          "a candidate of its context item", "rebuild the tree with "
+                          "`serendip cluster` and curate again")
+
+
 def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
            item_clusters: pa.Table, cfg: CurationConfig | None = None) -> CurationResult:
     """Serendipitous pairs → diversified top-k selection → held-out split → examples."""
@@ -295,6 +313,7 @@ def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
                           fix="use a larger --delta (a broader shared ancestor) or another "
                               "--level; check that the tree has several clusters per parent")
     agg = select_diversified(coded, cfg)
+    _check_targets_are_candidates(agg, clusters, item_clusters, cfg)
     if agg.num_rows == 0:
         raise ConfigError(f"no (context item, cluster) pair has >= {cfg.min_interactions} "
                           "serendipitous interactions", field="min_interactions",
