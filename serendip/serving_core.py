@@ -14,12 +14,17 @@ Images (THUMBNAIL, FRAMES) are encoded PNG/JPEG bytes or ``synth:`` URIs; an emp
 padding. File paths are refused: a client must never make the server read its disk.
 
 Errors are :class:`SerendipError` whose ``field`` is the input name; servers turn them into
-HTTP 400 / gRPC INVALID_ARGUMENT and keep serving.
+HTTP 400 / gRPC INVALID_ARGUMENT and keep serving — only for the client's own mistakes. A
+fault of the server's own data, stores or models is a :class:`ServerFault` (HTTP 500, gRPC
+INTERNAL / Triton INTERNAL), never a 400: data the server builds a request from (a catalogue
+item's title and media, a cluster id read from Feast) is fitted to the server's own limits
+before it reaches the checks written for clients (:func:`mllm_request`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,6 +34,26 @@ from typing import Any
 import numpy as np
 
 from serendip.errors import SerendipError
+
+log = logging.getLogger("serendip.serving")
+
+
+class ServerFault(SerendipError):
+    """A server-side fault (its feature store, catalogue or models disagree or are down):
+    answered as HTTP 500 / gRPC INTERNAL, never as the client's mistake."""
+
+
+class UnknownCluster(SerendipError):
+    """The served retriever does not know a cluster id. A client sending it to ``retriever``
+    gets a 400; inside ``recommend`` (a cluster read from Feast) the next cluster is tried."""
+
+
+def remote_error(model: str, message: str) -> SerendipError:
+    """An INVALID_ARG answer of a served model (its message names the input) → the matching
+    error: :class:`UnknownCluster` for the retriever's unknown-cluster answer."""
+    if "CLUSTER_ID: unknown cluster" in message:
+        return UnknownCluster(f"{model}: {message}", field="CLUSTER_ID")
+    return SerendipError(f"{model}: {message}")
 
 # ------------------------------------------------------------------ limits
 MAX_K_MLLM = 10            # beams of constrained decoding; more is slow and meaningless
@@ -349,7 +374,7 @@ class RetrieverHandler:
         for h, c, k in zip(*(_rows(arrays, n, batch) for n in ("HISTORY", "CLUSTER_ID", "K"))):
             cid = _text(np.asarray(c).reshape(-1)[0], "CLUSTER_ID", MAX_ID_BYTES)
             if not self.retriever.has_cluster(cid):
-                raise SerendipError(f"unknown cluster {cid!r}", field="CLUSTER_ID",
+                raise UnknownCluster(f"unknown cluster {cid!r}", field="CLUSTER_ID",
                                     fix="use a cluster id of the served cluster tree "
                                         "(path ids like '3.1.0')")
             hist.append(_ids(h, "HISTORY", MAX_HISTORY))
@@ -448,6 +473,12 @@ class ClusterChoice:
     cluster_id: str
     description: str
     source: str                  # feast | table | cache | mllm
+    # the row's next clusters (id, description), best first: tried when the served retriever
+    # does not know ``cluster_id`` (tree rebuilt, retriever not re-exported yet)
+    alternatives: tuple[tuple[str, str], ...] = ()
+
+    def candidates(self) -> list[tuple[str, str]]:
+        return [(self.cluster_id, self.description), *self.alternatives]
 
 
 @dataclass
@@ -508,36 +539,113 @@ class RecommendFlow:
     predict: Predict                         # the mllm, for items the feature store lacks
     retrieve: Retrieve                       # the retriever restricted to a cluster
     cache: ClusterCache = field(default_factory=ClusterCache)
+    on_phase: Callable[[str, float], None] | None = None   # (phase, seconds) per call
     _inflight: dict = field(default_factory=dict, init=False, repr=False)
 
     async def cluster_of(self, item_id: str) -> ClusterChoice:
         hit = self.cache.get(item_id)
         if hit is not None:
-            return ClusterChoice(hit.cluster_id, hit.description, "cache")
+            return ClusterChoice(hit.cluster_id, hit.description, "cache", hit.alternatives)
         if item_id in self._inflight:            # one MLLM call per item, however many ask
             return await asyncio.shield(self._inflight[item_id])
-        choice = self.lookup(item_id)
+        t0 = time.perf_counter()
+        store_down = None
+        try:
+            choice = self.lookup(item_id)
+        except ServerFault as e:                 # the online store is down: the MLLM answers
+            choice, store_down = None, e
+            log.warning("cluster lookup failed for item %r (%s); asking the MLLM", item_id, e)
+        self.observe("lookup", time.perf_counter() - t0)
         if choice is None:
-            info = self.item_info(item_id)
-            if info is None:
-                raise SerendipError(f"unknown item {item_id!r} (not scored, not in the items "
-                                    "table)", field="ITEM_ID",
-                                    fix="send an item id of the catalogue, or add the item and "
-                                        "run `serendip score`")
-            fut = asyncio.ensure_future(self.predict(info))
-            self._inflight[item_id] = fut
-            try:
-                choice = await fut
-            finally:
-                self._inflight.pop(item_id, None)
-        self.cache.put(item_id, choice)
+            choice = await self._predict_for(item_id, store_down)
+        if store_down is None:                   # not cached while the store is down
+            self.cache.put(item_id, choice)
         return choice
 
+    async def _predict_for(self, item_id: str, store_down: Exception | None = None
+                           ) -> ClusterChoice:
+        info = self.item_info(item_id)
+        if info is None:
+            if store_down is not None:
+                raise ServerFault(f"item {item_id!r}: the feature store is unavailable "
+                                  f"({store_down}) and the item is not in the catalogue",
+                                  fix="retry when the online store is back")
+            raise SerendipError(f"unknown item {item_id!r} (not scored, not in the items "
+                                "table)", field="ITEM_ID",
+                                fix="send an item id of the catalogue, or add the item and "
+                                    "run `serendip score`")
+        if item_id in self._inflight:
+            return await asyncio.shield(self._inflight[item_id])
+        fut = asyncio.ensure_future(self._timed_predict(item_id, info))
+        self._inflight[item_id] = fut
+        try:
+            return await fut
+        finally:
+            self._inflight.pop(item_id, None)
+
+    async def _timed_predict(self, item_id: str, info: dict) -> ClusterChoice:
+        t0 = time.perf_counter()
+        try:
+            return await self.predict(info)
+        except ServerFault:
+            raise
+        except SerendipError as e:               # the request was built from server data
+            raise ServerFault(f"the MLLM refused catalogue item {item_id!r}: {e}") from None
+        finally:
+            self.observe("mllm", time.perf_counter() - t0)
+
+    async def _retrieve(self, history: list[str], cluster_id: str, k: int):
+        t0 = time.perf_counter()
+        try:
+            return await self.retrieve(history, cluster_id, k)
+        finally:
+            self.observe("retriever", time.perf_counter() - t0)
+
     async def recommend(self, item_id: str, history: list[str], k: int) -> Recommendation:
+        """Top-k of the item's first cluster the served retriever knows: the feature row's
+        clusters in order, then the MLLM's; an unknown cluster is logged (the feature store
+        and the served retriever disagree). Nothing known → :class:`ServerFault` (a 5xx).
+
+        Raises:
+            SerendipError: the client's own mistake (unknown item; HTTP 400).
+            ServerFault: the server's stores and models disagree or fail (HTTP 500).
+        """
         choice = await self.cluster_of(item_id)
-        found = await self.retrieve(history, choice.cluster_id, k)
-        return Recommendation([i for i, _ in found], [s for _, s in found], choice.cluster_id,
-                              choice.description, choice.source)
+        tried: list[str] = []
+        for attempt in range(2):
+            for cid, desc in choice.candidates():
+                if cid in tried:
+                    continue
+                tried.append(cid)
+                try:
+                    found = await self._retrieve(history, cid, k)
+                except UnknownCluster:
+                    log.warning("item %r: cluster %r (from %s) is unknown to the served "
+                                "retriever (%s and retriever disagree); trying the next",
+                                item_id, cid, choice.source,
+                                "MLLM" if choice.source == "mllm" else "feature store")
+                    continue
+                except ServerFault:
+                    raise
+                except SerendipError as e:       # client inputs were checked before: ours
+                    raise ServerFault(f"the retriever refused cluster {cid!r} of item "
+                                      f"{item_id!r}: {e}") from None
+                if attempt or cid != choice.cluster_id:
+                    self.cache.put(item_id, ClusterChoice(cid, desc, choice.source))
+                return Recommendation([i for i, _ in found], [s for _, s in found], cid, desc,
+                                      choice.source if not attempt else "mllm")
+            if attempt or choice.source == "mllm" or self.item_info(item_id) is None:
+                break
+            choice = await self._predict_for(item_id)
+        raise ServerFault(f"no cluster of item {item_id!r} is known to the served retriever "
+                          f"(tried {', '.join(tried)})",
+                          fix="re-export the retriever trained on the current cluster tree "
+                              "(`serendip export`), then re-score")
+
+    def observe(self, phase: str, seconds: float) -> None:
+        """Latency of one phase (lookup | mllm | retriever); a metrics hook (no-op here)."""
+        if self.on_phase is not None:
+            self.on_phase(phase, seconds)
 
     async def infer(self, arrays: Mapping[str, np.ndarray]) -> Outputs:
         """One v2 request (B rows) → the RECOMMEND outputs; errors name the input."""
@@ -559,17 +667,37 @@ def recommend_outputs(recs: Sequence[Recommendation]) -> Outputs:
 
 
 def top_choice(cluster_ids: Sequence, descriptions: Sequence, source: str) -> ClusterChoice | None:
-    """The best-scored cluster of a feature-store / table row (lists ordered best first)."""
-    cids = [c for c in (cluster_ids or []) if c]
-    if not cids:
-        return None
+    """The best-scored cluster of a feature-store / table row (lists ordered best first), with
+    the row's other clusters as alternatives."""
     descs = list(descriptions or [])
-    return ClusterChoice(str(cids[0]), str(descs[0]) if descs else "", source)
+    pairs = [(str(c), str(descs[j]) if j < len(descs) and descs[j] is not None else "")
+             for j, c in enumerate(cluster_ids or []) if c]
+    if not pairs:
+        return None
+    return ClusterChoice(pairs[0][0], pairs[0][1], source, tuple(pairs[1:]))
+
+
+def fit_text(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes at a character boundary (server-side
+    data fitted to the server's own input limits; a client's text is refused instead)."""
+    b = text.encode("utf-8")
+    return text if len(b) <= limit else b[:limit].decode("utf-8", errors="ignore")
+
+
+def fit_frames(frames: Sequence, limit: int = MAX_FRAMES) -> list:
+    """At most ``limit`` frames, evenly spaced over the item (first and last kept)."""
+    frames = list(frames)
+    if len(frames) <= limit:
+        return frames
+    idx = np.linspace(0, len(frames) - 1, limit).round().astype(int)
+    return [frames[i] for i in idx]
 
 
 def mllm_request(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The ``mllm`` input tensors for one known item (media refs become bytes: a ``synth:``
-    URI is sent as is, a file is read here — on the server that owns the items table)."""
+    URI is sent as is, a file is read here — on the server that owns the items table). The
+    catalogue's title and description are cut to ``MAX_TEXT_BYTES`` and its frames sampled to
+    ``MAX_FRAMES`` (:func:`fit_text`, :func:`fit_frames`): the client sent only an id."""
     from pathlib import Path
 
     def media(ref) -> bytes:
@@ -578,15 +706,15 @@ def mllm_request(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
         ref = str(ref)
         if ref.startswith("synth:"):
             return ref.encode()
-        p = Path(ref)
-        if not p.is_absolute() and info.get("base_dir"):
-            p = Path(info["base_dir"]) / p
-        return p.read_bytes()
+        from serendip.data.media import resolve_media  # the one rule: against the data dir
 
-    frames = [media(f) for f in (info.get("frames") or [])]
-    arrays = {"TITLE": np.array([[str(info.get("title") or "").encode()]], dtype=np.object_),
-              "CONTEXT_DESCRIPTION": np.array(
-                  [[str(info.get("context_description") or "").encode()]], dtype=np.object_),
+        return Path(resolve_media(ref, info.get("base_dir"))).read_bytes()
+
+    frames = [media(f) for f in fit_frames(info.get("frames") or [])]
+    title = fit_text(str(info.get("title") or ""))
+    context = fit_text(str(info.get("context_description") or ""))
+    arrays = {"TITLE": np.array([[title.encode()]], dtype=np.object_),
+              "CONTEXT_DESCRIPTION": np.array([[context.encode()]], dtype=np.object_),
               "K": np.array([[1]], dtype=np.int32)}
     if info.get("thumbnail") is not None:
         arrays["THUMBNAIL"] = np.array([[media(info["thumbnail"])]], dtype=np.object_)
@@ -639,6 +767,9 @@ def triton_execute(handler, requests: Sequence, pb_utils) -> list:
         arrays.append(a)
     try:
         results = handler.infer(arrays)
+    except ServerFault as e:
+        err = pb_utils.TritonError(str(e))
+        return [pb_utils.InferenceResponse(error=err) for _ in requests]
     except SerendipError as e:
         results = [e] * len(requests)
     except Exception as e:  # noqa: BLE001 — answered as INTERNAL, the server lives on
@@ -646,7 +777,9 @@ def triton_execute(handler, requests: Sequence, pb_utils) -> list:
         return [pb_utils.InferenceResponse(error=err) for _ in requests]
     out = []
     for res in results:
-        if isinstance(res, SerendipError):
+        if isinstance(res, ServerFault):
+            out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(res))))
+        elif isinstance(res, SerendipError):
             out.append(pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(str(res), pb_utils.TritonError.INVALID_ARG)))
         else:

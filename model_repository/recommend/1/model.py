@@ -25,14 +25,14 @@ class TritonPythonModel:
                                  f"{meta.get('scored_items')} scored items")
 
     async def _bls(self, model, arrays):
-        from serendip.errors import SerendipError
+        from serendip.serving_core import remote_error
 
         req = pb_utils.InferenceRequest(
             model_name=model, requested_output_names=self.outputs[model],
             inputs=[pb_utils.Tensor(n, a) for n, a in arrays.items()])
         resp = await req.async_exec()
         if resp.has_error():
-            raise SerendipError(f"{model}: {resp.error().message()}")
+            raise remote_error(model, resp.error().message())
         return {n: pb_utils.get_output_tensor_by_name(resp, n).as_numpy()
                 for n in self.outputs[model]}
 
@@ -49,7 +49,7 @@ class TritonPythonModel:
 
     async def execute(self, requests):
         from serendip.errors import SerendipError
-        from serendip.serving_core import RECOMMEND
+        from serendip.serving_core import RECOMMEND, ServerFault
 
         async def one(r):
             arrays = {}
@@ -59,6 +59,8 @@ class TritonPythonModel:
                     arrays[t.name] = x.as_numpy()
             try:
                 out = await self.flow.infer(arrays)
+            except ServerFault as e:          # the server's own data or models: INTERNAL
+                return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
             except SerendipError as e:
                 return pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))

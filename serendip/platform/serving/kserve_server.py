@@ -35,10 +35,12 @@ from serendip.serving_core import (
     MicroBatcher,
     ModelSpec,
     RecommendFlow,
+    ServerFault,
     check_tensors,
     first_row_choice,
     first_row_items,
     mllm_request,
+    remote_error,
     retriever_request,
 )
 
@@ -58,7 +60,7 @@ def import_kserve():
 
 
 kserve = import_kserve()
-from kserve.errors import InvalidInput  # noqa: E402
+from kserve.errors import InferenceError, InvalidInput  # noqa: E402
 from kserve.protocol.infer_type import (  # noqa: E402
     InferInput,
     InferOutput,
@@ -101,6 +103,12 @@ def _from_bytes_keep_binary(cls, req_bytes: bytes, json_length: int, model_name:
 
 
 InferRequest.from_bytes = classmethod(_from_bytes_keep_binary)
+
+
+class ServingFault(InferenceError):
+    """A :class:`~serendip.serving_core.ServerFault` on its way out: KServe answers
+    ``InferenceError`` with HTTP 500 and its message; over gRPC kserve 0.21 would say
+    INVALID_ARGUMENT, so :class:`_StatusInterceptor` answers INTERNAL instead."""
 
 
 # ------------------------------------------------------------------ tensors <-> kserve
@@ -230,8 +238,9 @@ class TritonGrpc:
             res = await self._get().infer(req)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise SerendipError(f"{model}: {e.details()}") from None
-            raise
+                raise remote_error(model, e.details()) from None
+            raise ServerFault(f"{model} on Triton failed ({e.code().name}): "
+                              f"{e.details()}") from None
         return {o.name: o.as_numpy() for o in res.outputs}
 
     async def ready(self) -> bool:
@@ -295,6 +304,8 @@ class RecommendTransformer(_V2Model):
         arrays = request_arrays(self.spec, payload)
         try:
             outputs = await self.flow.infer(arrays)
+        except ServerFault as e:
+            raise ServingFault(str(e)) from None
         except SerendipError as e:
             raise InvalidInput(str(e)) from None
         return make_response(payload, self.name, outputs, self.spec)
@@ -306,6 +317,10 @@ class _BadInputOneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ServingFault):
+            record.msg, record.args = f"server fault: {exc}", ()
+            record.exc_info, record.exc_text = None, None
+            return True
         if isinstance(exc, InvalidInput) or "InvalidInput" in str(record.msg):
             record.msg, record.args = f"bad request: {exc if exc else record.msg}", ()
             record.exc_info, record.exc_text = None, None
@@ -326,6 +341,29 @@ def quiet_logs(access_log: bool = False) -> None:
     for h in logging.getLogger("kserve").handlers:
         if not any(isinstance(f, _BadInputOneLine) for f in h.filters):
             h.addFilter(_BadInputOneLine())
+
+
+def _status_interceptor_class():
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+
+    class StatusInterceptor(ExceptionToStatusInterceptor):
+        """kserve's interceptor, except that a server-side fault is INTERNAL (with its
+        message), not INVALID_ARGUMENT."""
+
+        async def handle_exception(self, ex, request_or_iterator, context, method_name):
+            if isinstance(ex, ServingFault):
+                import grpc
+
+                logging.getLogger("kserve").error("server fault: %s", ex)
+                await context.abort(grpc.StatusCode.INTERNAL, str(ex))
+            return await super().handle_exception(ex, request_or_iterator, context,
+                                                  method_name)
+
+    return StatusInterceptor
+
+
+def _StatusInterceptor():  # noqa: N802 — reads like the class it builds
+    return _status_interceptor_class()()
 
 
 class LoopbackModelServer(kserve.ModelServer):
@@ -350,7 +388,6 @@ class LoopbackModelServer(kserve.ModelServer):
 
                 from grpc import aio
                 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-                from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
                 from kserve.protocol.grpc.servicer import InferenceServicer
 
                 servicer = InferenceServicer(self._data_plane,
@@ -359,8 +396,10 @@ class LoopbackModelServer(kserve.ModelServer):
                     futures.ThreadPoolExecutor(max_workers=max_workers),
                     # no LoggingInterceptor: one INFO line per request costs more than a
                     # retriever call under load
-                    interceptors=(ExceptionToStatusInterceptor(),),
-                    options=[("grpc.max_send_message_length", 64 << 20),
+                    interceptors=(_StatusInterceptor(),),
+                    # no SO_REUSEPORT: a second server on a busy port must fail, not share it
+                    options=[("grpc.so_reuseport", 0),
+                             ("grpc.max_send_message_length", 64 << 20),
                              ("grpc.max_receive_message_length", 64 << 20)])
                 grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
                     servicer, self._server)

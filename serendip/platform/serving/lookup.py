@@ -12,21 +12,31 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
 
-from serendip.data.io import read_table, table_path
+from serendip.data.io import has_table, read_table, read_table_at
 from serendip.errors import SerendipError
-from serendip.serving_core import ClusterChoice, top_choice
+from serendip.serving_core import ClusterChoice, ServerFault, top_choice
 
 
 class ClusterLookup:
-    """item id → :class:`ClusterChoice` from Feast (default) or the scored table."""
+    """item id → :class:`ClusterChoice` from Feast (default) or the scored table.
+
+    When the online store fails (Redis gone: the read fails within its socket timeout), the
+    call raises :class:`ServerFault` and, for ``retry_after_s``, fails at once without
+    touching the store (the recommend flow asks the MLLM meanwhile); then it tries again, so
+    serving recovers by itself when the store comes back.
+    """
 
     def __init__(self, workdir: str | os.PathLike | None = None, source: str = "auto",
-                 feature_repo: str | os.PathLike | None = None):
+                 feature_repo: str | os.PathLike | None = None, retry_after_s: float = 2.0):
         self.kind = "none"
+        self.retry_after_s = retry_after_s
+        self._down_until = 0.0
+        self._down_reason = ""
         self._online = None
         self._table: dict[str, ClusterChoice] = {}
         repo = Path(feature_repo) if feature_repo else (
@@ -41,8 +51,7 @@ class ClusterLookup:
 
             self._online = OnlineFeatures(store=open_store_at(repo))
             self.kind = "feast"
-        elif source in ("auto", "table") and workdir and \
-                table_path(workdir, "item_serendipity").exists():
+        elif source in ("auto", "table") and workdir and has_table(workdir, "item_serendipity"):
             t = read_table(workdir, "item_serendipity")
             for item, cids, descs in zip(t.column("item_id").to_pylist(),
                                          t.column("cluster_ids").to_pylist(),
@@ -52,18 +61,39 @@ class ClusterLookup:
                     self._table[item] = choice
             self.kind = "table"
 
+    def _read(self, item_id: str, views: tuple[str, ...]) -> dict:
+        if time.monotonic() < self._down_until:
+            raise ServerFault(f"online store unavailable ({self._down_reason}); retrying in "
+                              f"{self._down_until - time.monotonic():.1f} s")
+        try:
+            return self._online.get([item_id], views=views)[0]
+        except Exception as e:  # noqa: BLE001 — redis/sqlite errors: a server-side fault
+            self._down_reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            self._down_until = time.monotonic() + self.retry_after_s
+            raise ServerFault(f"online store read failed ({self._down_reason})") from None
+
     def __call__(self, item_id: str) -> ClusterChoice | None:
+        """The item's scored clusters (best first), ``None`` when not scored.
+
+        Raises:
+            ServerFault: the online store failed (or failed less than ``retry_after_s`` ago).
+        """
         if self._online is not None:
-            row = self._online.serendipity(item_id)
-            return None if row is None else top_choice(row["cluster_ids"], row["descriptions"],
-                                                       "feast")
+            row = self._read(item_id, ("item_serendipity",))
+            if not row["found"]:
+                return None
+            return top_choice(row["cluster_ids"], row["descriptions"], "feast")
         return self._table.get(item_id)
 
     def own_description(self, item_id: str, level: int) -> str:
-        """The item's own level-``level`` cluster description from Feast (``""`` if unknown)."""
+        """The item's own level-``level`` cluster description from Feast (``""`` if unknown
+        or the store is down)."""
         if self._online is None:
             return ""
-        row = self._online.get([item_id], views=("item_clusters",))[0]
+        try:
+            row = self._read(item_id, ("item_clusters",))
+        except ServerFault:
+            return ""
         return str(row.get(f"c{level}_description") or "")
 
 
@@ -86,17 +116,15 @@ class ItemCatalog:
         if wd is not None and (wd / "curation.json").exists() and level is None:
             self.level = int(json.loads((wd / "curation.json").read_text()).get("level", 3))
         table = None
-        if items:
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(items, columns=["item_id", "title", "thumbnail", "frames"])
-        elif wd is not None and table_path(wd, "items").exists():
+        if items:   # validated like every table read: ids verbatim, parquet or CSV
+            table = read_table_at(items, "items").select(["item_id", "title", "thumbnail",
+                                                          "frames"])
+        elif wd is not None and has_table(wd, "items"):
             table = read_table(wd, "items").select(["item_id", "title", "thumbnail", "frames"])
         if table is None:
             return
         own: dict[str, str] = {}
-        if wd is not None and table_path(wd, "item_clusters").exists() \
-                and table_path(wd, "clusters").exists():
+        if wd is not None and has_table(wd, "item_clusters") and has_table(wd, "clusters"):
             cl = read_table(wd, "clusters")
             desc = dict(zip(cl.column("cluster_id").to_pylist(),
                             cl.column("description").to_pylist()))

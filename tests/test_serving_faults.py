@@ -1,0 +1,202 @@
+"""The server blames the client only for the client's mistakes (issue 12 cases 14, 15): a
+feature row naming a cluster the served retriever does not know falls back (next cluster, then
+the MLLM) and is logged; nothing known is a server fault (5xx); catalogue data the server sends
+to its own models is fitted to their limits. Same models and code path as the servers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import pytest
+from serving_workdir import cluster_members, scored_items, served_workdir, unscored_items
+
+from serendip.errors import SerendipError
+from serendip.model_repository import latest_mllm_dir
+from serendip.serving_core import (
+    MAX_FRAMES,
+    MAX_TEXT_BYTES,
+    ClusterCache,
+    ClusterChoice,
+    MllmHandler,
+    RecommendFlow,
+    RetrieverHandler,
+    ServerFault,
+    UnknownCluster,
+    first_row_choice,
+    first_row_items,
+    fit_frames,
+    fit_text,
+    mllm_request,
+    remote_error,
+    retriever_request,
+)
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory):
+    return served_workdir(tmp_path_factory, feast=True)
+
+
+@pytest.fixture(scope="module")
+def mllm(wd):
+    return MllmHandler.load(latest_mllm_dir(wd))
+
+
+@pytest.fixture(scope="module")
+def retr(wd):
+    return RetrieverHandler.load(wd / "retriever")
+
+
+def _flow(wd, mllm, retr, lookup, calls=None, catalog=None):
+    from serendip.platform.serving.lookup import ItemCatalog
+
+    calls = calls if calls is not None else {}
+
+    async def predict(info):
+        calls["mllm"] = calls.get("mllm", 0) + 1
+        res = mllm.infer([mllm_request(info)])[0]
+        if isinstance(res, SerendipError):
+            raise res
+        return first_row_choice(res)
+
+    async def retrieve(history, cluster_id, k):
+        calls.setdefault("retrieve", []).append(cluster_id)
+        res = retr.infer([retriever_request(history, cluster_id, k)])[0]
+        if isinstance(res, SerendipError):
+            raise res
+        return first_row_items(res)
+
+    return RecommendFlow(lookup, catalog or ItemCatalog(wd), predict, retrieve,
+                         ClusterCache(ttl_s=60))
+
+
+def _leaf(wd) -> tuple[str, str]:
+    import pyarrow.parquet as pq
+
+    cl = pq.read_table(wd / "clusters.parquet").to_pylist()
+    c = next(r for r in cl if r["level"] == 3)
+    return c["cluster_id"], c["description"]
+
+
+def test_unknown_feast_cluster_falls_back_to_the_next_cluster(wd, mllm, retr, caplog):
+    """Case 14: the row's first cluster is unknown to the retriever (tree rebuilt, retriever
+    not re-exported): the next valid cluster answers, the inconsistency is logged."""
+    item = scored_items(wd)[0]
+    good, desc = _leaf(wd)
+    calls: dict = {}
+    row = ClusterChoice("9.9.9", "gone", "feast", (("8.8.8", "gone too"), (good, desc)))
+    flow = _flow(wd, mllm, retr, lambda i: row if i == item else None, calls)
+    with caplog.at_level(logging.WARNING, logger="serendip.serving"):
+        rec = asyncio.run(flow.recommend(item, [], 5))
+    assert (rec.cluster_id, rec.description, rec.source) == (good, desc, "feast")
+    assert rec.item_ids and set(rec.item_ids) <= cluster_members(wd)[good]
+    assert calls["retrieve"] == ["9.9.9", "8.8.8", good] and "mllm" not in calls
+    assert "'9.9.9'" in caplog.text and "unknown to the served retriever" in caplog.text
+    again = asyncio.run(flow.recommend(item, [], 5))       # the working cluster is cached
+    assert (again.cluster_id, again.source) == (good, "cache")
+
+
+def test_no_known_feast_cluster_asks_the_mllm(wd, mllm, retr):
+    item = scored_items(wd)[1]
+    calls: dict = {}
+    row = ClusterChoice("9.9.9", "gone", "feast", (("8.8.8", "gone too"),))
+    flow = _flow(wd, mllm, retr, lambda i: row, calls)
+    rec = asyncio.run(flow.recommend(item, [], 5))
+    assert rec.source == "mllm" and calls["mllm"] == 1
+    assert retr.retriever.has_cluster(rec.cluster_id)
+    assert set(rec.item_ids) <= cluster_members(wd)[rec.cluster_id]
+
+
+def test_nothing_known_is_a_server_fault_not_a_client_error(wd, mllm, retr):
+    """If neither the row nor the MLLM gives a cluster the retriever knows: a 5xx."""
+    item = scored_items(wd)[2]
+
+    class Amnesic:                     # a retriever exported from another tree
+        retriever = type("R", (), {"has_cluster": staticmethod(lambda c: False)})()
+        infer = RetrieverHandler.infer
+        _decode = RetrieverHandler._decode
+        spec = RetrieverHandler.spec
+
+    flow = _flow(wd, mllm, Amnesic(), lambda i: ClusterChoice("9.9.9", "", "feast"))
+    with pytest.raises(ServerFault, match="no cluster of item") as e:
+        asyncio.run(flow.recommend(item, [], 5))
+    assert "9.9.9" in str(e.value)
+    # the same kind over the wire: Triton's INVALID_ARG message becomes UnknownCluster
+    msg = str(UnknownCluster("unknown cluster '9.9.9'", field="CLUSTER_ID", fix="x"))
+    assert isinstance(remote_error("retriever", msg), UnknownCluster)
+    assert not isinstance(remote_error("retriever", "K: is 0"), UnknownCluster)
+
+
+def test_transformer_answers_a_server_fault_as_500(wd, mllm, retr):
+    """The KServe transformer maps ServerFault to InferenceError (HTTP 500), not InvalidInput."""
+    from kserve.errors import InferenceError, InvalidInput
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from serendip.platform.serving.kserve_server import RecommendTransformer
+    from serendip.platform.serving.lookup import ItemCatalog
+
+    async def predict(info):
+        return ClusterChoice("7.7.7", "", "mllm")
+
+    async def retrieve(history, cluster_id, k):
+        raise UnknownCluster(f"unknown cluster {cluster_id!r}", field="CLUSTER_ID")
+
+    item = scored_items(wd)[0]
+    model = RecommendTransformer(lambda i: ClusterChoice("9.9.9", "", "feast") if i == item
+                                 else None, ItemCatalog(wd), predict, retrieve)
+    i = InferInput("ITEM_ID", [1, 1], "BYTES")
+    i.set_data_from_numpy(np.array([[item.encode()]], dtype=np.object_), binary_data=False)
+    with pytest.raises(InferenceError) as e:
+        asyncio.run(model.predict(InferRequest(model_name="recommend", infer_inputs=[i])))
+    assert not isinstance(e.value, InvalidInput) and "no cluster of item" in str(e.value)
+    i.set_data_from_numpy(np.array([[b"no-such-item"]], dtype=np.object_), binary_data=False)
+    with pytest.raises(InvalidInput, match="ITEM_ID"):           # the client's own mistake
+        asyncio.run(model.predict(InferRequest(model_name="recommend", infer_inputs=[i])))
+
+
+def test_catalogue_data_is_fitted_to_the_servers_own_limits(wd, mllm, retr):
+    """Case 15: an unscored catalogue item with a 6,399-byte title (and 40 frames) is served
+    though the client sent only its id; the same title from a client is still a 400."""
+    from serendip.platform.serving.lookup import ItemCatalog
+
+    item = unscored_items(wd)[0]
+    catalog = ItemCatalog(wd)
+    info = catalog(item)
+    long_title = "é" * 3199 + "x"                       # 6,399 bytes of UTF-8
+    assert len(long_title.encode()) == 6399 > MAX_TEXT_BYTES
+    frames = list(info["frames"] or [])
+    big = dict(info, title=long_title, context_description="d" * 5000,
+               frames=(frames * 40)[:40] if frames else None)
+    flow = _flow(wd, mllm, retr, lambda i: None,
+                 catalog=lambda i: big if i == item else catalog(i))
+    rec = asyncio.run(flow.recommend(item, [], 5))
+    assert rec.source == "mllm" and retr.retriever.has_cluster(rec.cluster_id)
+    arrays = mllm_request(big)
+    title = arrays["TITLE"][0, 0]
+    assert len(title) <= MAX_TEXT_BYTES and title.decode().startswith("é" * 100)
+    if frames:
+        assert arrays["FRAMES"].shape[1] == MAX_FRAMES
+    # a client sending the same title to `mllm` made the mistake: named, refused
+    res = mllm.infer([dict(arrays, TITLE=np.array([[long_title.encode()]], np.object_))])[0]
+    assert isinstance(res, SerendipError) and res.field == "TITLE"
+
+
+def test_server_side_mllm_refusal_is_a_server_fault(wd, mllm, retr):
+    """A catalogue item the served MLLM cannot take (here: its frames are unreadable) is the
+    server's fault: 5xx, not a 400 naming an input the client never sent."""
+    from serendip.platform.serving.lookup import ItemCatalog
+
+    item = unscored_items(wd)[1]
+    catalog = ItemCatalog(wd)
+    broken = dict(catalog(item), thumbnail=b"not an image", frames=[b"not an image"])
+    flow = _flow(wd, mllm, retr, lambda i: None, catalog=lambda i: broken)
+    with pytest.raises(ServerFault, match=item):
+        asyncio.run(flow.recommend(item, [], 5))
+
+
+def test_fit_text_and_frames():
+    assert fit_text("abc", 2) == "ab" and fit_text("éé", 3) == "é" and fit_text("ok") == "ok"
+    assert fit_frames(list(range(100)), 5) == [0, 25, 50, 74, 99]
+    assert fit_frames([1, 2], 5) == [1, 2]
