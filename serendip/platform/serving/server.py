@@ -31,6 +31,7 @@ from serendip.model_repository import (
     exported_versions,
     latest_mllm_dir,
 )
+from serendip.platform.serving.ports import check_ports_free
 
 BACKENDS = ("auto", "triton", "kserve")
 
@@ -105,11 +106,22 @@ def weights_dir(repo: Path, model: str) -> Path:
 
 
 def serve(cfg: ServeConfig) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code."""
+    """Run until SIGTERM/SIGINT; returns the exit code.
+
+    Raises:
+        ConfigError: bad settings, or a port already in use (checked before anything starts).
+        SerendipError: nothing to serve; Triton failed (backend triton) or another process
+            answers on a Triton port.
+    """
     cfg.check()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wd = Path(cfg.workdir).resolve()
     backend = resolve_backend(cfg)
+    check_ports_free(cfg.host, [("--http-port", cfg.http_port), ("--grpc-port", cfg.grpc_port)]
+                     + ([("--triton-http-port", cfg.triton_http_port),
+                         ("--triton-grpc-port", cfg.triton_grpc_port),
+                         ("--triton-metrics-port", cfg.triton_metrics_port)]
+                        if backend == "triton" else []))
     repo = ensure_repository(wd)
 
     from serendip.platform.serving.kserve_server import (

@@ -213,11 +213,29 @@ class TritonServer:
                                     f"{self.log_tail()}", field="triton",
                                     fix=f"see {self.log_path}")
             if self.ready():
+                self._check_owned()
                 return
             time.sleep(0.2)
         self.stop()
         raise SerendipError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}",
                             field="triton", fix=f"see {self.log_path}")
+
+    def _check_owned(self) -> None:
+        """The server answering on our ports must be the process we started (else another
+        work directory's Triton would answer our health checks and requests)."""
+        from serendip.platform.serving.ports import describe_pids, listener_pids, owns_port
+
+        if self.proc is None:
+            return
+        for option, port in (("--triton-http-port", self.http_port),
+                             ("--triton-grpc-port", self.grpc_port)):
+            if owns_port(self.proc.pid, port) is False:
+                others = describe_pids([p for p in (listener_pids(port) or [])
+                                        if p != self.proc.pid])
+                self.stop()
+                raise SerendipError(f"another process answers on port {port}{others}, not the "
+                                    f"tritonserver started here (pid {self.proc.pid})",
+                                    field=option, fix=f"stop it or pick a free port with {option}")
 
     def log_tail(self, n: int = 25) -> str:
         try:
