@@ -389,14 +389,13 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     ``data_dir``)."""
     import json
 
-    from serendip.data.io import atomic_write_bytes, atomic_write_parquet, read_table, write_table
+    from serendip.data.io import atomic_write_bytes, atomic_write_parquet, has_table, read_table, write_table
 
     cfg = cfg or CurationConfig()
     out = Path(out_dir or data_dir)
     out.mkdir(parents=True, exist_ok=True)
     if clusters_dir is None:   # `cluster --data raw --out work` then `curate --data raw --out work`
-        has = any((Path(data_dir) / f"clusters.{ext}").exists() for ext in ("parquet", "csv"))
-        clusters_dir = data_dir if has else out
+        clusters_dir = data_dir if has_table(data_dir, "clusters") else out
     cdir = clusters_dir
     items = read_table(data_dir, "items")
     interactions = read_table(data_dir, "interactions", refs={"items": items})

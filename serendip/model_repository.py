@@ -106,18 +106,22 @@ def export_recommend_snapshot(workdir: str | os.PathLike, repository: str | os.P
     """``<repository>/recommend/1/weights``: the tables the BLS ``recommend`` model reads (a
     snapshot of item_serendipity instead of Feast, which cannot live in Triton's numpy<2 venv).
     Returns ``None`` when the work directory has not been scored yet."""
-    from serendip.data.io import table_path
+    from serendip.data.io import atomic_write_parquet, find_table, has_table, read_table, table_path
 
     wd = Path(workdir)
-    if not table_path(wd, "item_serendipity").exists():
+    if not has_table(wd, "item_serendipity"):
         return None
 
     def fill(weights: Path) -> None:
         weights.mkdir(parents=True)
-        for name in SNAPSHOT_TABLES:
-            src = table_path(wd, name)
-            if src.exists():
+        for name in SNAPSHOT_TABLES:   # parquet or CSV in the work dir; parquet in the snapshot
+            if not has_table(wd, name):
+                continue
+            src = find_table(wd, name)
+            if src.suffix == ".parquet":
                 shutil.copy2(src, weights / src.name)
+            else:
+                atomic_write_parquet(read_table(wd, name), table_path(weights, name))
         if (wd / "curation.json").exists():
             shutil.copy2(wd / "curation.json", weights / "curation.json")
         import pyarrow.parquet as pq

@@ -38,7 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from serendip.data.io import atomic_write_bytes, read_table, table_path, write_table
+from serendip.data.io import atomic_write_bytes, find_table, has_table, read_table, table_path, write_table
+from serendip.data.media import resolve_media
 from serendip.data.schemas import SCHEMAS
 from serendip.errors import ConfigError, SerendipError
 
@@ -343,6 +344,9 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
     level = int(predictor.level)
     inputs, hashes = _inputs(selected, item_clusters, clusters, level,
                              predictor.prompt_config.uses_images)
+    for x in inputs:   # relative media paths: against the work directory, never the cwd
+        x["thumbnail"] = resolve_media(x["thumbnail"], wd)
+        x["frames"] = [resolve_media(f, wd) for f in x["frames"]] if x["frames"] else None
     ids = selected.column("item_id").to_pylist()
 
     store = ChunkStore(wd)
@@ -351,7 +355,7 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
         committed, chunk_stats = store.load()
         pool: dict[str, dict] = {}
         sources = [t for t in (committed,) if t is not None]
-        if table_path(wd, "item_serendipity").exists():
+        if has_table(wd, "item_serendipity"):
             try:
                 sources.insert(0, read_table(wd, "item_serendipity"))
             except SerendipError:
@@ -425,11 +429,15 @@ def prepare_state(state_dir: str | os.PathLike, data_dir: str | os.PathLike,
         return state
     same_tree = _same_file(state / "cluster_tree" / "tree.json", tree / "cluster_tree" / "tree.json")
     extra = None
-    if same_tree and table_path(state, "item_clusters").exists():
+    if same_tree and has_table(state, "item_clusters"):
         extra = read_table(state, "item_clusters")
-    if (data / "items.parquet").resolve() != (state / "items.parquet").resolve():
-        shutil.copyfile(data / "items.parquet", state / ".items.parquet.tmp")
-        os.replace(state / ".items.parquet.tmp", state / "items.parquet")
+    src_items = find_table(data, "items")                   # parquet or CSV
+    if src_items.resolve() != table_path(state, "items").resolve():
+        if src_items.suffix == ".parquet":
+            shutil.copyfile(src_items, state / ".items.parquet.tmp")
+            os.replace(state / ".items.parquet.tmp", table_path(state, "items"))
+        else:
+            write_table(state, "items", read_table(data, "items"))
     for name in ("clusters", "item_clusters"):
         src, dst = table_path(tree, name), table_path(state, name)
         if src.resolve() != dst.resolve():

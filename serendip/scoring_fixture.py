@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serendip.data.io import read_table, write_table
+from serendip.data.io import has_table, read_table, write_table
 from serendip.prompts import PromptConfig
 from serendip.serving_fixture import FixtureConfig, truth_clusters
 
@@ -77,7 +77,7 @@ def build_scoring_workdir(workdir: str | Path, cfg: ScoringFixtureConfig | None 
     cfg = cfg or ScoringFixtureConfig()
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    if not (wd / "items.parquet").exists():
+    if not has_table(wd, "items"):
         write_synth(SynthConfig(items=cfg.items, users=cfg.users, interactions=cfg.interactions,
                                 seed=cfg.seed, branching=cfg.branching), wd)
     items = read_table(wd, "items")

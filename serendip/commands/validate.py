@@ -6,23 +6,22 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="directory holding <table>.parquet files")
+    p.add_argument("--data", required=True,
+                   help="directory holding <table>.parquet or <table>.csv files")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from serendip.data.io import read_table
+    from serendip.data.io import has_table, read_table
     from serendip.data.schemas import TABLES
 
     found = {}
     order = ["items", "clusters"] + [t for t in TABLES if t not in ("items", "clusters")]
     for name in order:
-        if any((Path(args.data) / f"{name}.{ext}").exists() for ext in ("parquet", "csv")):
+        if has_table(args.data, name):
             found[name] = read_table(args.data, name, refs=found)
             print(f"{name}: {found[name].num_rows} rows OK")
     if not found:
         from serendip.errors import SerendipError
         raise SerendipError(f"no tables found in {args.data}", field="--data",
-                            fix="point --data at a directory with items.parquet etc.")
+                            fix="point --data at a directory with items.parquet or items.csv etc.")
     return 0

@@ -114,9 +114,9 @@ def find_table(workdir: str | os.PathLike, name: str) -> Path:
     return found[0]
 
 
-def _read_any(path: Path, name: str) -> pa.Table:
+def _read_any(path: Path | str, name: str) -> pa.Table:
     try:
-        if path.suffix == ".csv":
+        if str(path).endswith(".csv"):
             text_cols = {f.name: pa.string() for f in SCHEMAS.get(name, [])}
             return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
                 column_types=text_cols, strings_can_be_null=True, null_values=[""],
@@ -125,6 +125,24 @@ def _read_any(path: Path, name: str) -> pa.Table:
     except (pa.ArrowInvalid, OSError) as e:
         raise SchemaError(name, None, f"cannot be read from {path}: {str(e).splitlines()[0]}",
                           "re-create the file; it is corrupt or not parquet/CSV") from None
+
+
+def read_table_at(path: str | os.PathLike, name: str,
+                  refs: dict[str, pa.Table] | None = None) -> pa.Table:
+    """Read one file (parquet, or CSV when it ends in ``.csv``; a parquet path may be a URI
+    such as ``s3://...``) as table ``name`` and validate it like :func:`read_table`.
+
+    Raises:
+        SchemaError: the file is missing, unreadable or breaks the contract of ``name``.
+    """
+    if name not in SCHEMAS:
+        raise SchemaError(name, None, "is not a known table", f"use one of {', '.join(SCHEMAS)}")
+    p = str(path)
+    local = "://" not in p
+    if local and not Path(p).is_file():
+        raise SchemaError(name, None, f"file {p} does not exist",
+                          f"pass the path of an existing {name} parquet or CSV file")
+    return validate(name, _read_any(Path(p) if local else p, name), refs)
 
 
 def read_table(workdir: str | os.PathLike, name: str,

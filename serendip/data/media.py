@@ -176,6 +176,22 @@ def render(v: Visual, kind: str, size: int = 64) -> Image.Image:
 
 
 # ---------------------------------------------------------------- loading
+def resolve_media(ref, base_dir: str | os.PathLike | None):
+    """Where a media reference points: the ONE rule every stage uses (README 'Data contracts').
+
+    A relative path in an items table is relative to the *data directory* holding that table
+    (``base_dir``), never to the current directory; absolute paths, URIs (``synth:``,
+    ``s3://``...), raw bytes and ``None`` are returned unchanged. Paths come back as ``str``.
+    """
+    if ref is None or isinstance(ref, (bytes, bytearray, memoryview)):
+        return ref
+    text = os.fspath(ref) if isinstance(ref, os.PathLike) else str(ref)
+    if text.startswith("synth:") or "://" in text or base_dir is None:
+        return text
+    path = Path(text)
+    return text if path.is_absolute() else str(Path(base_dir) / path)
+
+
 def load_image(ref: str | bytes | os.PathLike, size: int | None = None,
                base_dir: str | os.PathLike | None = None) -> Image.Image:
     """Return an RGB image for a media reference (path, bytes or ``synth:`` URI).
@@ -194,9 +210,7 @@ def load_image(ref: str | bytes | os.PathLike, size: int | None = None,
         src: io.BytesIO | Path = io.BytesIO(data)
         label = f"<{len(data)} bytes>"
     else:
-        src = Path(ref)
-        if not src.is_absolute() and base_dir is not None:
-            src = Path(base_dir) / src
+        src = Path(resolve_media(ref, base_dir))
         label = str(src)
         if not src.exists():
             raise SerendipError(f"image file {label} does not exist", field="image",

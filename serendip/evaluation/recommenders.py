@@ -53,17 +53,17 @@ def serendipitous_clusters(workdir: Path, items: list[str], predictor_dir: Path 
                            ) -> dict[str, str]:
     """Item → the MLLM's top serendipitous cluster: batch-scored rows first, then the model for
     items that scoring did not cover (the long tail outside the impression-coverage target)."""
+    from serendip.data.io import has_table, read_table
+
     out: dict[str, str] = {}
-    path = workdir / "item_serendipity.parquet"
-    if path.exists():
-        t = pq.read_table(path, columns=["item_id", "cluster_ids"]).to_pylist()
+    if has_table(workdir, "item_serendipity"):
+        t = read_table(workdir, "item_serendipity", columns=["item_id", "cluster_ids"]).to_pylist()
         out = {r["item_id"]: r["cluster_ids"][0] for r in t if r["cluster_ids"]}
     missing = [i for i in items if i not in out]
     if missing and predictor_dir is not None:
-        from serendip.data.io import read_table
         from serendip.mllm.inference import ClusterPredictor
 
-        predictor = ClusterPredictor.load(predictor_dir)
+        predictor = ClusterPredictor.load(predictor_dir, base_dir=str(workdir))  # media root
         rows = read_table(workdir, "items").to_pandas().set_index("item_id").loc[missing]
         ic = read_table(workdir, "item_clusters").to_pandas().set_index("item_id")
         desc = read_table(workdir, "clusters").to_pandas().set_index("cluster_id").description
@@ -71,7 +71,8 @@ def serendipitous_clusters(workdir: Path, items: list[str], predictor_dir: Path 
 
         inputs = [{"title": r.title,
                    "context_description": desc[ic.loc[i, f"c{predictor.level}"]],
-                   "images": select_images(predictor.prompt_config, r.thumbnail, list(r.frames))}
+                   "images": select_images(predictor.prompt_config, r.thumbnail,
+                                           None if r.frames is None else list(r.frames))}
                   for i, r in rows.iterrows()]
         preds = predictor.predict(inputs, k=1, constrained=True)
         out.update({i: p[0].cluster_id for i, p in zip(missing, preds) if p})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from serendip.data.io import read_table, table_path
+from serendip.data.io import find_table, read_table
 from serendip.errors import SerendipError
 from serendip.prompts import PromptConfig
 
@@ -39,11 +39,7 @@ def load_inputs(workdir: str | os.PathLike, tree_dir: str | os.PathLike | None =
     exd = Path(examples_dir or wd)
     where = {"items": wd, "clusters": tree, "item_clusters": tree, "examples": exd}
     for name, d in where.items():
-        if not table_path(d, name).exists():
-            stage = {"items": "serendip synth", "examples": "serendip curate"}.get(
-                name, "serendip cluster")
-            raise SerendipError(f"{table_path(d, name)} is missing", field=name,
-                                fix=f"run `{stage}` for {d} first")
+        find_table(d, name)   # parquet or CSV; a missing one fails before any work is spent
     cur_path = exd / "curation.json"
     if not cur_path.exists():
         raise SerendipError(f"{cur_path} is missing", field="curation.json",

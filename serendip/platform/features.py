@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serendip.data.io import atomic_write_bytes, atomic_write_parquet, read_table, table_path
+from serendip.data.io import atomic_write_bytes, atomic_write_parquet, find_table, has_table, read_table
 from serendip.errors import ConfigError, SerendipError
 
 REPO_ENV = "SERENDIP_FEATURE_REPO"            # a feature_repo/ folder to copy (default: ours)
@@ -86,14 +86,14 @@ def prepare_repo(workdir: str | os.PathLike) -> Path:
 def item_clusters_source(workdir: str | os.PathLike) -> pa.Table | None:
     """item_clusters + each level's description, event time = when item_clusters was written."""
     wd = Path(workdir)
-    if not table_path(wd, "item_clusters").exists():
+    if not has_table(wd, "item_clusters"):
         return None
     ic = read_table(wd, "item_clusters")
-    written = datetime.fromtimestamp(table_path(wd, "item_clusters").stat().st_mtime,
+    written = datetime.fromtimestamp(find_table(wd, "item_clusters").stat().st_mtime,
                                      tz=timezone.utc)
     cols = {"item_id": ic.column("item_id")}
     desc = None
-    if table_path(wd, "clusters").exists():
+    if has_table(wd, "clusters"):
         cl = read_table(wd, "clusters", columns=["cluster_id", "description"])
         desc = cl
     for lvl in (1, 2, 3, 4):
@@ -110,7 +110,7 @@ def item_clusters_source(workdir: str | os.PathLike) -> pa.Table | None:
 
 def item_serendipity_source(workdir: str | os.PathLike) -> pa.Table | None:
     wd = Path(workdir)
-    if not table_path(wd, "item_serendipity").exists():
+    if not has_table(wd, "item_serendipity"):
         return None
     return read_table(wd, "item_serendipity").select(
         ["item_id", "cluster_ids", "descriptions", "scores", "model_version", "scored_at"])
