@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,11 @@ class CurationConfig:
     seed: int = 0
     drop_unknown_items: bool = False   # interactions whose items are not in the tree
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    # The prompt left at its default adapts to the media the context items have: chain of
+    # thought on frames (the paper's), else on the thumbnail, else the text prompt — and the
+    # stats say which and why. A prompt set explicitly is kept; items lacking the media it
+    # needs are an error naming `--strategy text`.
+    adapt_prompt: bool = True
 
     def check(self) -> None:
         if not 1 <= self.level <= LEVELS:
@@ -79,6 +84,7 @@ class CurationResult:
     stats: dict
     candidate_cluster_ids: list[str]
     candidates: list[str]           # descriptions of all level-l clusters (controlled generation)
+    prompt: PromptConfig | None = None   # the prompt the examples were built with
 
 
 class _Coded:
@@ -253,6 +259,8 @@ def build_examples(selected: pa.Table, items: pa.Table, clusters: pa.Table,
     frames = items.column("frames").to_pylist() if "frames" in cols else [None] * len(ids)
     out: dict[str, list] = {name: [] for name in SCHEMAS["examples"].names}
     sel = selected.to_pydict()
+    if prompt_cfg.uses_images:
+        _check_media(prompt_cfg, sel["context_item_id"], index, thumbs, frames)
     for ctx, target, sat, split in zip(sel["context_item_id"], sel["target_cluster_id"],
                                        sel["satisfaction"], sel["split"]):
         i = index.get(ctx)
@@ -295,6 +303,24 @@ def _check_targets_are_candidates(selected: pa.Table, clusters: pa.Table,
                           "`serendip cluster` and curate again")
 
 
+def _check_media(prompt_cfg: PromptConfig, context_ids: list[str], index: dict[str, int],
+                 thumbs: list, frames: list) -> None:
+    """Refuse, before any example is built, context items without the media the prompt needs."""
+    need, has = (("thumbnail", _has_thumbnail) if prompt_cfg.use_thumbnail
+                 else ("frames", _has_frames))
+    media = thumbs if prompt_cfg.use_thumbnail else frames
+    ids = sorted({c for c in context_ids if c in index})
+    lacking = [c for c in ids if not has(media[index[c]])]
+    if lacking:
+        other = "" if prompt_cfg.use_thumbnail or not all(
+            _has_thumbnail(thumbs[index[c]]) for c in lacking) else ", use the thumbnail " \
+            "(--thumbnail)"
+        raise SchemaError("items", need, f"{len(lacking)} of {len(ids)} context items have no "
+                          f"{need} (e.g. {lacking[0]!r}), which the {prompt_cfg.strategy!r} "
+                          "prompt needs", f"add {need} to these items{other}, or use the text "
+                          "prompt: --strategy text (finetune: --set prompt.strategy=text)")
+
+
 def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
            item_clusters: pa.Table, cfg: CurationConfig | None = None) -> CurationResult:
     """Serendipitous pairs → diversified top-k selection → held-out split → examples."""
@@ -323,7 +349,8 @@ def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
     selected = agg.append_column("split", pa.array(
         [split[c] for c in agg.column("context_item_id").to_pylist()], pa.string()))
     selected = selected.cast(SELECTED_SCHEMA)
-    examples = build_examples(selected, items, clusters, item_clusters, cfg.prompt, cfg.level)
+    prompt, media = choose_prompt(cfg, items, selected.column("context_item_id").to_pylist())
+    examples = build_examples(selected, items, clusters, item_clusters, prompt, cfg.level)
     level_rows = clusters.filter(pc.equal(clusters.column("level"), cfg.level))
     cand_ids = level_rows.column("cluster_id").to_pylist()
     per_cluster = pc.value_counts(selected.column("target_cluster_id")).field("counts")
@@ -348,16 +375,67 @@ def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
                                                   .as_py()), 4),
         "train_examples": n_split["train"],
         "test_examples": n_split["test"],
+        "prompt": media,
     }
     return CurationResult(selected=selected, examples=examples, stats=stats,
                           candidate_cluster_ids=cand_ids,
-                          candidates=level_rows.column("description").to_pylist())
+                          candidates=level_rows.column("description").to_pylist(), prompt=prompt)
+
+
+def _has_frames(frames) -> bool:
+    return frames is not None and any(f is not None and (not isinstance(f, str) or f.strip())
+                                      for f in frames)
+
+
+def _has_thumbnail(thumbnail) -> bool:
+    return thumbnail is not None and (not isinstance(thumbnail, str) or bool(thumbnail.strip()))
+
+
+def media_counts(items: pa.Table, item_ids: list[str]) -> dict:
+    """How many of ``item_ids`` (distinct) have frames and how many a thumbnail."""
+    ids = sorted(set(item_ids))
+    cols = items.column_names
+    sub = items.filter(pc.is_in(items.column("item_id"), value_set=pa.array(ids, pa.string())))
+    frames = sub.column("frames").to_pylist() if "frames" in cols else [None] * sub.num_rows
+    thumbs = sub.column("thumbnail").to_pylist() if "thumbnail" in cols else [None] * sub.num_rows
+    return {"context_items": len(ids), "with_frames": sum(map(_has_frames, frames)),
+            "with_thumbnail": sum(map(_has_thumbnail, thumbs))}
+
+
+def choose_prompt(cfg: CurationConfig, items: pa.Table, context_ids: list[str]
+                  ) -> tuple[PromptConfig, dict]:
+    """The prompt the examples are built with, and a record of the choice (for the stats).
+
+    With ``cfg.adapt_prompt`` and the prompt at its default (chain of thought on 4 frames), the
+    richest prompt every context item supports is chosen: frames → thumbnail → text. Otherwise
+    ``cfg.prompt`` is kept (:func:`build_examples` refuses items without the media it needs).
+    """
+    counts = media_counts(items, context_ids)
+    n = counts["context_items"]
+    prompt, why = cfg.prompt, "set explicitly"
+    if cfg.adapt_prompt and cfg.prompt == PromptConfig():
+        if counts["with_frames"] == n:
+            why = "default: every context item has frames"
+        elif counts["with_thumbnail"] == n:
+            prompt = replace(cfg.prompt, use_thumbnail=True)
+            why = (f"default adapted: {n - counts['with_frames']} of {n} context items have no "
+                   "frames but all have a thumbnail")
+        else:
+            prompt = PromptConfig(strategy="text")
+            lacking = n - max(counts["with_frames"], counts["with_thumbnail"])
+            why = (f"default adapted: {lacking} of {n} context items have neither frames nor a "
+                   "thumbnail, so the text prompt (title + cluster description) is used; "
+                   "choose another with --strategy")
+    return prompt, {"strategy": prompt.strategy, "n_frames": prompt.n_frames,
+                    "use_thumbnail": prompt.use_thumbnail, "chosen": why, **counts}
 
 
 def curation_json(result: CurationResult, cfg: CurationConfig) -> dict:
     """The ``curation.json`` document (INTERFACES.md)."""
     from serendip.config import to_dict
 
+    if result.prompt is not None:          # the prompt actually used (it may have adapted)
+        cfg = replace(cfg, prompt=result.prompt)
     return {"level": cfg.level, "delta": cfg.delta, "top_k": cfg.top_k,
             "strategy": cfg.prompt.strategy, "n_frames": cfg.prompt.n_frames,
             "use_thumbnail": cfg.prompt.use_thumbnail, "config": to_dict(cfg),
@@ -375,6 +453,8 @@ def curation_config(settings: dict | None = None) -> CurationConfig:
     for key in [k for k in data if k.startswith("prompt.")]:
         prompt[key.split(".", 1)[1]] = data.pop(key)
     data["prompt"] = prompt
+    if prompt and "adapt_prompt" not in data:     # a prompt field set by the user is kept
+        data["adapt_prompt"] = False
     cfg = from_dict(CurationConfig, data)
     cfg.check()
     return cfg

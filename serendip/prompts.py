@@ -78,8 +78,10 @@ def select_images(cfg: PromptConfig, thumbnail: str | bytes | None, frames: list
     if not cfg.uses_images:
         return []
     if cfg.use_thumbnail:
-        if thumbnail is None:
+        if thumbnail is None or (isinstance(thumbnail, str) and not thumbnail.strip()):
             raise ConfigError("item has no thumbnail", field="thumbnail",
-                              fix="set use_thumbnail=false to use frames")
+                              fix="set use_thumbnail=false to use frames, or use the text "
+                                  "prompt (--strategy text)")
         return [thumbnail]
-    return sample_frames(list(frames or []), cfg.n_frames)
+    return sample_frames([f for f in (frames or []) if not (isinstance(f, str) and not f.strip())],
+                         cfg.n_frames)

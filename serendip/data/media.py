@@ -74,7 +74,8 @@ def sample_frames(frames: list, n: int) -> list:
         raise SerendipError(f"asked for {n} frames", field="frames", fix="use n >= 1")
     if not frames:
         raise SerendipError("item has no frames", field="frames",
-                            fix="give the item frames, or use the thumbnail")
+                            fix="give the item frames, use its thumbnail (--thumbnail), or use "
+                                "the text prompt (--strategy text)")
     m = len(frames)
     return [frames[min(m - 1, int((i + 0.5) * m / n))] for i in range(n)]
 
