@@ -51,8 +51,17 @@ def _load(verb: str):
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error form: ONE line naming the argument and a fix, exit 2
+    (argparse's default prints the whole usage block first)."""
+
+    def error(self, message: str):
+        fix = "" if "(fix:" in message else f" (fix: see `{self.prog} --help`)"
+        self.exit(2, f"{self.prog}: error: {message}{fix}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="serendip", description="Serendipitous recommendation with a multimodal LLM.")
     parser.add_argument("--version", action="version",
                         version=f"serendip {__import__('serendip').__version__}")
