@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,11 +22,70 @@ from serendip.errors import ConfigError
 T = TypeVar("T")
 
 
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+
+
+def _matches(value: Any, typ: Any) -> bool:
+    """Whether ``value`` has the declared type (lenient where the type is not a plain one)."""
+    if typ is type(None):
+        return value is None
+    if typ is bool:
+        return isinstance(value, bool)
+    if typ is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if typ is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if typ is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arm) for arm in typing.get_args(typ))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(typ)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return True
+    if dataclasses.is_dataclass(typ):
+        return isinstance(value, typ)
+    return True
+
+
+def _describe(typ: Any) -> str:
+    if typ in _NAMES:
+        return _NAMES[typ]
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        return "a list, e.g. [a, b]"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(typ) if a is not type(None))
+    return getattr(typ, "__name__", str(typ))
+
+
 def _coerce(value: Any, typ: Any, name: str) -> Any:
+    """``value`` converted to the field's declared type where that is lossless (YAML/KFP
+    quirks), else a one-line ConfigError — a setting of the wrong type never reaches a stage
+    (``steps=1.5`` used to fail deep inside training; ``lora_targets=q_proj`` became a tuple
+    of letters)."""
+    value = _convert(value, typ, name)
+    if not _matches(value, typ):
+        hint = " (quote it to keep it as text)" if typ is str else ""
+        raise ConfigError(f"{value!r} is not {_describe(typ)}", field=name,
+                          fix=f"give {name} as {_describe(typ)}{hint}")
+    if typ is float and not isinstance(value, float):
+        return float(value)
+    return value
+
+
+def _convert(value: Any, typ: Any, name: str) -> Any:
     origin = typing.get_origin(typ)
     if dataclasses.is_dataclass(typ) and isinstance(value, dict):
         return from_dict(typ, value)
     if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(typ)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], name) for v in value)
         return tuple(value)
     if typ is int and isinstance(value, float) and value.is_integer():
         return int(value)  # KFP passes dict parameters through protobuf Struct: all floats

@@ -69,3 +69,53 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "is missing" in err and "fix:" in err and "Traceback" not in err
     assert cli.main(["finetune", "--workdir", str(tmp_path), "--set", "method=qlora"]) == 2
     assert "method" in capsys.readouterr().err
+
+
+def test_reasoning_budget_fails_before_the_first_step(workdir, capsys):
+    """Issue 12 case 11: `--set reasoning_tokens=2` trained until the first evaluation (the
+    checkpoints of steps 1-2 were written), then failed. It now fails before any step."""
+    args = ["finetune", "--workdir", str(workdir), "--no-register", "--quiet", "--run-name",
+            "budget", "--set", "prompt.strategy=cot", "--set", "steps=3", "--set",
+            "eval_every=3", "--set", "save_every=1", "--set", "batch_size=4",
+            "--set", "reasoning_tokens=2", *sum((["--set", s] for s in TINY_SETS), [])]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "reasoning_tokens" in err and "fix: use >=" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list((workdir / "mllm").glob("*budget*/**/step-*"))   # no step was trained
+
+
+@pytest.mark.parametrize("setting, field", [
+    ("steps=1.5", "steps"), ("lora_targets=q_proj", "lora_targets"),
+    ("base_model=123", "base_model"), ("reasoning_tokens=1", "reasoning_tokens"),
+    ("tiny.text_heads=3", "tiny.text_heads"), ("tiny.patch_size=7", "tiny.patch_size"),
+    ("grad_clip=0", "grad_clip"), ("lora_dropout=1", "lora_dropout"),
+    ("eval_batch_size=0", "eval_batch_size"), ("warmup_steps=-1", "warmup_steps")])
+def test_every_finetune_setting_is_checked_before_reading_data(tmp_path, capsys, setting,
+                                                               field):
+    """Checked at once (an empty work dir: the data is never reached) — one line, exit 2."""
+    assert cli.main(["finetune", "--workdir", str(tmp_path), "--no-register",
+                     "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"serendip finetune: error: {field}:"), err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train-retriever", "--set", "epochs=2.5"], "epochs: 2.5 is not an integer"),
+    (["train-retriever", "--set", "heads=3"], "heads: dim 32 is not a multiple of heads 3"),
+    (["train-retriever", "--set", "dropout=1"], "dropout"),
+    (["evaluate", "--ablation", "--seeds", "a,b"], "seeds must be comma-separated integers"),
+    (["evaluate", "--k", "0"], "--k must be >= 1")])
+def test_other_verbs_check_settings_before_work(tmp_path, capsys, argv, expected):
+    with pytest.raises(SystemExit) if argv[0] == "evaluate" else _no_raise():
+        code = cli.main([argv[0], "--workdir", str(tmp_path), *argv[1:]])
+        assert code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+def _no_raise():
+    from contextlib import nullcontext
+
+    return nullcontext()

@@ -8,6 +8,30 @@ from __future__ import annotations
 import argparse
 import json
 
+from serendip.commands.synth import _positive
+
+
+def _seeds(text: str) -> str:
+    """Comma-separated integers, checked here so a typo fails before any training."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got "
+                                         f"{text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. --seeds 0,1")
+    return text
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--workers must be >= 0, got {value}")
+    return value
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True, help="work directory (examples, clusters, mllm/)")
@@ -19,21 +43,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="models:/serendip-mllm@champion (default when registered), a version "
                         "URI, or a model directory (default otherwise: newest <workdir>/mllm/*)")
-    p.add_argument("--k", type=int, default=5, help="recall@k under the trie (default 5)")
-    p.add_argument("--max-examples", type=int, default=None, help="cap on held-out examples")
+    p.add_argument("--k", type=_positive("--k"), default=5, help="recall@k under the trie (default 5)")
+    p.add_argument("--max-examples", type=_positive("--max-examples"), default=None,
+                   help="cap on held-out examples")
     p.add_argument("--groups", default="prompt,frames,thumbnail",
                    help="ablation groups, comma-separated (prompt, frames, thumbnail)")
-    p.add_argument("--steps", type=int, default=300, help="ablation: steps per variant")
-    p.add_argument("--eval-every", type=int, default=50, help="ablation: evaluation cadence")
-    p.add_argument("--seeds", default="0",
+    p.add_argument("--steps", type=_positive("--steps"), default=300, help="ablation: steps per variant")
+    p.add_argument("--eval-every", type=_positive("--eval-every"), default=50,
+                   help="ablation: evaluation cadence")
+    p.add_argument("--seeds", default="0", type=_seeds,
                    help="comma-separated seeds (ablation: mean curves; online-sim: replicates)")
-    p.add_argument("--contexts", type=int, default=400,
+    p.add_argument("--contexts", type=_positive("--contexts"), default=400,
                    help="online-sim: replayed contexts per seed (default 400)")
-    p.add_argument("--k-items", type=int, default=10,
+    p.add_argument("--k-items", type=_positive("--k-items"), default=10,
                    help="online-sim: items per recommendation list (default 10)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="ablation: FinetuneConfig override (as for serendip finetune)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=_non_negative, default=1,
                    help="ablation: runs trained at once in separate processes, CPU threads "
                         "shared among them (0 = one per core; default 1)")
     p.add_argument("--out", default=None,
@@ -50,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(int(threads))
-    if args.online_sim:
-        return _online_sim(args)
-    if args.ablation:
-        return _ablation(args)
-    return _offline(args)
+    from serendip.locks import workdir_lock
+
+    mode = "online-sim" if args.online_sim else "ablation" if args.ablation else "evaluation"
+    with workdir_lock(args.workdir, mode, "evaluate"):
+        if args.online_sim:
+            return _online_sim(args)
+        if args.ablation:
+            return _ablation(args)
+        return _offline(args)
 
 
 def _online_sim(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 
@@ -104,8 +105,10 @@ def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike |
         return launch("serendip.commands.finetune:stage_worker", spec, nproc)
     if int(os.environ.get("RANK", "0")) != 0:        # a torchrun worker other than rank 0
         register = promote = False
-    from serendip.mllm.evaluation import baselines, plot_history
-    from serendip.mllm.train import finetune
+    if register:
+        from serendip.platform import registry
+
+        registry.setup(workdir)                      # a bad tracking URI fails before training
     from serendip.mllm.workdir import load_inputs, rebuild_examples
 
     inp = load_inputs(workdir, tree_dir, examples_dir)
@@ -114,6 +117,26 @@ def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike |
     cfg.prompt = None
     name = run_name or run_name_for(cfg, prompt)
     out = Path(out_dir) if out_dir else inp.workdir / "mllm" / name
+    lock = nullcontext()
+    if out_dir is None and int(os.environ.get("RANK", "0")) == 0:
+        # mllm/<name> is shared by every run with this name (and config): the lock spans
+        # training AND registration, so a version never mixes two runs (issue 12, case 9)
+        from serendip.locks import workdir_lock
+
+        lock = workdir_lock(inp.workdir, f"mllm-{name}", "finetune",
+                            fix="wait for it to finish, or pass another --run-name")
+    tables = _training_tables(workdir, tree_dir, examples_dir)
+    with lock:
+        return _finetune_locked(inp, cfg, prompt, examples, name, out, register, promote,
+                                resume, progress, tables)
+
+
+def _finetune_locked(inp, cfg, prompt, examples, name, out, register, promote, resume,
+                     progress, tables) -> dict:
+    from serendip.config import to_dict
+    from serendip.mllm.evaluation import baselines, plot_history
+    from serendip.mllm.train import finetune
+
     summary: dict = {"run_name": name, "model_dir": str(out), "strategy": prompt.strategy,
                      "n_frames": prompt.n_frames, "use_thumbnail": prompt.use_thumbnail}
     has_test = _count(examples, "test") > 0
@@ -135,6 +158,7 @@ def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike |
                   "test_examples": _count(examples, "test")}
         with registry.start_run("serendip-mllm", inp.workdir, run_name=name,
                                 params=params) as mlrun:
+            registry.log_tables(tables)
             result = train(on_eval=lambda step, m: registry.log_metrics(m, step=step))
             flat_base = {f"baseline_{k}_recall": v["recall"] for k, v in base_scores.items()}
             registry.log_metrics(flat_base)
@@ -156,6 +180,16 @@ def finetune_stage(workdir: str | os.PathLike, cfg, out_dir: str | os.PathLike |
                    lift_over_best_baseline=(result.metrics.get("recall_constrained", 0) / best
                                             if best else None))
     return summary
+
+
+def _training_tables(workdir, tree_dir=None, examples_dir=None) -> dict:
+    """The tables a fine-tune reads (logged as MLflow dataset inputs): wherever they live
+    (one work directory, or KFP's separate data / tree / examples artifacts)."""
+    from serendip.data.io import table_path
+
+    dirs = {"examples": examples_dir or workdir, "clusters": tree_dir or workdir,
+            "item_clusters": tree_dir or workdir, "items": workdir}
+    return {name: table_path(d, name) for name, d in dirs.items()}
 
 
 def stage_worker(spec: dict) -> dict:

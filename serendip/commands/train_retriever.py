@@ -24,20 +24,32 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from serendip.config import load_config, parse_overrides
+    from serendip.data.io import table_path
+    from serendip.locks import workdir_lock
     from serendip.retriever import RetrieverConfig, retriever_stage
 
     wd = Path(args.workdir)
     cfg = load_config(RetrieverConfig, args.config, parse_overrides(args.set))
-    result = retriever_stage(wd, wd, wd, cfg)
-    out = result.out_dir
-    summary = {k: v for k, v in result.metrics.items()
-               if k not in ("train_loss", "eval") and not k.startswith("valid_")}
-    summary["out"] = str(out)
-    summary["model_version"] = result.retriever.model_version
+    cfg.check()                               # every setting, before any data is read
     if not args.no_register:
-        from serendip.platform.retriever_registry import register_and_promote
+        from serendip.platform import registry
 
-        summary["registry"] = register_and_promote(out, result.metrics, cfg, wd,
-                                                   promote=not args.no_promote)
+        registry.setup(wd)                    # a bad tracking URI fails before training
+    # <workdir>/retriever is shared: the lock spans training AND registration, so a registered
+    # version never pairs one run's weights with another run's metrics (issue 12, case 9)
+    with workdir_lock(wd, "retriever", "train-retriever"):
+        result = retriever_stage(wd, wd, wd, cfg)
+        out = result.out_dir
+        summary = {k: v for k, v in result.metrics.items()
+                   if k not in ("train_loss", "eval") and not k.startswith("valid_")}
+        summary["out"] = str(out)
+        summary["model_version"] = result.retriever.model_version
+        if not args.no_register:
+            from serendip.platform.retriever_registry import register_and_promote
+
+            tables = {n: table_path(wd, n) for n in ("interactions", "item_clusters")}
+            summary["registry"] = register_and_promote(out, result.metrics, cfg, wd,
+                                                       promote=not args.no_promote,
+                                                       tables=tables)
     print(json.dumps(summary, indent=2))
     return 0

@@ -35,6 +35,30 @@ class TinyVLMConfig:
     max_positions: int = 1024
     seed: int = 0
 
+    def check(self) -> None:
+        """Sizes the tiny model can be built with (checked before anything is built).
+
+        Raises:
+            ConfigError: a size < 1, a hidden size not divisible by its heads, or an image
+                size not divisible by the patch size."""
+        from serendip.errors import ConfigError
+
+        for name in ("image_size", "patch_size", "vision_hidden", "vision_layers",
+                     "vision_heads", "text_hidden", "text_layers", "text_heads",
+                     "text_intermediate", "vocab_size", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"tiny.{name}={getattr(self, name)}", field=f"tiny.{name}",
+                                  fix="use >= 1")
+        for hidden, heads in (("vision_hidden", "vision_heads"), ("text_hidden", "text_heads")):
+            if getattr(self, hidden) % getattr(self, heads):
+                raise ConfigError(f"tiny.{hidden}={getattr(self, hidden)} is not a multiple of "
+                                  f"tiny.{heads}={getattr(self, heads)}", field=f"tiny.{heads}",
+                                  fix=f"choose tiny.{heads} dividing tiny.{hidden}")
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"tiny.image_size={self.image_size} is not a multiple of "
+                              f"tiny.patch_size={self.patch_size}", field="tiny.patch_size",
+                              fix="choose a patch size dividing the image size (e.g. 16 for 64)")
+
 
 def prompt_templates() -> list[str]:
     """The fixed text every strategy produces, so the tokenizer learns compact tokens for it."""

@@ -91,11 +91,33 @@ class FinetuneConfig:
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}", field="method",
                               fix=f"use one of {', '.join(METHODS)}")
-        for name in ("steps", "batch_size", "eval_every", "save_every", "lora_r"):
+        for name in ("steps", "batch_size", "eval_every", "save_every", "lora_r",
+                     "eval_max_examples", "eval_batch_size", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr}", field="lr", fix="use a positive learning rate")
+        for name in ("weight_decay", "warmup_steps", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 0")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip={self.grad_clip}", field="grad_clip",
+                              fix="use a positive gradient-norm limit (e.g. 1.0)")
+        if not self.lora_alpha > 0:
+            raise ConfigError(f"lora_alpha={self.lora_alpha}", field="lora_alpha", fix="use > 0")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout={self.lora_dropout}", field="lora_dropout",
+                              fix="use a value in [0, 1)")
+        if self.resolved_method() == "lora" and not self.lora_targets:
+            raise ConfigError("no LoRA target modules", field="lora_targets",
+                              fix="name the projections to adapt, e.g. [q_proj, v_proj]")
+        # the answer marker takes at least one token and the forced marker one more step; the
+        # exact bound needs the tokenizer (check_reasoning_budget, before the first step)
+        if self.reasoning_tokens < 2:
+            raise ConfigError(f"reasoning_tokens={self.reasoning_tokens}",
+                              field="reasoning_tokens", fix="use >= 2 (default 24)")
+        if self.base_model == TINY:
+            self.tiny.check()
         check_device(self.device)
         resolve_nproc(self.nproc, self.device)
         if self.prompt is not None:
@@ -190,6 +212,24 @@ def _apply_lora(model, cfg: FinetuneConfig):
                       target_modules=_language_targets(model, tuple(cfg.lora_targets)),
                       modules_to_save=save or None, bias="none")
     return get_peft_model(model, lcfg)
+
+
+def check_reasoning_budget(cfg: FinetuneConfig, prompt: PromptConfig, tokenizer) -> None:
+    """Chain of thought needs ``reasoning_tokens`` > the answer marker's length in this
+    tokenizer (the marker is forced at the end of the budget); checked before training so a
+    bad value fails at once instead of at the first evaluation (issue 12, case 11).
+
+    Raises:
+        ConfigError: ``reasoning_tokens`` too small for this tokenizer's marker."""
+    from serendip.mllm.data import marker_ids
+
+    if prompt.strategy != "cot":
+        return
+    need = len(marker_ids(tokenizer)) + 1
+    if cfg.reasoning_tokens < need:
+        raise ConfigError(f"reasoning budget {cfg.reasoning_tokens} is shorter than the answer "
+                          f"marker ({need - 1} tokens) plus one", field="reasoning_tokens",
+                          fix=f"use >= {need}")
 
 
 def _resolve_base(cfg: FinetuneConfig, corpus: list[str], work: Path, resume: bool):
@@ -403,6 +443,7 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
     if not ctx.is_main:
         ctx.barrier()
     model, processor = _resolve_base(cfg, corpus, work, resume or not ctx.is_main)
+    check_reasoning_budget(cfg, prompt, tokenizer_of(processor))   # before the first step
     method = cfg.resolved_method()
     base_snapshot = None
     if method == "lora":
