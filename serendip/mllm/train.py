@@ -253,6 +253,17 @@ def _resolve_base(cfg: FinetuneConfig, corpus: list[str], work: Path, resume: bo
     return load_base(base)
 
 
+def train_mode(model) -> None:
+    """``model.train()``, but a frozen vision tower stays in eval mode: a pretrained CNN tower
+    (EfficientNet in the pretrained base) would otherwise update its BatchNorm running
+    statistics and apply stochastic depth while its weights are meant to stay fixed."""
+    model.train()
+    for name, module in model.named_modules():
+        if name.split(".")[-1] in VISION and not any(p.requires_grad
+                                                     for p in module.parameters()):
+            module.eval()
+
+
 def _save_dir(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -456,7 +467,7 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
     if ctx.is_main:
         ctx.barrier()
     model.to(ctx.device)
-    model.train()
+    train_mode(model)
     tokenizer = tokenizer_of(processor)
     image_size = cfg.tiny.image_size if cfg.base_model == TINY else None
     encoder = Encoder(processor, image_size, base_dir)
@@ -494,7 +505,7 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
         if test.num_rows:
             predictor = make_predictor()
             row.update(evaluate_predictor(predictor, test, cfg.eval_max_examples))
-            model.train()
+            train_mode(model)
         history.append(row)
         if on_eval:
             on_eval(step, row)
