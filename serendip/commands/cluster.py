@@ -1,6 +1,6 @@
 """``serendip cluster``: item embeddings → 4-level traffic-balanced cluster tree.
 
-Reads items.parquet from ``--data``; writes embeddings.parquet, cluster_tree/,
+Reads items (parquet or CSV) from ``--data``; writes embeddings.parquet, cluster_tree/,
 clusters.parquet and item_clusters.parquet to ``--out`` (may be the same directory).
 Settings: ``--config tree.yaml`` and ``--set key=value`` for ClusterConfig fields, or
 ``--set embedding.<field>=value`` (YAML: an ``embedding:`` mapping) for EmbeddingConfig fields.
@@ -13,7 +13,7 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="directory with items.parquet")
+    p.add_argument("--data", required=True, help="directory with items.parquet or items.csv")
     p.add_argument("--out", default=None, help="output directory (default: --data)")
     p.add_argument("--branching", default=None,
                    help="children per level, e.g. 8/8/8/8 (default) or 4/3/4/2")

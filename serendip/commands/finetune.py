@@ -185,11 +185,11 @@ def _finetune_locked(inp, cfg, prompt, examples, name, out, register, promote, r
 def _training_tables(workdir, tree_dir=None, examples_dir=None) -> dict:
     """The tables a fine-tune reads (logged as MLflow dataset inputs): wherever they live
     (one work directory, or KFP's separate data / tree / examples artifacts)."""
-    from serendip.data.io import table_path
+    from serendip.data.io import find_table, has_table
 
     dirs = {"examples": examples_dir or workdir, "clusters": tree_dir or workdir,
             "item_clusters": tree_dir or workdir, "items": workdir}
-    return {name: table_path(d, name) for name, d in dirs.items()}
+    return {name: find_table(d, name) for name, d in dirs.items() if has_table(d, name)}
 
 
 def stage_worker(spec: dict) -> dict:

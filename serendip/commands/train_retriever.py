@@ -10,7 +10,7 @@ import json
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True,
-                   help="work directory with interactions.parquet and item_clusters.parquet")
+                   help="work directory with interactions and item_clusters (parquet or CSV)")
     p.add_argument("--config", default=None, help="YAML file with RetrieverConfig fields")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a RetrieverConfig field, e.g. --set epochs=10")
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from serendip.config import load_config, parse_overrides
-    from serendip.data.io import table_path
+    from serendip.data.io import find_table, has_table
     from serendip.locks import workdir_lock
     from serendip.retriever import RetrieverConfig, retriever_stage
 
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_register:
             from serendip.platform.retriever_registry import register_and_promote
 
-            tables = {n: table_path(wd, n) for n in ("interactions", "item_clusters")}
+            tables = {n: find_table(wd, n) for n in ("interactions", "item_clusters")
+                      if has_table(wd, n)}
             summary["registry"] = register_and_promote(out, result.metrics, cfg, wd,
                                                        promote=not args.no_promote,
                                                        tables=tables)
