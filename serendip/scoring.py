@@ -88,7 +88,7 @@ def select_by_coverage(items: pa.Table, coverage: float) -> tuple[pa.Table, dict
     n = items.num_rows
     if n == 0:
         raise SerendipError("the items table is empty", field="items",
-                            fix="score a work directory with items (serendip synth / your logs)")
+                            fix="put the catalogue in items.parquet or items.csv (README 'Data contracts')")
     imp = np.asarray(items.column("impressions").to_numpy(zero_copy_only=False), np.float64)
     ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
     order = np.lexsort((ids, -imp))
@@ -323,7 +323,7 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
     items = read_table(wd, "items")
     if items.num_rows == 0:
         raise SerendipError("the items table is empty", field="items",
-                            fix="score a work directory with items (serendip synth / your logs)")
+                            fix="put the catalogue in items.parquet or items.csv (README 'Data contracts')")
     clusters = read_table(wd, "clusters")
     item_clusters = read_table(wd, "item_clusters")
     n_known = item_clusters.num_rows
