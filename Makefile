@@ -42,6 +42,14 @@ demo: venv triton-venv
 bench: venv triton-venv
 	$(BIN)/python -m benchmarks.run
 
+# A local redis-server for Feast's Redis online store (127.0.0.1, no persistence; Ctrl-C
+# stops it). It prints the two exports that point `serendip score` / `serve` at it.
+REDIS_PORT ?= 6379
+.PHONY: redis
+redis: venv
+	@command -v redis-server >/dev/null || { echo "redis-server missing: apt-get install -y redis-server"; exit 2; }
+	$(BIN)/python -m serendip.platform.serving.redis_server --port $(REDIS_PORT)
+
 lint: venv
 	$(BIN)/ruff check serendip components pipelines tests benchmarks
 

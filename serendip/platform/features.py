@@ -33,6 +33,7 @@ from serendip.errors import ConfigError, SerendipError
 
 REPO_ENV = "SERENDIP_FEATURE_REPO"            # a feature_repo/ folder to copy (default: ours)
 ONLINE_ENV = "SERENDIP_FEAST_ONLINE_STORE"    # "sqlite" (default) or "redis"
+KEY_TTL_ENV = "SERENDIP_FEAST_KEY_TTL_S"      # Redis rows expire this long after a write
 VIEWS = ("item_clusters", "item_serendipity")
 FEATURES: dict[str, tuple[str, ...]] = {
     "item_clusters": ("c1", "c2", "c3", "c4", "c1_description", "c2_description",
@@ -224,7 +225,46 @@ def open_store_at(repo: str | os.PathLike):
     if getattr(cfg.online_store, "type", "") == "redis":
         cfg.online_store.connection_string = redis_connection_string(
             cfg.online_store.connection_string)
-    return FeatureStore(repo_path=str(repo), config=cfg)
+        ttl = key_ttl_s()
+        if ttl is not None:
+            cfg.online_store.key_ttl_seconds = ttl
+    store = FeatureStore(repo_path=str(repo), config=cfg)
+    if getattr(cfg.online_store, "type", "") == "redis":
+        _bound_redis_retries(store)
+    return store
+
+
+def _bound_redis_retries(store) -> None:
+    """redis-py retries a failed command 3 times with backoff up to seconds; on the serving
+    path one quick retry (a pooled connection that died with a restarted server) is enough:
+    a Redis that is gone fails a read in about the socket timeout."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    online = store._get_provider().online_store      # noqa: SLF001 — Feast builds the client
+    client = online._get_client(store.config.online_store)   # noqa: SLF001
+    if hasattr(client, "set_retry"):
+        client.set_retry(Retry(ExponentialBackoff(cap=0.1, base=0.01), 1))
+
+
+def key_ttl_s() -> int | None:
+    """``$SERENDIP_FEAST_KEY_TTL_S``: seconds a Redis row lives after its last write (Feast's
+    ``key_ttl_seconds``; unset: rows live until removed). An expired row is a miss.
+
+    Raises:
+        ConfigError: not a positive integer.
+    """
+    raw = os.environ.get(KEY_TTL_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        ttl = int(raw)
+    except ValueError:
+        ttl = 0
+    if ttl < 1:
+        raise ConfigError(f"{raw!r} is not a positive number of seconds", field=KEY_TTL_ENV,
+                          fix="set a whole number of seconds >= 1, or unset it")
+    return ttl
 
 
 def open_store(workdir: str | os.PathLike):
@@ -292,12 +332,17 @@ def _oldest(store, view: str) -> datetime | None:
 
 
 def sync(workdir: str | os.PathLike, tables_dir: str | os.PathLike | None = None,
-         end: datetime | None = None) -> dict:
+         end: datetime | None = None, rebuild: bool = False) -> dict:
     """Write sources (from ``tables_dir``, default ``workdir``), apply, and materialize the
-    views that have data into ``<workdir>/feature_repo``'s stores; returns stats."""
+    views that have data into ``<workdir>/feature_repo``'s stores; returns stats.
+    ``rebuild``: clear and fully re-materialize every view (an online store that lost its
+    data, e.g. a Redis restarted without persistence)."""
     t0 = time.perf_counter()
     prepare_repo(workdir)
     rows = write_sources(workdir, tables_dir)
+    if rebuild:
+        for view in rows:
+            atomic_write_bytes(rebuild_marker(workdir, view), b"rebuild requested\n")
     store = apply(workdir)
     mat = materialize(store, [v for v in VIEWS if v in rows], end)
     return {"repo": str(repo_dir(workdir)), "rows": rows, "materialized": mat,
