@@ -27,7 +27,9 @@ class GroundTruth:
         t = Path(data_dir) / "truth"
         if not (t / "truth.json").exists():
             raise SerendipError(f"no ground truth under {t}", field="truth",
-                                fix="the online simulation needs data from `serendip synth`")
+                                fix="the online simulation needs the synthetic platform's "
+                                    "ground truth: run it on a new `serendip synth --out <dir>` "
+                                    "directory, not on your own data")
         meta = json.loads((t / "truth.json").read_text())
         cfg = meta["config"]
         branching = tuple(cfg["branching"])
