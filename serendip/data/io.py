@@ -145,6 +145,30 @@ def read_table_at(path: str | os.PathLike, name: str,
     return validate(name, _read_any(Path(p) if local else p, name), refs)
 
 
+def read_extra_columns(workdir: str | os.PathLike, name: str,
+                       columns: list[str]) -> pa.Table | None:
+    """Columns beyond the contract of table ``name`` (e.g. an items table's ``labels``), read
+    from the file :func:`find_table` finds (CSV columns as text, ids verbatim, unvalidated);
+    ``None`` when the table or one of ``columns`` is absent."""
+    if not has_table(workdir, name):
+        return None
+    path = find_table(workdir, name)
+    try:
+        if path.suffix == ".csv":
+            t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
+                null_values=[""], quoted_strings_can_be_null=False))
+        else:
+            t = pq.read_table(path, columns=[c for c in columns
+                                             if c in pq.read_schema(path).names])
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SchemaError(name, None, f"cannot be read from {path}: {str(e).splitlines()[0]}",
+                          "re-create the file; it is corrupt or not parquet/CSV") from None
+    if any(c not in t.column_names for c in columns):
+        return None
+    return t.select(columns)
+
+
 def read_table(workdir: str | os.PathLike, name: str,
                refs: dict[str, pa.Table] | None = None, columns: list[str] | None = None) -> pa.Table:
     """Read table ``name`` from ``workdir`` (via :func:`find_table`: parquet or CSV) and
