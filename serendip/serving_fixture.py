@@ -125,5 +125,5 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
 
 def scored_item_ids(workdir: str | Path) -> list[str]:
     """Items of ``item_serendipity`` (the "feature store hit" population), most popular first."""
-    return pq.read_table(Path(workdir) / "item_serendipity.parquet",
-                         columns=["item_id"]).column("item_id").to_pylist()
+    return read_table(workdir, "item_serendipity", columns=["item_id"]).column(
+        "item_id").to_pylist()
