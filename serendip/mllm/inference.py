@@ -40,7 +40,7 @@ from serendip.data.io import atomic_write_bytes
 from serendip.errors import ConfigError, SerendipError
 from serendip.mllm.data import Encoded, Encoder, collate_generate, left_pad, marker_ids
 from serendip.mllm.distributed import pick_device, to_device
-from serendip.mllm.loading import load_base, quiet_transformers, tokenizer_of
+from serendip.mllm.loading import load_base, load_processor, quiet_transformers, tokenizer_of
 from serendip.mllm.trie import ReasoningProcessor, TrieLogitsProcessor, candidate_trie
 from serendip.prompts import PromptConfig, build_prompt, parse_answer, select_images
 
@@ -375,10 +375,10 @@ def read_meta(model_dir: str | os.PathLike) -> dict:
 
 def load_model_dir(d: Path, meta: dict | None = None):
     """(model, processor) of a saved model directory; adapters stay unmerged (exact outputs)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     meta = meta or read_meta(d)
-    processor = AutoProcessor.from_pretrained(d / "processor", local_files_only=True)
+    processor = load_processor(d / "processor")
     if meta["kind"] == "full":
         model = AutoModelForImageTextToText.from_pretrained(d / "model", local_files_only=True)
     else:

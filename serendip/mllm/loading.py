@@ -1,12 +1,18 @@
 """Load any Hugging Face vision-language model from a local directory — never from a hub.
 
 ``AutoModelForImageTextToText`` + ``AutoProcessor`` cover the families that ship an
-image-text-to-text head. Tested end to end here: LLaVA (the tiny default is a
-``LlavaForConditionalGeneration``). Built and run from config in the design probe (DESIGN §7),
-but not part of the test suite: Qwen2-VL / Qwen2.5-VL (need ``mm_token_type_ids``, and their
-processors a ``video_processor``), Idefics3 / SmolVLM, PaliGemma. Prompts go through the
-processor's chat template when it has one, so instruction-tuned checkpoints see their own
-format; otherwise one image token per image is prepended to the plain prompt.
+image-text-to-text head. Tested end to end (fine-tune → constrained predict → export → the
+``mllm`` serving handler, tests/test_mllm_families.py): LLaVA (the tiny default), Qwen2-VL
+(needs ``mm_token_type_ids``), Idefics3 and FastVLM (a CNN tower; the pretrained base of
+:mod:`.base`). Prompts go through the processor's chat template when it has one, so
+instruction-tuned checkpoints see their own format; otherwise one image token per image is
+prepended to the plain prompt.
+
+Processors with a video slot (Qwen2-VL, SmolVLM, ...) cannot be built without torchvision
+(their video processor needs it, and the class check rejects ``None``) and so cannot be saved
+or reloaded either. :func:`image_only_processor_class` derives an image-only subclass
+(``ImageOnly<Name>``) that builds, saves and reloads; :func:`load_processor` registers it
+before ``AutoProcessor`` reads a directory that names it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,49 @@ from pathlib import Path
 from serendip.errors import ConfigError
 
 TINY = "tiny"
+IMAGE_ONLY = "ImageOnly"
+_IMAGE_ONLY_CLASSES: dict[str, type] = {}
+
+
+def image_only_processor_class(base: type) -> type:
+    """``ImageOnly<base>``: ``base`` (a processor with image, tokenizer and video slots)
+    without its video slot — same text/image behaviour, builds and saves without torchvision,
+    and reloads through :func:`load_processor`. Registered with ``AutoProcessor`` (under a
+    private config class, so no real model type is remapped)."""
+    name = IMAGE_ONLY + base.__name__
+    cls = _IMAGE_ONLY_CLASSES.get(name)
+    if cls is not None:
+        return cls
+    from transformers import AutoProcessor, PreTrainedConfig
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template,
+                      **kwargs)
+
+    cls = type(name, (base,), {"__init__": __init__, "__module__": __name__,
+                               "__doc__": f"{base.__name__} without its video slot."})
+    key = type(f"_{name}Config", (PreTrainedConfig,), {"model_type": f"serendip-{name}"})
+    AutoProcessor.register(key, cls, exist_ok=True)
+    _IMAGE_ONLY_CLASSES[name] = cls
+    return cls
+
+
+def load_processor(path: str | os.PathLike):
+    """``AutoProcessor.from_pretrained(path)`` (local files only), registering the image-only
+    class the directory names, if any."""
+    import json
+
+    import transformers
+    from transformers import AutoProcessor
+
+    cfg = Path(path) / "processor_config.json"
+    if cfg.is_file():
+        name = str(json.loads(cfg.read_text()).get("processor_class") or "")
+        base = getattr(transformers, name[len(IMAGE_ONLY):], None) \
+            if name.startswith(IMAGE_ONLY) else None
+        if base is not None:
+            image_only_processor_class(base)
+    return AutoProcessor.from_pretrained(path, local_files_only=True)
 
 
 def quiet_transformers() -> None:
@@ -41,7 +90,7 @@ def load_base(path: str | os.PathLike, dtype: str = "float32", with_processor: b
     """(model, processor) of a VLM saved under ``path`` (local files only); the processor is
     None when ``with_processor`` is false (a weights-only directory)."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     quiet_transformers()
     p = check_local(path)
@@ -49,8 +98,7 @@ def load_base(path: str | os.PathLike, dtype: str = "float32", with_processor: b
         raise ConfigError(f"{p} has no config.json", field="base_model",
                           fix="point base_model at a save_pretrained directory")
     try:
-        processor = (AutoProcessor.from_pretrained(p, local_files_only=True)
-                     if with_processor else None)
+        processor = load_processor(p) if with_processor else None
         model = AutoModelForImageTextToText.from_pretrained(
             p, local_files_only=True, dtype=getattr(torch, dtype))
     except (OSError, ValueError, KeyError) as e:
@@ -89,5 +137,19 @@ def format_prompt(processor, prompt: str, n_images: int) -> str:
         return processor.apply_chat_template([{"role": "user", "content": content}],
                                              add_generation_prompt=True, tokenize=False)
     if n_images:
-        return image_token(processor) * n_images + "\n" + prompt + "\n"
+        return _image_placeholder(processor) * n_images + "\n" + prompt + "\n"
     return prompt + "\n"
+
+
+VISION_SPAN = ("<|vision_start|>", "<|vision_end|>")
+
+
+def _image_placeholder(processor) -> str:
+    """One image's placeholder: the image token, inside the vision span for tokenizers that
+    have one (the Qwen-VL families: their M-RoPE positions take adjacent image tokens for one
+    image, so images must be delimited as the family's own template does)."""
+    tok = image_token(processor)
+    vocab = tokenizer_of(processor).get_vocab()
+    if all(t in vocab for t in VISION_SPAN):
+        return VISION_SPAN[0] + tok + VISION_SPAN[1]
+    return tok
