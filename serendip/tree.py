@@ -33,8 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +40,13 @@ import numpy as np
 import pyarrow as pa
 
 from serendip.data.schemas import SCHEMAS
+from serendip.descriptions import (  # the description functions live there; re-exported
+    TITLE_FILLER,  # noqa: F401
+    describe_clusters,
+    grounding_report,
+    stopwords,  # noqa: F401
+    term_counts,  # noqa: F401
+)
 from serendip.embeddings import EmbeddingConfig
 from serendip.errors import ConfigError, SerendipError
 
@@ -51,19 +56,18 @@ TREE_DIR = "cluster_tree"
 EMBEDDER_SUBDIR = "embedder"
 CENTROIDS_FILE = "centroids.safetensors"
 
-# Words that say nothing about a topic in short-video titles (beyond English stop words).
-TITLE_FILLER = frozenset("""
-amazing watch today my best wow day new video videos life vlog try ever this epic insane part real
-top quick shorts short official full episode ep subscribe like omg must see viral trending
-compilation ultimate crazy incredible awesome cool great good nice check out everyone guys
-""".split())
 
 
 @dataclass
 class ClusterConfig:
-    """How the tree is shaped and balanced; defaults follow the paper (4 levels)."""
+    """How the tree is shaped and balanced; defaults follow the paper (4 levels).
 
-    branching: tuple[int, ...] = (8, 8, 8, 8)
+    ``branching="auto"`` (the default) follows the catalogue size: see :func:`auto_branching`;
+    the built tree's config holds the branching chosen and ``stats["branching"]`` says why.
+    """
+
+    branching: tuple[int, ...] | str = "auto"
+    auto_leaf_items: int = 25       # auto branching: about this many items per leaf
     seed: int = 0
     kmeans_iters: int = 20
     kmeans_redo: int = 3            # faiss restarts per node; the best objective wins
@@ -82,13 +86,25 @@ class ClusterConfig:
     description_parent_level: int = 3   # from this level on, descriptions start with the
                                         # parent's ("football" → "football tricks")
     description_min_lift: float = 1.5   # a term must be this over-represented vs its parent
+    description_min_share: float = 0.1  # a description word occurs in >= this share of the
+                                        # cluster's members (titles or labels)
     extra_stopwords: tuple[str, ...] = ()
 
     def check(self) -> None:
-        b = tuple(self.branching)
-        if len(b) != LEVELS or any(int(x) < 2 for x in b):
-            raise ConfigError(f"branching {list(b)} must have {LEVELS} levels, each >= 2",
-                              field="branching", fix="use e.g. --branching 8/8/8/8 or 4/3/4/2")
+        if isinstance(self.branching, str):
+            self.branching = parse_branching(self.branching)
+        if self.branching != "auto":
+            b = tuple(self.branching)
+            if len(b) != LEVELS or any(int(x) < 2 for x in b):
+                raise ConfigError(f"branching {list(b)} must have {LEVELS} levels, each >= 2",
+                                  field="branching",
+                                  fix="use e.g. --branching auto, 8/8/8/8 or 4/3/4/2")
+        if self.auto_leaf_items < 1:
+            raise ConfigError(f"auto_leaf_items={self.auto_leaf_items}", field="auto_leaf_items",
+                              fix="use auto_leaf_items >= 1, e.g. 25")
+        if not 0.0 <= self.description_min_share <= 1.0:
+            raise ConfigError(f"description_min_share={self.description_min_share}",
+                              field="description_min_share", fix="use a share in [0, 1], e.g. 0.1")
         if self.balance_tol < 1.0:
             raise ConfigError(f"balance_tol={self.balance_tol} < 1", field="balance_tol",
                               fix="use a max/min ratio >= 1, e.g. 1.2")
@@ -106,8 +122,15 @@ class ClusterConfig:
                               field="description_words", fix="use description_words >= 1")
 
 
-def parse_branching(text: str | tuple | list) -> tuple[int, ...]:
-    """``"4/3/4/2"`` (or a list) → ``(4, 3, 4, 2)``, refusing anything that is not 4 ints ≥ 2."""
+def parse_branching(text: str | tuple | list) -> tuple[int, ...] | str:
+    """``"4/3/4/2"`` (or a list) → ``(4, 3, 4, 2)``; ``"auto"`` stays ``"auto"`` (chosen from
+    the catalogue size at build time, :func:`auto_branching`).
+
+    Raises:
+        ConfigError: anything that is not ``auto`` or 4 integers >= 2.
+    """
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return "auto"
     if isinstance(text, (tuple, list)):
         parts = list(text)
     else:
@@ -118,8 +141,43 @@ def parse_branching(text: str | tuple | list) -> tuple[int, ...]:
         out = ()
     if len(out) != LEVELS or any(x < 2 for x in out):
         raise ConfigError(f"branching {text!r} is not {LEVELS} integers >= 2", field="branching",
-                          fix="write it like 8/8/8/8 or 4/3/4/2")
+                          fix="write it like auto, 8/8/8/8 or 4/3/4/2")
     return out
+
+
+MAX_AUTO_BRANCHING = 8      # the paper's widest level (8/8/8/8 = 4,096 leaves)
+
+
+def auto_branching(n_items: int, leaf_items: int = 25, min_leaf_items: int = 1
+                   ) -> tuple[int, ...]:
+    """Branching that follows the catalogue size: about ``n_items / leaf_items`` leaves
+    (at least 2^4 = 16, at most 8^4 = 4,096), spread over the 4 levels as evenly as possible,
+    broadest first (non-increasing), never more leaves than ``n_items / min_leaf_items``.
+
+    Examples: 600 items → 3/2/2/2; 1,682 → 4/4/2/2; 6,000 → 4/4/4/4; 100,000 → 8/8/8/8.
+
+    Raises:
+        ConfigError: fewer than 16 × ``min_leaf_items`` items (no 4-level tree fits).
+    """
+    cap = n_items // max(1, min_leaf_items)
+    if cap < 2 ** LEVELS:
+        raise ConfigError(f"{n_items} items are too few for a {LEVELS}-level tree "
+                          f"(at least {2 ** LEVELS * max(1, min_leaf_items)})", field="branching",
+                          fix="add items or lower min_leaf_items")
+    target = min(max(n_items / max(1, leaf_items), 2.0 ** LEVELS),
+                 float(MAX_AUTO_BRANCHING ** LEVELS), float(cap))
+    best, best_key = None, None
+    rng = range(2, MAX_AUTO_BRANCHING + 1)
+    for b in ((a, b, c, d) for a in rng for b in rng for c in rng for d in rng
+              if a >= b >= c >= d):
+        leaves = math.prod(b)
+        if leaves > cap:
+            continue
+        off = abs(math.log(leaves / target))     # within ~20% counts as on target; then
+        key = (round(off / 0.2), max(b) - min(b), off)   # the most even split wins
+        if best_key is None or key < best_key:
+            best, best_key = b, key
+    return best
 
 
 # ------------------------------------------------------------------ the tree object
@@ -422,16 +480,33 @@ def split_node(x: np.ndarray, weight: np.ndarray, k: int, min_count: int, cfg: C
 # ------------------------------------------------------------------ build
 def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
                        cfg: ClusterConfig | None = None) -> ClusterTree:
-    """Fit the 4-level tree on ``items`` (item_id, title, impressions) and their embeddings."""
+    """Fit the 4-level tree on ``items`` (item_id, title, impressions; optional ``labels``,
+    list<string> or string, e.g. genres, which may also name clusters) and their embeddings
+    (n × d). ``cfg.branching="auto"`` is resolved from the catalogue size
+    (:func:`auto_branching`); the tree's config holds the branching used and
+    ``stats["branching"]`` says how it was chosen.
+
+    Raises:
+        ConfigError: bad settings, embeddings not one row per item, too few items.
+    """
+    import dataclasses
+
     import faiss
 
-    cfg = cfg or ClusterConfig()
-    cfg.branching = tuple(int(b) for b in cfg.branching)
+    cfg = dataclasses.replace(cfg) if cfg is not None else ClusterConfig()
     cfg.check()
     n = items.num_rows
     if embeddings.shape[0] != n:
         raise ConfigError(f"{embeddings.shape[0]} embeddings for {n} items", field="embeddings",
                           fix="compute one embedding per item row (same order)")
+    if cfg.branching == "auto":
+        cfg.branching = auto_branching(n, cfg.auto_leaf_items, cfg.min_leaf_items)
+        chosen = {"mode": "auto", "branching": list(cfg.branching),
+                  "why": f"{n} items / ~{cfg.auto_leaf_items} per leaf → "
+                         f"{math.prod(cfg.branching)} leaves (auto_branching)"}
+    else:
+        cfg.branching = tuple(int(b) for b in cfg.branching)
+        chosen = {"mode": "given", "branching": list(cfg.branching)}
     leaves = math.prod(cfg.branching)
     if n < leaves * cfg.min_leaf_items:
         raise ConfigError(f"{n} items are too few for branching "
@@ -442,7 +517,9 @@ def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
     previous_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(max(1, cfg.threads))
     try:
-        return _build(items, embeddings, cfg)
+        tree = _build(items, embeddings, cfg)
+        tree.stats["branching"] = chosen
+        return tree
     finally:
         faiss.omp_set_num_threads(previous_threads)
 
@@ -496,11 +573,14 @@ def _build(items: pa.Table, embeddings: np.ndarray, cfg: ClusterConfig) -> Clust
     sizes, traffic = _sizes_and_traffic(nodes, ids, impressions)
     t_split = time.perf_counter()
     titles = items.column("title").to_pylist()
-    descriptions = describe_clusters(titles, nodes, ids, cfg)
+    labels = items.column("labels").to_pylist() if "labels" in items.column_names else None
+    descriptions = describe_clusters(titles, nodes, ids, cfg, labels=labels)
     t_desc = time.perf_counter()
     tree = ClusterTree(config=cfg, ids=ids, centroids=cents, descriptions=descriptions,
                        sizes=sizes, traffic=traffic, item_clusters=ic)
-    tree.stats = balance_stats(nodes, impressions, cfg.branching, cfg.balance_tol)
+    tree.stats = balance_stats(nodes, impressions, cfg.branching, cfg.balance_tol, ids)
+    tree.stats["descriptions"] = grounding_report(descriptions, titles, nodes, ids, labels,
+                                                  cfg.description_min_share)
     tree.stats["timing"] = {"split_s": round(t_split - t_start, 2),
                             "describe_s": round(t_desc - t_split, 2),
                             "total_s": round(time.perf_counter() - t_start, 2)}
@@ -520,30 +600,53 @@ def _sizes_and_traffic(nodes: np.ndarray, ids: list[list[str]], impressions: np.
     return sizes, traffic
 
 
-def balanceable_ratio(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> float:
-    """max/min traffic among the siblings that *can* be balanced.
-
-    A child is unbalanceable when even holding its heaviest item alone it would exceed
-    ``tol`` × an even split of the rest (applied repeatedly); those are left out.
-    """
-    loads = np.asarray(loads, np.float64)
-    heaviest = np.asarray(heaviest, np.float64)
+def _active_children(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> np.ndarray:
+    """Siblings that can be balanced: a child is left out when even holding its heaviest item
+    alone it would exceed ``tol`` × an even split of the rest (applied repeatedly)."""
     act = np.ones(len(loads), bool)
     while act.sum() >= 2:
         sat = act & (heaviest > tol * (loads[act].sum() - heaviest) / (act.sum() - 1))
         if not sat.any():
             break
         act &= ~sat
+    return act
+
+
+def balanceable_ratio(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> float:
+    """max/min traffic among the siblings that *can* be balanced (see :func:`_active_children`).
+    """
+    loads = np.asarray(loads, np.float64)
+    act = _active_children(loads, np.asarray(heaviest, np.float64), tol)
     if act.sum() < 2:
         return 1.0
     return float(loads[act].max() / max(loads[act].min(), 1e-12))
 
 
+def balance_achievable(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> str | None:
+    """Why ``tol`` cannot be promised for one sibling group, or None when it can.
+
+    The promise holds when no child is dominated by one item (:func:`_active_children`) and
+    items are fine enough to close any gap: the heaviest item is at most ``(tol - 1)`` × the
+    mean child traffic, so moving single items can always bring max/min within ``tol``.
+    """
+    loads = np.asarray(loads, np.float64)
+    heaviest = np.asarray(heaviest, np.float64)
+    act = _active_children(loads, heaviest, tol)
+    if not act.all():
+        return "one item alone outweighs the bound"
+    if heaviest.max() > (tol - 1.0) * loads.mean() + 1e-9:
+        return "items too coarse (heaviest item > (tol - 1) x mean child traffic)"
+    return None
+
+
 def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[int, ...],
-                  tol: float) -> dict:
+                  tol: float, ids: list[list[str]] | None = None) -> dict:
     """Per level: max/min sibling traffic (worst and median over parents), the same among
     balanceable siblings (see :func:`balanceable_ratio`), the share of sibling groups within
-    ``tol`` and the level-wide ratio."""
+    ``tol``, the level-wide ratio, and where the bound cannot be promised: the number of
+    sibling groups (``unachievable_groups``), up to 10 of them with the reason
+    (:func:`balance_achievable`), and the worst max/min over the groups where it can
+    (``achievable_max_min_traffic_worst``, the promise: <= ``tol``)."""
     out: dict[str, dict] = {}
     n_nodes = 1
     for lvl in range(LEVELS):
@@ -554,13 +657,22 @@ def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[i
         np.maximum.at(heaviest, nodes[:, lvl], impressions)
         size = np.bincount(nodes[:, lvl], minlength=n_nodes)
         sib = loads.reshape(-1, k)                 # children of one parent are contiguous
+        heavy = heaviest.reshape(-1, k)
         ratios = sib.max(1) / np.maximum(sib.min(1), 1e-12)
-        ok = [balanceable_ratio(sib[p], heaviest.reshape(-1, k)[p], tol) for p in range(len(sib))]
+        ok = [balanceable_ratio(sib[p], heavy[p], tol) for p in range(len(sib))]
+        why = [balance_achievable(sib[p], heavy[p], tol) for p in range(len(sib))]
+        promised = [r for r, w in zip(ratios, why) if w is None]
+        parents = ids[lvl - 1] if (ids is not None and lvl > 0) else [""] * len(sib)
         out[f"level{lvl + 1}"] = {
             "clusters": int(n_nodes),
             "sibling_max_min_traffic_worst": round(float(ratios.max()), 3),
             "sibling_max_min_traffic_median": round(float(np.median(ratios)), 3),
             "balanceable_max_min_traffic_worst": round(float(np.max(ok)), 3),
+            "achievable_max_min_traffic_worst": round(float(max(promised, default=1.0)), 3),
+            "unachievable_groups": int(sum(w is not None for w in why)),
+            "unachievable": [{"parent": parents[p] or "(root)", "reason": w,
+                              "max_min_traffic": round(float(ratios[p]), 3)}
+                             for p, w in enumerate(why) if w is not None][:10],
             "within_tol_share": round(float(np.mean(ratios <= tol + 1e-9)), 3),
             "level_max_min_traffic": round(float(loads.max() / max(loads.min(), 1e-12)), 3),
             "min_size": int(size.min()),
@@ -606,217 +718,6 @@ def assign_items(tree: ClusterTree, item_ids, embeddings: np.ndarray) -> pa.Tabl
     return pa.table({"item_id": pa.array(ids, pa.string()),
                      **{f"c{lvl + 1}": pa.array(list(cols[lvl]), pa.string())
                         for lvl in range(LEVELS)}}, schema=SCHEMAS["item_clusters"])
-
-
-# ------------------------------------------------------------------ descriptions
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-
-
-def _stopwords(cfg: ClusterConfig) -> frozenset[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    return frozenset(ENGLISH_STOP_WORDS) | TITLE_FILLER | frozenset(cfg.extra_stopwords)
-
-
-def term_counts(titles: list[str | None], nodes: np.ndarray, ids: list[list[str]],
-                stop: frozenset[str], min_phrase_count: int = 3, stickiness: float = 0.6
-                ) -> tuple[list[dict[str, Counter]], Counter]:
-    """Term counts per cluster (per level) and over the catalogue, vectorised with Arrow and
-    scipy so that a million titles take seconds.
-
-    Terms are content unigrams (no stop words, title filler or numbers) and *phrases*: bigrams
-    that occur at least ``min_phrase_count`` times and cover most uses of their content words
-    ("pro level", "for beginners"), unlike accidental neighbours in a title ("level history").
-    """
-    import pyarrow.compute as pc
-    import scipy.sparse as sp
-
-    n = len(titles)
-    arr = pc.utf8_lower(pa.array(titles, pa.string()).fill_null(""))
-    arr = pc.replace_substring_regex(arr, r"[^a-z0-9']+", " ")
-    toks = pc.utf8_split_whitespace(arr)
-    flat = toks.flatten()
-    lengths = pc.list_value_length(toks).to_numpy(zero_copy_only=False).astype(np.int64)
-    item_of = np.repeat(np.arange(n), lengths)
-    enc = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) \
-        else pc.dictionary_encode(flat)
-    vocab = enc.dictionary.to_pylist()
-    tid = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    v = len(vocab)
-    is_stop = np.array([w in stop for w in vocab], bool)
-    is_num = np.array([w.isdigit() for w in vocab], bool)
-    is_filler = np.array([w in TITLE_FILLER for w in vocab], bool)
-    uni_count = np.bincount(tid, minlength=v)
-    # bigrams within a title
-    same = item_of[1:] == item_of[:-1] if len(tid) > 1 else np.zeros(0, bool)
-    a, b = tid[:-1][same], tid[1:][same]
-    ok = ~is_stop[b] & ~is_filler[a] & ~is_num[a] & ~is_num[b]
-    pos = np.flatnonzero(same)[ok]
-    codes = a[ok] * v + b[ok]
-    uniq, inv, cnt = np.unique(codes, return_inverse=True, return_counts=True)
-    ua, ub = uniq // v, uniq % v
-    content_min = np.where(is_stop[ua], uni_count[ub], np.minimum(uni_count[ua], uni_count[ub]))
-    sticky = (cnt >= min_phrase_count) & (cnt >= stickiness * content_min)
-    phrase_of_code = np.full(len(uniq), -1)
-    phrase_of_code[sticky] = np.arange(int(sticky.sum()))
-    phrase_names = [f"{vocab[x]} {vocab[y]}" for x, y in zip(ua[sticky], ub[sticky])]
-    keep_uni = ~is_stop[tid] & ~is_num[tid]
-    rows = [item_of[keep_uni]]
-    cols = [tid[keep_uni]]
-    ph = phrase_of_code[inv]
-    rows.append(item_of[pos][ph >= 0])
-    cols.append(v + ph[ph >= 0])
-    names = vocab + phrase_names
-    x = sp.csr_matrix((np.ones(sum(len(r) for r in rows), np.int64),
-                       (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(n, len(names)))
-    total = np.asarray(x.sum(axis=0)).ravel()
-    all_terms = Counter({names[j]: int(total[j]) for j in np.flatnonzero(total)})
-    level_counts: list[dict[str, Counter]] = []
-    for lvl in range(LEVELS):
-        m = sp.csr_matrix((np.ones(n, np.int64), (nodes[:, lvl], np.arange(n))),
-                          shape=(len(ids[lvl]), n))
-        per = (m @ x).tocsr()
-        counts: dict[str, Counter] = {}
-        for i, cid in enumerate(ids[lvl]):
-            lo, hi = per.indptr[i], per.indptr[i + 1]
-            counts[cid] = Counter({names[j]: int(c) for j, c in
-                                   zip(per.indices[lo:hi], per.data[lo:hi]) if c})
-        level_counts.append(counts)
-    return level_counts, all_terms
-
-
-def _own_terms(counts: dict[str, Counter], siblings: list[str], parent_total: Counter,
-               children: dict[str, list[Counter]], cfg: ClusterConfig,
-               stop: frozenset[str]) -> dict[str, tuple[list[str], int]]:
-    """Ranked distinctive terms per sibling and how many of them are strong (score within 2x
-    of the best, at most ``description_words``): class-based TF-IDF among siblings, kept only if
-    over-represented vs the parent (lift), weighted by how many of the node's own children
-    use the term (a broad node is named by a broad word, "music" rather than "guitar"), with
-    a word replaced by the phrase that nearly always surrounds it."""
-    tokens = {s: sum(counts[s].values()) for s in siblings}
-    avg = max(1.0, sum(tokens.values()) / max(len(siblings), 1))
-    ptot = max(1, sum(parent_total.values()))
-    freq: Counter = Counter()
-    for s in siblings:
-        freq.update(counts[s])
-    out: dict[str, tuple[list[str], int]] = {}
-    for s in siblings:
-        c, tot = counts[s], max(tokens[s], 1)
-        kids = [(k, max(1, sum(k.values()))) for k in children.get(s, [])]
-        scored = []
-        for term, cnt in c.items():
-            if cnt < 2 and tot > 20:
-                continue
-            tf = cnt / tot
-            lift = tf / (parent_total[term] / ptot) if parent_total[term] else 1.0
-            if lift < cfg.description_min_lift and len(siblings) > 1:
-                continue
-            score = tf * math.log(1.0 + avg / freq[term])
-            if kids:
-                score *= sum(k[term] / kt >= 0.3 * tf for k, kt in kids) / len(kids)
-            scored.append((score, term))
-        scored.sort(key=lambda t: (-t[0], t[1]))
-        scored = [(sc, t) for sc, t in scored if sc > 0]
-        if not scored:
-            out[s] = ([], 0)
-            continue
-        top = scored[0][0]
-        chosen: list[str] = []
-        used: set[str] = set()
-        strong = 0
-        for score, term in scored[:50]:
-            if " " not in term:   # prefer the phrase that (nearly) always surrounds this word
-                phrases = [(cc, p) for p, cc in c.items() if " " in p and term in p.split()
-                           and cc >= 0.6 * c[term]]
-                if phrases:
-                    term = max(phrases)[1]
-            words = set(term.split()) - stop
-            if words & used:
-                continue
-            used |= words
-            chosen.append(term)
-            if score >= 0.5 * top and strong == len(chosen) - 1:
-                strong += 1
-        out[s] = (chosen, min(strong, cfg.description_words))
-    return out
-
-
-def _compose(cid: str, parts: dict[str, list[str]], with_parent: dict[str, bool],
-             descriptions: dict[str, str]) -> str:
-    """A node's description: (its parent's words, if asked for) + its own terms."""
-    words = list(parts[cid])
-    if with_parent[cid] and "." in cid:
-        mine = set(" ".join(words).split())
-        prefix = [w for w in descriptions[cid.rsplit(".", 1)[0]].split() if w not in mine]
-        words = [" ".join(prefix)] + words if prefix else words
-    return " ".join(w for w in words if w).strip()
-
-
-def describe_clusters(titles: list[str | None], nodes: np.ndarray, ids: list[list[str]],
-                      cfg: ClusterConfig) -> dict[str, str]:
-    """A unique, short description for every cluster id (see the module docstring);
-    ``nodes[i, l]`` is the index into ``ids[l]`` of item i's level-(l+1) cluster."""
-    stop = _stopwords(cfg)
-    level_counts, all_terms = term_counts(titles, nodes, ids, stop)
-    descriptions: dict[str, str] = {}
-    used: set[str] = set()
-    for lvl in range(LEVELS):
-        counts = level_counts[lvl]
-        children: dict[str, list[Counter]] = {}
-        if lvl + 1 < LEVELS:
-            for cid, cnt in level_counts[lvl + 1].items():
-                children.setdefault(cid.rsplit(".", 1)[0], []).append(cnt)
-        by_parent: dict[str, list[str]] = {}
-        for cid in ids[lvl]:
-            by_parent.setdefault(cid.rsplit(".", 1)[0] if lvl else "", []).append(cid)
-        own: dict[str, tuple[list[str], int]] = {}
-        for sibs in by_parent.values():
-            ptot = Counter()
-            for s in sibs:
-                ptot.update(counts[s])
-            own.update(_own_terms(counts, sibs, ptot if lvl else all_terms, children, cfg, stop))
-        # Start from the top own term (with the parent's words from level
-        # ``description_parent_level`` on), then resolve collisions group by group: more strong
-        # own terms, then the parent's words, then weaker own terms, then a number.
-        parts: dict[str, list[str]] = {}
-        with_parent: dict[str, bool] = {}
-        for cid in ids[lvl]:
-            if lvl:   # words the parent already says add nothing
-                said = set(descriptions[cid.rsplit(".", 1)[0]].split())
-                terms, strong = own[cid]
-                keep = [not set(t.split()) <= said for t in terms]
-                own[cid] = ([t for t, k in zip(terms, keep) if k], sum(keep[:strong]))
-            parts[cid] = own[cid][0][:1]
-            with_parent[cid] = lvl > 0 and (lvl + 1 >= cfg.description_parent_level
-                                            or not parts[cid])
-        for _ in range(12):
-            current = {cid: _compose(cid, parts, with_parent, descriptions) for cid in ids[lvl]}
-            groups: dict[str, list[str]] = {}
-            for cid, t in current.items():
-                groups.setdefault(t, []).append(cid)
-            clash = [cid for t, g in groups.items() for cid in g if len(g) > 1 or t in used or not t]
-            if not clash:
-                break
-            for cid in clash:
-                terms, strong = own[cid]
-                n = len(parts[cid])
-                if n < strong:
-                    parts[cid] = terms[:n + 1]
-                elif not with_parent[cid] and lvl > 0:
-                    with_parent[cid] = True
-                elif n < min(len(terms), cfg.description_words + 2):
-                    parts[cid] = terms[:n + 1]
-        current = {cid: _compose(cid, parts, with_parent, descriptions) for cid in ids[lvl]}
-        for cid in ids[lvl]:
-            t = current[cid] or ("topic " + cid)
-            base, k = t, 2
-            while t in used:
-                t = f"{base} {k}"
-                k += 1
-            descriptions[cid] = t
-            used.add(t)
-    return descriptions
 
 
 # ------------------------------------------------------------------ stage entry (CLI, KFP)
