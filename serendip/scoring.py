@@ -17,8 +17,15 @@
   items that fell out of the selection are dropped (serving asks the MLLM for them).
 * **Batching** — the predictor decodes ``batch_size`` items at a time under the trie; items are
   ordered by prompt length inside a chunk so that left padding stays small.
+* **Row-level failures** — an item that cannot be scored (missing or unreadable media, no
+  media for an image prompt, no cluster description) does not stop the run: a failing batch is
+  retried item by item, each failure goes to ``scoring_errors.parquet`` (item id, stage,
+  reason), the rest are scored, and the count is reported. The run fails only when the failed
+  share of the selected items exceeds ``max_error_rate`` (it stops as soon as that is certain;
+  committed chunks are kept). Failed items are never committed, so the next run retries them.
 
-A file lock keeps two runs from scoring the same work directory at once.
+A file lock keeps two runs from scoring the same work directory at once (taken before anything
+is written, item_clusters included).
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ from serendip.errors import ConfigError, SerendipError
 
 SCORING_DIR = "scoring"
 MANIFEST = "manifest.json"
+ERRORS_FILE = "scoring_errors.parquet"
+ERRORS_SCHEMA = pa.schema([("item_id", pa.string()), ("stage", pa.string()),
+                           ("reason", pa.string()), ("model_version", pa.string()),
+                           ("failed_at", pa.timestamp("us", tz="UTC"))])
+ROW_ERRORS = (SerendipError, OSError, ValueError)   # what one item's inputs can raise
 
 
 @dataclass
@@ -58,6 +70,7 @@ class ScoringConfig:
     progress: bool = True
     shard: int = 0                  # this worker's shard of the selected corpus ...
     num_shards: int = 1             # ... out of this many (KFP ParallelFor fans out over them)
+    max_error_rate: float = 0.01    # fail the run above this share of failed items, in [0, 1]
 
     def check(self) -> None:
         if not (isinstance(self.coverage, (int, float)) and 0 < self.coverage <= 1):
@@ -70,6 +83,11 @@ class ScoringConfig:
         if not 0 <= self.shard < self.num_shards:
             raise ConfigError(f"shard {self.shard} of {self.num_shards}", field="shard",
                               fix="use 0 <= shard < num_shards")
+        if isinstance(self.max_error_rate, bool) or not (
+                isinstance(self.max_error_rate, (int, float)) and 0 <= self.max_error_rate <= 1):
+            raise ConfigError(f"must be in [0, 1], got {self.max_error_rate!r}",
+                              field="max_error_rate",
+                              fix="use e.g. --max-error-rate 0.01 (1% of the selected items)")
 
 
 @dataclass
@@ -257,32 +275,71 @@ def assign_new_items(workdir: str | os.PathLike, items: pa.Table, item_clusters:
 
 # ------------------------------------------------------------------ scoring
 def _inputs(sel: pa.Table, item_clusters: pa.Table, clusters: pa.Table, level: int,
-            needs_media: bool) -> tuple[list[dict], list[str]]:
-    """Predictor inputs and content hashes for the selected items (same order)."""
+            needs_media: bool) -> tuple[list[dict | None], list[str], dict[int, str]]:
+    """Predictor inputs and content hashes for the selected items (same order); an item that
+    cannot be prompted gets ``None`` and its reason in the returned ``{position: reason}``."""
     ic = dict(zip(item_clusters.column("item_id").to_pylist(),
                   item_clusters.column(f"c{level}").to_pylist()))
     desc = dict(zip(clusters.column("cluster_id").to_pylist(),
                     clusters.column("description").to_pylist()))
-    inputs, hashes, no_media = [], [], []
-    for row in sel.select(["item_id", "title", "thumbnail", "frames"]).to_pylist():
+    inputs: list[dict | None] = []
+    hashes: list[str] = []
+    failed: dict[int, str] = {}
+    for pos, row in enumerate(sel.select(["item_id", "title", "thumbnail", "frames"]).to_pylist()):
         cd = desc.get(ic.get(row["item_id"]))
-        if cd is None:
-            raise SerendipError(f"item {row['item_id']!r} has no level-{level} cluster "
-                                "description", field="item_clusters",
-                                fix="re-run `serendip cluster` (clusters and item_clusters "
-                                    "must come from the same tree)")
         frames = [f for f in (row["frames"] or []) if f]
-        if needs_media and not row["thumbnail"] and not frames:
-            no_media.append(row["item_id"])
+        if cd is None:
+            failed[pos] = (f"item_clusters: no level-{level} cluster description (fix: re-run "
+                           "`serendip cluster`; clusters and item_clusters must come from the "
+                           "same tree)")
+        elif needs_media and not row["thumbnail"] and not frames:
+            failed[pos] = ("items.thumbnail: neither thumbnail nor frames, but the model's "
+                           "prompt needs images (fix: add media for the item, or score with a "
+                           "text-strategy model)")
+        if pos in failed:
+            inputs.append(None)
+            hashes.append("")
+            continue
         inputs.append({"title": row["title"] or "", "context_description": cd,
                        "thumbnail": row["thumbnail"] or None, "frames": frames or None})
         hashes.append(content_hash(row["title"], row["thumbnail"], frames, cd))
-    if no_media:
-        raise SerendipError(f"{len(no_media)} selected item(s) have neither thumbnail nor "
-                            f"frames (e.g. {no_media[:3]}), but the model's prompt needs images",
-                            field="items.thumbnail",
-                            fix="add media for these items, or score with a text-strategy model")
-    return inputs, hashes
+    return inputs, hashes, failed
+
+
+def _predict_rows(predictor, batch_inputs: list[dict], k: int, constrained: bool
+                  ) -> tuple[list, dict[int, str]]:
+    """Predictions for a batch; when the batch fails on an item's input (media missing or
+    unreadable), each item is retried alone so that only the bad ones fail. Returns
+    (predictions, ``None`` where failed; ``{index in batch: reason}``)."""
+    try:
+        return predictor.predict(batch_inputs, k=k, constrained=constrained), {}
+    except ROW_ERRORS as e:
+        if len(batch_inputs) == 1:
+            return [None], {0: _reason(e)}
+    preds, failed = [], {}
+    for j, one in enumerate(batch_inputs):
+        try:
+            preds += predictor.predict([one], k=k, constrained=constrained)
+        except ROW_ERRORS as e:
+            preds.append(None)
+            failed[j] = _reason(e)
+    return preds, failed
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:500]
+
+
+def write_errors(workdir: str | os.PathLike, rows: list[dict]) -> Path:
+    """``<workdir>/scoring_errors.parquet`` (atomic): this run's failed items with the stage
+    (``inputs`` / ``predict``) and the one-line reason; an empty table when none failed."""
+    table = pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    path = Path(workdir) / ERRORS_FILE
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def _rows(ids, hashes, preds, model_version: str, now: datetime) -> pa.Table:
@@ -320,6 +377,16 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
     if not version:
         raise SerendipError("the predictor has no model_version", field="model",
                             fix="load the model with ClusterPredictor.load or the registry")
+    store = ChunkStore(wd)
+    store.lock()                       # before anything is written (item_clusters included)
+    try:
+        return _score_locked(wd, predictor, cfg, embed, store, version, t0)
+    finally:
+        store.unlock()
+
+
+def _score_locked(wd: Path, predictor, cfg: ScoringConfig, embed, store: ChunkStore,
+                  version: str, t0: float) -> ScoringResult:
     items = read_table(wd, "items")
     if items.num_rows == 0:
         raise SerendipError("the items table is empty", field="items",
@@ -342,67 +409,98 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
         stats.update({"shard": cfg.shard, "num_shards": cfg.num_shards,
                       "shard_items": selected.num_rows})
     level = int(predictor.level)
-    inputs, hashes = _inputs(selected, item_clusters, clusters, level,
-                             predictor.prompt_config.uses_images)
+    inputs, hashes, bad_inputs = _inputs(selected, item_clusters, clusters, level,
+                                         predictor.prompt_config.uses_images)
     for x in inputs:   # relative media paths: against the work directory, never the cwd
+        if x is None:
+            continue
         x["thumbnail"] = resolve_media(x["thumbnail"], wd)
         x["frames"] = [resolve_media(f, wd) for f in x["frames"]] if x["frames"] else None
     ids = selected.column("item_id").to_pylist()
+    now = datetime.now(timezone.utc)
+    errors = [{"item_id": ids[j], "stage": "inputs", "reason": r, "model_version": version,
+               "failed_at": now} for j, r in bad_inputs.items()]
+    allowed = cfg.max_error_rate * len(ids)      # failures beyond this fail the run
 
-    store = ChunkStore(wd)
-    store.lock()
-    try:
-        committed, chunk_stats = store.load()
-        pool: dict[str, dict] = {}
-        sources = [t for t in (committed,) if t is not None]
-        if has_table(wd, "item_serendipity"):
-            try:
-                sources.insert(0, read_table(wd, "item_serendipity"))
-            except SerendipError:
-                pass                                   # unreadable: everything is rescored
-        for t in sources:                              # later sources (chunks) win
-            for row in t.to_pylist():
-                if row["model_version"] == version:
-                    pool[row["item_id"]] = row
-        # a row is reusable when model, content and enough clusters (k may have grown) match
-        need = min(cfg.k, len(getattr(predictor, "cluster_ids", ())) or cfg.k)
-        reuse = {i for i, h in zip(ids, hashes) if i in pool and pool[i]["content_hash"] == h
-                 and len(pool[i]["cluster_ids"] or []) >= need}
-        todo = [j for j, i in enumerate(ids) if i not in reuse]
+    committed, chunk_stats = store.load()
+    pool: dict[str, dict] = {}
+    sources = [t for t in (committed,) if t is not None]
+    if has_table(wd, "item_serendipity"):
+        try:
+            sources.insert(0, read_table(wd, "item_serendipity"))
+        except SerendipError:
+            pass                                   # unreadable: everything is rescored
+    for t in sources:                              # later sources (chunks) win
+        for row in t.to_pylist():
+            if row["model_version"] == version:
+                pool[row["item_id"]] = row
+    # a row is reusable when model, content and enough clusters (k may have grown) match
+    need = min(cfg.k, len(getattr(predictor, "cluster_ids", ())) or cfg.k)
+    reuse = {i for j, (i, h) in enumerate(zip(ids, hashes)) if j not in bad_inputs
+             and i in pool and pool[i]["content_hash"] == h
+             and len(pool[i]["cluster_ids"] or []) >= need}
+    todo = [j for j, i in enumerate(ids) if i not in reuse and j not in bad_inputs]
 
-        predictor.batch_size = cfg.batch_size
-        fresh: list[pa.Table] = []
-        bar = tqdm(total=len(todo), desc="score", unit="item", disable=not cfg.progress,
-                   smoothing=0.1)
-        for c in range(0, len(todo), cfg.chunk_size):
-            chunk = todo[c:c + cfg.chunk_size]
-            # padding-aware: similar prompt lengths share a batch
-            chunk = sorted(chunk, key=lambda j: (len(inputs[j]["title"]),
-                                                 len(inputs[j]["context_description"])))
-            preds = []
-            for b in range(0, len(chunk), cfg.batch_size):
-                batch = chunk[b:b + cfg.batch_size]
-                preds += predictor.predict([inputs[j] for j in batch], k=cfg.k,
-                                           constrained=cfg.constrained)
-                bar.update(len(batch))
-            table = _rows([ids[j] for j in chunk], [hashes[j] for j in chunk], preds, version,
+    def check_rate() -> None:
+        if len(errors) > allowed:
+            path = write_errors(wd, errors)
+            top = errors[-1]
+            raise SerendipError(
+                f"{len(errors)} of {len(ids)} selected items failed "
+                f"({len(errors) / max(len(ids), 1):.1%} > max_error_rate "
+                f"{cfg.max_error_rate:.1%}), e.g. {top['item_id']!r}: "
+                f"{top['reason'].split(' (fix:')[0]}",
+                field="items", fix=f"see {path} for every failed item and why; fix the data "
+                                   "(scored chunks are kept: the next run resumes), or raise "
+                                   "--max-error-rate")
+
+    check_rate()
+    predictor.batch_size = cfg.batch_size
+    fresh: list[pa.Table] = []
+    bar = tqdm(total=len(todo), desc="score", unit="item", disable=not cfg.progress,
+               smoothing=0.1)
+    for c in range(0, len(todo), cfg.chunk_size):
+        chunk = todo[c:c + cfg.chunk_size]
+        # padding-aware: similar prompt lengths share a batch
+        chunk = sorted(chunk, key=lambda j: (len(inputs[j]["title"]),
+                                             len(inputs[j]["context_description"])))
+        done, preds = [], []
+        for b in range(0, len(chunk), cfg.batch_size):
+            batch = chunk[b:b + cfg.batch_size]
+            got, failed = _predict_rows(predictor, [inputs[j] for j in batch], cfg.k,
+                                        cfg.constrained)
+            when = datetime.now(timezone.utc)
+            for n, (j, p) in enumerate(zip(batch, got)):
+                if n in failed:
+                    errors.append({"item_id": ids[j], "stage": "predict", "reason": failed[n],
+                                   "model_version": version, "failed_at": when})
+                else:
+                    done.append(j)
+                    preds.append(p)
+            bar.update(len(batch))
+            check_rate()
+        if done:
+            table = _rows([ids[j] for j in done], [hashes[j] for j in done], preds, version,
                           datetime.now(timezone.utc))
             store.commit(table)
             fresh.append(table)
-        bar.close()
+    bar.close()
 
-        by_id = {i: {**pool[i], **{c: pool[i][c][:cfg.k] for c in
-                                   ("cluster_ids", "descriptions", "scores")}} for i in reuse}
-        for t in fresh:
-            for row in t.to_pylist():
-                by_id[row["item_id"]] = row
-        out = pa.Table.from_pylist([by_id[i] for i in ids], schema=SCHEMAS["item_serendipity"])
-        write_table(wd, "item_serendipity", out, refs={"items": items})
-        store.clear()
-    finally:
-        store.unlock()
+    by_id = {i: {**pool[i], **{c: pool[i][c][:cfg.k] for c in
+                               ("cluster_ids", "descriptions", "scores")}} for i in reuse}
+    for t in fresh:
+        for row in t.to_pylist():
+            by_id[row["item_id"]] = row
+    out = pa.Table.from_pylist([by_id[i] for i in ids if i in by_id],
+                               schema=SCHEMAS["item_serendipity"])
+    errors_path = write_errors(wd, errors)
+    write_table(wd, "item_serendipity", out, refs={"items": items})
+    store.clear()
     elapsed = time.perf_counter() - t0
-    stats.update({"model_version": version, "reused": len(reuse), "scored": len(todo),
+    scored = len(todo) - sum(1 for e in errors if e["stage"] == "predict")
+    stats.update({"model_version": version, "reused": len(reuse), "scored": scored,
+                  "failed": len(errors), "error_rate": round(len(errors) / max(len(ids), 1), 4),
+                  "max_error_rate": cfg.max_error_rate, "errors_table": str(errors_path),
                   "assigned_new_items": assigned, "resumed_chunks": chunk_stats["chunks"],
                   "corrupt_chunks": chunk_stats["corrupt_chunks"], "seconds": round(elapsed, 3),
                   "items_per_s": round(len(todo) / elapsed, 2) if todo else None})
@@ -471,6 +569,8 @@ def scoring_stage(data_dir: str | os.PathLike, tree_dir: str | os.PathLike,
         out.mkdir(parents=True, exist_ok=True)
         for name in ("item_serendipity", "item_clusters", "clusters"):
             shutil.copyfile(table_path(state, name), table_path(out, name))
+        if (state / ERRORS_FILE).exists():
+            shutil.copyfile(state / ERRORS_FILE, out / ERRORS_FILE)
     return result
 
 
@@ -494,6 +594,9 @@ def merge_shards(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
     ic = pa.concat_tables([read_table(p, "item_clusters") for p in part_dirs])
     ic = ic.take(np.unique(np.asarray(ic.column("item_id").to_pylist()), return_index=True)[1])
     write_table(out, "item_serendipity", scores)
+    errors = [pq.read_table(Path(p) / ERRORS_FILE) for p in part_dirs
+              if (Path(p) / ERRORS_FILE).exists()]
+    write_errors(out, pa.concat_tables(errors).to_pylist() if errors else [])
     write_table(out, "item_clusters", ic)
     shutil.copyfile(table_path(part_dirs[0], "clusters"), table_path(out, "clusters"))
     return {"shards": len(part_dirs), "rows": scores.num_rows, "item_clusters": ic.num_rows}

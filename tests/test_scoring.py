@@ -209,7 +209,8 @@ def test_unknown_model_alias(base, tmp_path, monkeypatch, capsys):
     wd, _ = _copy(base, tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["score", "--workdir", str(wd), "--model", "models:/serendip-mllm@nope"]) == 2
-    assert "cannot load models:/serendip-mllm@nope" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no registered model 'serendip-mllm'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_errors(base, predictor, tmp_path):
@@ -223,7 +224,9 @@ def test_errors(base, predictor, tmp_path):
     top["thumbnail"], top["frames"] = None, []
     write_table(wd, "items", pa.Table.from_pylist(rows, schema=items.schema))
     with pytest.raises(SerendipError, match="neither thumbnail nor frames"):
-        score_items(wd, predictor, ScoringConfig(**CFG))
+        score_items(wd, predictor, ScoringConfig(**CFG, max_error_rate=0))
+    with pytest.raises(ConfigError, match="max_error_rate"):
+        score_items(wd, predictor, ScoringConfig(**CFG, max_error_rate=1.5))
     # empty corpus
     pq.write_table(items.slice(0, 0), wd / "items.parquet")
     with pytest.raises(SerendipError, match="empty"):
@@ -269,3 +272,61 @@ def test_kfp_components_local(base, tmp_path, monkeypatch):
     assert scored.num_rows == select_by_coverage(read_table(wd, "items"), 0.8)[0].num_rows
     row = OnlineFeatures(state).get(scored.column("item_id").to_pylist()[:1])[0]
     assert row["found"] and row["cluster_ids"] == scored.column("cluster_ids")[0].as_py()
+
+
+def test_bad_rows_go_to_the_error_table_and_a_rerun_retries_them(base, predictor, reference,
+                                                                   tmp_path, capsys):
+    """Issue 12 case 16: one item whose media file is missing, one whose file is not an image
+    and one with no media at all used to stop the whole batch. The rest are scored, the three
+    are listed with their reasons, the count is reported; a rerun after the fix retries only
+    them; above max_error_rate the run fails (scored chunks kept)."""
+    from serendip.cli import main
+    from serendip.scoring import ERRORS_FILE
+
+    wd, _ = _copy(base, tmp_path)
+    items = read_table(wd, "items")
+    rows = items.to_pylist()
+    ref_ids = reference.table.column("item_id").to_pylist()
+    bad = {ref_ids[0]: "missing", ref_ids[5]: "garbage", ref_ids[9]: "none"}
+    (wd / "media").mkdir()
+    (wd / "media" / "garbage.png").write_bytes(b"not an image at all")
+    for r in rows:
+        kind = bad.get(r["item_id"])
+        if kind == "missing":
+            r["thumbnail"], r["frames"] = "media/gone.png", ["media/gone.png"] * 4
+        elif kind == "garbage":
+            r["thumbnail"], r["frames"] = "media/garbage.png", ["media/garbage.png"] * 4
+        elif kind == "none":
+            r["thumbnail"], r["frames"] = None, []
+    write_table(wd, "items", pa.Table.from_pylist(rows, schema=items.schema))
+
+    code = main(["score", "--workdir", str(wd), "--k", "1", "--batch-size", "8",
+                 "--chunk-size", "32", "--no-feast", "--quiet", "--model", str(base[1]),
+                 "--max-error-rate", "0.05"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    stats = json.loads(out)
+    assert stats["failed"] == 3 and "3 item(s) could not be scored" in err
+    errors = pq.read_table(wd / ERRORS_FILE).to_pylist()
+    reasons = {e["item_id"]: (e["stage"], e["reason"]) for e in errors}
+    assert set(reasons) == set(bad)
+    assert reasons[ref_ids[0]][0] == "predict" and "does not exist" in reasons[ref_ids[0]][1]
+    assert reasons[ref_ids[5]][0] == "predict"
+    assert reasons[ref_ids[9]] [0] == "inputs" and "neither thumbnail" in reasons[ref_ids[9]][1]
+    scored = read_table(wd, "item_serendipity")
+    assert set(scored.column("item_id").to_pylist()) == set(ref_ids) - set(bad)
+    good = {r["item_id"]: r["cluster_ids"] for r in reference.table.to_pylist()}
+    assert all(good[r["item_id"]] == r["cluster_ids"] for r in scored.to_pylist())
+
+    write_table(wd, "items", items)                          # the data is fixed: rerun
+    again = score_items(wd, predictor, ScoringConfig(**CFG, max_error_rate=0))
+    assert again.stats["failed"] == 0 and again.stats["scored"] == 3
+    assert again.stats["reused"] == len(ref_ids) - 3
+    assert pq.read_table(wd / ERRORS_FILE).num_rows == 0
+    assert again.table.column("item_id").to_pylist() == ref_ids
+
+    write_table(wd, "items", pa.Table.from_pylist(rows, schema=items.schema))
+    (wd / "item_serendipity.parquet").unlink()
+    with pytest.raises(SerendipError, match=r"of \d+ selected items failed.*max_error_rate"):
+        score_items(wd, predictor, ScoringConfig(**CFG, max_error_rate=0.001))
+    assert pq.read_table(wd / ERRORS_FILE).num_rows >= 1

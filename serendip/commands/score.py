@@ -21,6 +21,17 @@ def _coverage(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"max error rate must be a number, got {text!r}"
+                                         ) from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"max error rate must be in [0, 1], got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True,
                    help="work directory (items, clusters, item_clusters, cluster_tree/)")
@@ -33,6 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=_positive("--chunk-size"), default=256,
                    help="items per committed chunk (what a crash can lose at most)")
     p.add_argument("--k", type=_positive("--k"), default=3, help="clusters per item")
+    p.add_argument("--max-error-rate", type=_rate, default=0.01,
+                   help="fail the run when more than this share of the selected items cannot "
+                        "be scored (they are listed in scoring_errors.parquet with the reason; "
+                        "a rerun retries them), in [0, 1] (default 0.01)")
     p.add_argument("--no-assign", action="store_true",
                    help="do not place items missing from item_clusters in the tree")
     p.add_argument("--no-feast", action="store_true",
@@ -60,18 +75,27 @@ def load_predictor(model: str, workdir):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from serendip.locks import workdir_lock
     from serendip.scoring import ScoringConfig, score_items
 
     cfg = ScoringConfig(coverage=args.coverage, k=args.k, batch_size=args.batch_size,
                         chunk_size=args.chunk_size, assign_new=not args.no_assign,
-                        progress=not args.quiet)
+                        progress=not args.quiet, max_error_rate=args.max_error_rate)
     cfg.check()
-    predictor = load_predictor(args.model, args.workdir)
-    result = score_items(args.workdir, predictor, cfg)
-    summary = dict(result.stats)
-    if not args.no_feast:
-        from serendip.platform import features
+    # scoring AND the Feast sync: what is materialized is what this run wrote
+    with workdir_lock(args.workdir, "score", "score"):
+        predictor = load_predictor(args.model, args.workdir)
+        result = score_items(args.workdir, predictor, cfg)
+        summary = dict(result.stats)
+        if not args.no_feast:
+            from serendip.platform import features
 
-        summary["feast"] = features.sync(args.workdir)
+            summary["feast"] = features.sync(args.workdir)
     print(json.dumps(summary, indent=2, default=str))
+    if summary.get("failed"):
+        print(f"serendip score: {summary['failed']} item(s) could not be scored "
+              f"({summary['error_rate']:.2%}, allowed {cfg.max_error_rate:.2%}); reasons in "
+              f"{summary['errors_table']}; a rerun retries them", file=sys.stderr)
     return 0
