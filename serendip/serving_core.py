@@ -540,6 +540,7 @@ class RecommendFlow:
     retrieve: Retrieve                       # the retriever restricted to a cluster
     cache: ClusterCache = field(default_factory=ClusterCache)
     on_phase: Callable[[str, float], None] | None = None   # (phase, seconds) per call
+    on_store_error: Callable[[], None] | None = None       # a feature-store read failed
     _inflight: dict = field(default_factory=dict, init=False, repr=False)
 
     async def cluster_of(self, item_id: str) -> ClusterChoice:
@@ -555,6 +556,8 @@ class RecommendFlow:
         except ServerFault as e:                 # the online store is down: the MLLM answers
             choice, store_down = None, e
             log.warning("cluster lookup failed for item %r (%s); asking the MLLM", item_id, e)
+            if self.on_store_error is not None:
+                self.on_store_error()
         self.observe("lookup", time.perf_counter() - t0)
         if choice is None:
             choice = await self._predict_for(item_id, store_down)

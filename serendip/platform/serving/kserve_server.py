@@ -267,10 +267,16 @@ class RecommendTransformer(_V2Model):
 
     def __init__(self, lookup, catalog, predict_cluster, retrieve,
                  cache: ClusterCache | None = None, name: str = "recommend"):
+        from serendip.platform.serving.metrics import RecommendMetrics
+
         super().__init__(name)
         self.lookup, self.catalog = lookup, catalog
+        self.metrics = RecommendMetrics(name)
         self.flow = RecommendFlow(lookup=lookup, item_info=catalog, predict=predict_cluster,
-                                  retrieve=retrieve, cache=cache or ClusterCache())
+                                  retrieve=retrieve, cache=cache or ClusterCache(),
+                                  on_phase=self.metrics.phase,
+                                  on_store_error=self.metrics.store_error)
+        self._cache_seen = (self.flow.cache.hits, self.flow.cache.misses)
         self.ready = True
 
     @classmethod
@@ -301,14 +307,32 @@ class RecommendTransformer(_V2Model):
         return cls(lookup, catalog, predict_cluster, retrieve, **kw)
 
     async def predict(self, payload, headers=None, response_headers=None):
-        arrays = request_arrays(self.spec, payload)
+        """One v2 request; counted in the Prometheus metrics (:mod:`.metrics`) by outcome,
+        phase latency, cluster source and cache hits."""
+        outcome = "server_error"
         try:
+            arrays = request_arrays(self.spec, payload)
             outputs = await self.flow.infer(arrays)
+            outcome = "ok"
+        except InvalidInput:
+            outcome = "client_error"
+            raise
         except ServerFault as e:
             raise ServingFault(str(e)) from None
         except SerendipError as e:
+            outcome = "client_error"
             raise InvalidInput(str(e)) from None
+        finally:
+            self._count(outcome)
+        self.metrics.choices(x.decode() if isinstance(x, bytes) else str(x)
+                             for x in outputs["SOURCE"][:, 0])
         return make_response(payload, self.name, outputs, self.spec)
+
+    def _count(self, outcome: str) -> None:
+        self.metrics.request(outcome)
+        hits, misses = self.flow.cache.hits, self.flow.cache.misses
+        self.metrics.cache(hits - self._cache_seen[0], misses - self._cache_seen[1])
+        self._cache_seen = (hits, misses)
 
 
 # ------------------------------------------------------------------ loopback server
