@@ -51,3 +51,30 @@ def recall_at_k(ranked: Sequence[Sequence[str | None]], labels: Sequence[str]) -
                             field="labels", fix="give one label per answer list")
     return sum(_norm(b) in {_norm(a) for a in r if a is not None}
                for r, b in zip(ranked, labels)) / len(ranked)
+
+
+def recall_at_k_over_candidates(ranked: Sequence[Sequence[str | None]], labels: Sequence[str],
+                                candidates: Sequence[Iterable[str]], k: int) -> float:
+    """Top-k recall over the candidates (issue 15), range [0, 1]: each ranked answer list is
+    first restricted to its context's serendipitous candidates (:mod:`serendip.candidates`;
+    the context's own cluster and non-siblings are dropped, order kept), then the label counts
+    as recalled when it is among the first ``k`` remaining answers. With k ≥ |candidates| every
+    full candidate ranking scores 1.0, so read it beside the number of candidates.
+
+    Raises:
+        SerendipError: no answers, lengths differ, or k < 1.
+    """
+    _nonempty(ranked, "ranked")
+    if not len(ranked) == len(labels) == len(candidates):
+        raise SerendipError(f"{len(ranked)} answer lists, {len(labels)} labels, "
+                            f"{len(candidates)} candidate sets", field="labels",
+                            fix="give one label and one candidate set per answer list")
+    if k < 1:
+        raise SerendipError(f"k={k}", field="k", fix="use k >= 1")
+    hits = 0
+    for r, b, cand in zip(ranked, labels, candidates):
+        allowed = {_norm(c) for c in cand}
+        kept = [_norm(a) for a in r if a is not None and _norm(a) in allowed]
+        kept = list(dict.fromkeys(kept))[:k]
+        hits += _norm(b) in kept
+    return hits / len(ranked)
