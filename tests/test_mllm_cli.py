@@ -66,7 +66,8 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "no ground truth" in capsys.readouterr().err
     assert cli.main(["finetune", "--workdir", str(tmp_path), "--no-register"]) == 2
     err = capsys.readouterr().err
-    assert "is missing" in err and "fix:" in err and "Traceback" not in err
+    assert "not found" in err and "fix:" in err and "Traceback" not in err
+    assert "synth" not in err          # the advice never overwrites the user's data
     assert cli.main(["finetune", "--workdir", str(tmp_path), "--set", "method=qlora"]) == 2
     assert "method" in capsys.readouterr().err
 
