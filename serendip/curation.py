@@ -480,7 +480,7 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     items = read_table(data_dir, "items")
     interactions = read_table(data_dir, "interactions", refs={"items": items})
     clusters = read_table(cdir, "clusters")
-    item_clusters = read_table(cdir, "item_clusters", refs={"items": items})
+    item_clusters = read_table(cdir, "item_clusters", refs={"items": items, "clusters": clusters})
     result = curate(items, interactions, clusters, item_clusters, cfg)
     write_table(out, "examples", result.examples, refs={"items": items, "clusters": clusters})
     atomic_write_parquet(result.selected, out / "curated_pairs.parquet")

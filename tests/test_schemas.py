@@ -280,3 +280,18 @@ def test_csv_number_that_is_not_a_number_names_the_value(tmp_path):
     (tmp_path / "items.csv").write_text("item_id,title,impressions\na,t,NA\n")
     with pytest.raises(SchemaError, match=r"items.impressions: has type string with value 'NA'"):
         read_table(tmp_path, "items")
+
+
+# ------------------------------------------------------- checks a client's table can fail
+def test_empty_ids_are_refused(tmp_path):
+    (tmp_path / "items.csv").write_text('item_id,title,impressions\n"",t,1\nv2,u,2\n')
+    with pytest.raises(SchemaError, match=r"items.item_id: has 1 empty id\(s\)"):
+        read_table(tmp_path, "items")
+
+
+def test_item_clusters_must_name_known_clusters():
+    clusters = pa.table({"cluster_id": ["a1", "a2", "a3", "a4"], "level": [1, 2, 3, 4]})
+    ic = pa.table({"item_id": ["a"], "c1": ["a1"], "c2": ["a2"], "c3": ["zz"], "c4": ["a4"]})
+    with pytest.raises(SchemaError, match=r"item_clusters.c3: 1 row\(s\) reference unknown "
+                                          r"clusters.cluster_id \(e.g. 'zz'\)"):
+        validate("item_clusters", ic, refs={"items": _items(), "clusters": clusters})

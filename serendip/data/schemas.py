@@ -118,7 +118,8 @@ RULES: dict[str, Rules] = {
 REFERENCES: dict[str, dict[str, tuple[str, str]]] = {
     "interactions": {"context_item_id": ("items", "item_id"),
                      "next_item_id": ("items", "item_id")},
-    "item_clusters": {"item_id": ("items", "item_id")},
+    "item_clusters": {"item_id": ("items", "item_id"),
+                      **{f"c{lvl}": ("clusters", "cluster_id") for lvl in range(1, 5)}},
     "examples": {"context_item_id": ("items", "item_id"),
                  "target_cluster_id": ("clusters", "cluster_id")},
     "item_serendipity": {"item_id": ("items", "item_id")},
@@ -264,6 +265,11 @@ def validate(name: str, table: pa.Table,
         if nulls:
             raise SchemaError(name, col, f"has {nulls} null value(s)",
                               f"drop or fill rows with a null '{col}'")
+        if col.endswith("_id") and pa.types.is_string(out.column(col).type):
+            empty = pc.sum(pc.equal(pc.utf8_length(out.column(col)), 0)).as_py() or 0
+            if empty:
+                raise SchemaError(name, col, f"has {empty} empty id(s)",
+                                  f"give every row a non-empty '{col}'")
     for col in rules.unique:
         c = out.column(col)
         if pc.count_distinct(c).as_py() != len(c) - c.null_count:

@@ -47,7 +47,7 @@ def load_inputs(workdir: str | os.PathLike, tree_dir: str | os.PathLike | None =
     curation = json.loads(cur_path.read_text())
     items = read_table(wd, "items")
     clusters = read_table(tree, "clusters")
-    item_clusters = read_table(tree, "item_clusters", refs={"items": items})
+    item_clusters = read_table(tree, "item_clusters", refs={"items": items, "clusters": clusters})
     examples = read_table(exd, "examples", refs={"items": items, "clusters": clusters})
     strategies = set(examples.column("strategy").to_pylist())
     prompt = PromptConfig(strategy=curation.get("strategy") or (strategies.pop() if strategies
