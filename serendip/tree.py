@@ -623,30 +623,34 @@ def balanceable_ratio(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> fl
 
 
 def balance_achievable(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> str | None:
-    """Why ``tol`` cannot be promised for one sibling group, or None when it can.
+    """Why one sibling group is outside ``tol``, or None when it is within (or would be,
+    leaving out children that one item dominates).
 
-    The promise holds when no child is dominated by one item (:func:`_active_children`) and
-    items are fine enough to close any gap: the heaviest item is at most ``(tol - 1)`` × the
-    mean child traffic, so moving single items can always bring max/min within ``tol``.
+    Reasons the bound cannot be met: a child dominated by one item (:func:`_active_children`),
+    or items too coarse to close the gap (the heaviest item exceeds ``(tol - 1)`` × the mean
+    child traffic, so single moves overshoot). Any other excess is reported as
+    ``"bound not reached"``: a fault of the assignment, never expected.
     """
     loads = np.asarray(loads, np.float64)
     heaviest = np.asarray(heaviest, np.float64)
+    if loads.max() <= tol * max(loads.min(), 1e-12) + 1e-9:
+        return None
     act = _active_children(loads, heaviest, tol)
     if not act.all():
         return "one item alone outweighs the bound"
     if heaviest.max() > (tol - 1.0) * loads.mean() + 1e-9:
         return "items too coarse (heaviest item > (tol - 1) x mean child traffic)"
-    return None
+    return "bound not reached"
 
 
 def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[int, ...],
                   tol: float, ids: list[list[str]] | None = None) -> dict:
     """Per level: max/min sibling traffic (worst and median over parents), the same among
     balanceable siblings (see :func:`balanceable_ratio`), the share of sibling groups within
-    ``tol``, the level-wide ratio, and where the bound cannot be promised: the number of
-    sibling groups (``unachievable_groups``), up to 10 of them with the reason
-    (:func:`balance_achievable`), and the worst max/min over the groups where it can
-    (``achievable_max_min_traffic_worst``, the promise: <= ``tol``)."""
+    ``tol``, the level-wide ratio, and where the bound is not met: the number of sibling
+    groups (``unachievable_groups``), up to 10 of them with the reason
+    (:func:`balance_achievable`), and the worst max/min over the groups where nothing
+    prevents it (``achievable_max_min_traffic_worst``, the promise: <= ``tol``)."""
     out: dict[str, dict] = {}
     n_nodes = 1
     for lvl in range(LEVELS):
@@ -661,7 +665,7 @@ def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[i
         ratios = sib.max(1) / np.maximum(sib.min(1), 1e-12)
         ok = [balanceable_ratio(sib[p], heavy[p], tol) for p in range(len(sib))]
         why = [balance_achievable(sib[p], heavy[p], tol) for p in range(len(sib))]
-        promised = [r for r, w in zip(ratios, why) if w is None]
+        promised = [r for r, w in zip(ratios, why) if w is None or w == "bound not reached"]
         parents = ids[lvl - 1] if (ids is not None and lvl > 0) else [""] * len(sib)
         out[f"level{lvl + 1}"] = {
             "clusters": int(n_nodes),
@@ -669,10 +673,11 @@ def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[i
             "sibling_max_min_traffic_median": round(float(np.median(ratios)), 3),
             "balanceable_max_min_traffic_worst": round(float(np.max(ok)), 3),
             "achievable_max_min_traffic_worst": round(float(max(promised, default=1.0)), 3),
-            "unachievable_groups": int(sum(w is not None for w in why)),
+            "unachievable_groups": int(sum(w not in (None, "bound not reached") for w in why)),
             "unachievable": [{"parent": parents[p] or "(root)", "reason": w,
                               "max_min_traffic": round(float(ratios[p]), 3)}
                              for p, w in enumerate(why) if w is not None][:10],
+            "not_reached_groups": int(sum(w == "bound not reached" for w in why)),
             "within_tol_share": round(float(np.mean(ratios <= tol + 1e-9)), 3),
             "level_max_min_traffic": round(float(loads.max() / max(loads.min(), 1e-12)), 3),
             "min_size": int(size.min()),

@@ -181,3 +181,91 @@ def _emb(workdir):
     from serendip.embeddings import load_embeddings
 
     return load_embeddings(workdir / "embeddings.parquet")
+
+
+def _catalogue(n: int, seed: int = 0, dim: int = 16):
+    """A hierarchical Gaussian mixture with heavy-tailed (log-normal) traffic, like real logs."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (64, dim))
+    leaf = rng.integers(0, 64, n)
+    x = (centres[leaf] + rng.normal(0, 0.3, (n, dim))).astype(np.float32)
+    imps = np.ceil(rng.lognormal(5.0, 1.5, n)).astype(np.int64)
+    words = np.array("alpha beta gamma delta omega sigma kappa theta".split())
+    titles = [f"{words[leaf[i] % 8]} {words[leaf[i] // 8]} clip" for i in range(n)]
+    items = pa.table({"item_id": [f"v{i}" for i in range(n)], "title": titles,
+                      "impressions": imps})
+    return items, x
+
+
+def test_default_branching_follows_the_catalogue_size_and_says_so():
+    from serendip.tree import auto_branching
+
+    # before: the default was 8/8/8/8 whatever the size (4,096 leaves for 6,000 items)
+    assert ClusterConfig().branching == "auto"
+    assert parse_branching("auto") == "auto"
+    items, x = _catalogue(6000)
+    tree = build_cluster_tree(items, x)
+    b = tree.config.branching
+    assert b != (8, 8, 8, 8) and b == auto_branching(6000)
+    assert 150 <= math.prod(b) <= 400, b          # ~25 items per leaf
+    assert list(b) == tree.stats["branching"]["branching"]
+    assert tree.stats["branching"]["mode"] == "auto" and "6000 items" in \
+        tree.stats["branching"]["why"]
+    # traffic-balanced leaves: a viral item may sit alone, a typical leaf holds many items
+    assert np.median([tree.sizes[c] for c in tree.ids[3]]) >= 10
+    # the size rule: monotone in the catalogue, never wider than 8 per level
+    leaves = [math.prod(auto_branching(n)) for n in (16, 600, 2000, 6000, 20_000, 10**6)]
+    assert leaves == sorted(leaves) and leaves[0] == 16 and leaves[-1] == 8 ** 4
+    with pytest.raises(ConfigError, match="branching"):
+        auto_branching(10)
+
+
+def test_sibling_traffic_within_the_promise_wherever_the_tree_reports_it_achievable():
+    from serendip.tree import balance_achievable
+
+    items, x = _catalogue(6000, seed=1)
+    imps = items.column("impressions").to_numpy()
+    tree = build_cluster_tree(items, x, ClusterConfig(balance_tol=1.2))
+    ic = tree.item_clusters.to_pandas()
+    ic["imp"] = imps
+    reported = 0
+    for lvl in range(1, 5):
+        st = tree.stats[f"level{lvl}"]
+        parent = ic[f"c{lvl - 1}"] if lvl > 1 else np.zeros(len(ic), int)
+        flagged = 0
+        for _, sib in ic.groupby(parent):
+            g = sib.groupby(f"c{lvl}").imp.agg(["sum", "max"])
+            ratio = g["sum"].max() / g["sum"].min()
+            why = balance_achievable(g["sum"].to_numpy(), g["max"].to_numpy(), 1.2)
+            # within the promise (the issue's target is <= 1.5, the tree's 1.2), or reported
+            # with a reason that an independent check confirms
+            assert why != "bound not reached", (lvl, g)
+            if ratio > 1.2 + 1e-6:
+                flagged += 1
+                heavy_rest = _balanceable(g["sum"], g["max"], 1.2) <= 1.2 + 1e-6
+                coarse = g["max"].max() > 0.2 * g["sum"].mean()
+                assert why and (coarse or heavy_rest), (lvl, g, why)
+        assert st["unachievable_groups"] == flagged and st["not_reached_groups"] == 0
+        assert st["achievable_max_min_traffic_worst"] <= 1.2 + 1e-6
+        assert len(st["unachievable"]) == min(flagged, 10)
+        reported += flagged
+    # with ~25 items per leaf, the upper levels are all balanced; only some small nodes hold
+    # items too heavy to split evenly
+    for lvl in (1, 2):
+        assert tree.stats[f"level{lvl}"]["unachievable_groups"] == 0
+    print("sibling groups reported unachievable:", reported, "of", sum(map(len, tree.ids[:3])) + 1)
+    # an item heavier than all its siblings together is reported, not hidden
+    assert balance_achievable(np.array([1000.0, 10, 10]), np.array([990.0, 5, 5]), 1.2)
+
+
+def test_cluster_cli_default_branching_is_auto_and_printed(synth_dir, tmp_path, capsys):
+    from serendip.cli import main
+
+    assert main(["cluster", "--data", str(synth_dir), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    tree = ClusterTree.load(tmp_path / "cluster_tree")
+    chosen = "/".join(map(str, tree.config.branching))
+    assert f"branching (auto): {chosen}" in out and chosen != "8/8/8/8"
+    assert json.loads(out[out.index("{"):])["branching"] == list(tree.config.branching)

@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="directory with items.parquet or items.csv")
     p.add_argument("--out", default=None, help="output directory (default: --data)")
     p.add_argument("--branching", default=None,
-                   help="children per level, e.g. 8/8/8/8 (default) or 4/3/4/2")
+                   help="children per level, e.g. 4/3/4/2, or auto (default: from the "
+                        "catalogue size, ~25 items per leaf; the choice is printed)")
     p.add_argument("--config", default=None,
                    help="YAML with ClusterConfig fields and an optional 'embedding:' mapping")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -40,11 +41,16 @@ def run(args: argparse.Namespace) -> int:
     if args.branching:
         settings["branching"] = args.branching
     cfg, ecfg = cluster_configs(settings)
-    print(f"clustering {args.data} into {'/'.join(map(str, cfg.branching))} ...", flush=True)
+    shape = cfg.branching if cfg.branching == "auto" else "/".join(map(str, cfg.branching))
+    print(f"clustering {args.data} into {shape} ...", flush=True)
     tree = cluster_stage(args.data, args.out, cfg, ecfg, use_cache=not args.no_cache)
+    chosen = tree.stats.get("branching", {})
+    if chosen.get("mode") == "auto":
+        print(f"branching (auto): {'/'.join(map(str, tree.config.branching))} - {chosen['why']}",
+              flush=True)
     summary = {"items": int(sum(tree.sizes[c] for c in tree.ids[0])),
                "clusters": sum(len(ids) for ids in tree.ids),
-               "branching": list(cfg.branching),
+               "branching": list(tree.config.branching),
                "balance": {k: v for k, v in tree.stats.items() if k.startswith("level")},
                "out": str(args.out or args.data)}
     print(json.dumps(summary, indent=2))
