@@ -120,3 +120,16 @@ def _no_raise():
     from contextlib import nullcontext
 
     return nullcontext()
+
+
+def test_finetune_locks_its_run_directory(workdir, capsys):
+    """Issue 12 case 9 for finetune: a second run with the same run name (same output
+    directory, same registration) gets one line; nothing of it is written."""
+    from serendip.locks import workdir_lock
+
+    with workdir_lock(workdir, "mllm-locked", "first"):
+        code = cli.main(["finetune", "--workdir", str(workdir), "--no-register", "--quiet",
+                         "--run-name", "locked", "--set", "steps=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "another first run (pid" in err and "is writing mllm-locked" in err
+    assert "--run-name" in err and not (workdir / "mllm" / "locked").exists()

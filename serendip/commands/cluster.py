@@ -43,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     cfg, ecfg = cluster_configs(settings)
     shape = cfg.branching if cfg.branching == "auto" else "/".join(map(str, cfg.branching))
     print(f"clustering {args.data} into {shape} ...", flush=True)
-    tree = cluster_stage(args.data, args.out, cfg, ecfg, use_cache=not args.no_cache)
+    from serendip.locks import workdir_lock
+
+    with workdir_lock(args.out or args.data, "cluster", "cluster"):
+        tree = cluster_stage(args.data, args.out, cfg, ecfg, use_cache=not args.no_cache)
     chosen = tree.stats.get("branching", {})
     if chosen.get("mode") == "auto":
         print(f"branching (auto): {'/'.join(map(str, tree.config.branching))} - {chosen['why']}",

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     if args.thumbnail:
         settings["prompt.use_thumbnail"] = True
     cfg = curation_config(settings)
-    result = curate_stage(args.data, args.out, cfg, clusters_dir=args.clusters)
+    from serendip.locks import workdir_lock
+
+    with workdir_lock(args.out or args.data, "curate", "curate"):
+        result = curate_stage(args.data, args.out, cfg, clusters_dir=args.clusters)
     print(json.dumps({"out": str(args.out or args.data), **result.stats}, indent=2))
     return 0

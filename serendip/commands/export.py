@@ -41,13 +41,24 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from serendip.errors import SerendipError
-    from serendip.model_repository import MODELS, export_repository
 
     wd = Path(args.workdir)
     if not wd.is_dir():
         raise SerendipError(f"{wd} is not a directory", field="workdir",
                             fix="pass the work directory of a pipeline run")
     out = Path(args.out) if args.out else wd / "model_repository"
+    from serendip.locks import workdir_lock
+    from serendip.platform.registry import mlflow_errors
+
+    with workdir_lock(wd, "export", "export"), mlflow_errors("export"):
+        _export(args, wd, out)
+    return 0
+
+
+def _export(args, wd, out) -> None:
+    from serendip.errors import SerendipError
+    from serendip.model_repository import MODELS, export_repository
+
     sources = []
     for model in MODELS:
         src = None
@@ -68,4 +79,3 @@ def run(args: argparse.Namespace) -> int:
     if (out / "recommend" / "1").exists():
         print(f"recommend  -> {out / 'recommend' / '1'}  (BLS; snapshot of item_serendipity)")
     print(f"exported {out}")
-    return 0

@@ -46,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
                                      kfp_adapter.log_path_for(args.workdir, args.name))
     if log is not None:
         print(f"running {args.name} with kfp.local (full log: {log})")
-    outputs = kfp_adapter.run_local(args.name, args.workdir, args.data_uri, params, log_path=log)
+    from serendip.locks import workdir_lock
+
+    with workdir_lock(args.workdir, f"pipeline-{args.name}", f"pipeline run {args.name}"):
+        outputs = kfp_adapter.run_local(args.name, args.workdir, args.data_uri, params,
+                                        log_path=log)
     for key, value in outputs.items():
         print(f"{key}: {value}")
     return 0

@@ -77,11 +77,19 @@ def _fields(preset: DemoSize, *names: str) -> dict:
 
 
 def run_demo(workdir: str | os.PathLike, size: str = "default", seed: int = 0) -> Path:
-    from serendip.steps import Steps
 
     preset = size_preset(size)
     wd = Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
+    from serendip.locks import workdir_lock
+
+    with workdir_lock(wd, "demo", "demo"):
+        return _run_demo(wd, preset, size, seed)
+
+
+def _run_demo(wd: Path, preset: DemoSize, size: str, seed: int) -> Path:
+    from serendip.steps import Steps
+
     os.environ.update({k: v for k, v in _env(wd).items() if k.startswith(("MLFLOW", "HF_"))})
     steps = Steps(wd)
     info: dict = {"size": size, "preset": asdict(preset)}
