@@ -231,3 +231,33 @@ def test_frozen_cnn_tower_keeps_its_batchnorm_statistics(data):
     peft_model.train()                                  # what training did before
     model.model.vision_tower(torch.rand(2, 3, 64, 64))
     assert not torch.equal(bn.running_mean, before)
+
+
+def test_chain_of_thought_on_the_thumbnail_with_a_cnn_tower(synth_dir, data, tmp_path):
+    """CoT + thumbnail through a FastVLM-style base: the reasoning is generated first, then
+    the answer is constrained (greedy) or ranked by likelihood after it — same scores."""
+    *_, corpus = data
+    prompt = PromptConfig("cot", 1, use_thumbnail=True)
+    examples, clusters, _, _ = truth_examples(synth_dir, prompt, n_items=16)
+    model, processor = build_fast_vlm(corpus)
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    cfg = FinetuneConfig(base_model=str(base), steps=2, batch_size=4, eval_every=2,
+                         save_every=2, eval_max_examples=4, eval_batch_size=4,
+                         reasoning_tokens=10)
+    res = finetune(examples, clusters, cfg, tmp_path / "mllm", prompt_config=prompt,
+                   progress=False)
+    assert res.metrics["match_rate_constrained"] == 1.0
+    test = split(examples, "test")
+    prompts = test.column("prompt").to_pylist()[:2]
+    images = [x or [] for x in test.column("images").to_pylist()[:2]]
+    assert all(len(x) == 1 and x[0].endswith("#thumb") for x in images)
+    greedy = ClusterPredictor.load(res.model_dir, decoding="beam").predict_prompts(
+        prompts, images, k=1)
+    ranked = ClusterPredictor.load(res.model_dir, decoding="likelihood").predict_prompts(
+        prompts, images, k=12)
+    for g, r in zip(greedy, ranked):
+        assert g[0].reasoning is not None and g[0].reasoning == r[0].reasoning
+        score = {p.cluster_id: p.score for p in r}
+        assert score[g[0].cluster_id] == pytest.approx(g[0].score, rel=1e-3)
