@@ -101,3 +101,36 @@ def test_failed_local_run_names_its_log(tmp_path, capsys):
     assert code == 2 and log.exists()
     assert f"read {log}" in err and "last lines of" in err
     assert "Its error: items: not found" in err and "\x1b[" not in err.splitlines()[-1]
+
+
+def test_no_handler_writes_to_the_closed_pipeline_log(tmp_path, capfd):
+    """Issue 12 case 13: kfp.local swaps the root logger's handlers per task; ParallelFor tasks
+    in threads interleave the swaps and a handler bound to the pipeline log stayed installed,
+    so every later record printed '--- Logging error --- ... I/O operation on closed file'.
+    Replayed here with kfp's own context manager, plus a library logger created mid-run."""
+    import logging
+    import sys
+
+    from kfp.local import logging_utils
+
+    from serendip.platform.pipelines import _captured
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with _captured(tmp_path / "run.log"):
+        a = logging_utils.local_logger_context()
+        b = logging_utils.local_logger_context()
+        a.__enter__()
+        b.__enter__()                        # thread B saves A's handler as "original"
+        a.__exit__(None, None, None)
+        b.__exit__(None, None, None)         # ... and restores it: left behind
+        lib = logging.getLogger("serendip-test-lib-made-mid-run")
+        lib.addHandler(logging.StreamHandler(sys.stderr))
+        logging.getLogger("serendip-test").warning("inside the run")
+    assert root.handlers == handlers and root.level == level
+    logging.getLogger("serendip-test").warning("after the run")
+    lib.warning("library after the run")
+    err = capfd.readouterr().err
+    assert "Logging error" not in err and "closed file" not in err
+    assert "library after the run" in err            # re-pointed at the real stderr
+    assert "inside the run" in (tmp_path / "run.log").read_text()

@@ -11,6 +11,7 @@ import builtins
 import contextlib
 import inspect
 import io
+import logging
 import os
 import re
 import sys
@@ -76,11 +77,19 @@ class _TaskLog(io.TextIOBase):
     def __init__(self, log: TextIO, echo: TextIO):
         self.log, self.echo, self._buf = log, echo, ""
         self._started: dict[str, list[float]] = {}
+        self._detached = False
 
     def writable(self) -> bool:
         return True
 
+    def detach(self) -> None:  # type: ignore[override]
+        """The log file is about to close: anything still holding this stream writes to the
+        terminal from now on instead of raising ``I/O operation on closed file``."""
+        self._detached = True
+
     def write(self, s: str) -> int:
+        if self._detached:
+            return self.echo.write(s)
         self.log.write(s)
         self._buf += s
         *lines, self._buf = self._buf.split("\n")
@@ -96,7 +105,41 @@ class _TaskLog(io.TextIOBase):
         return len(s)
 
     def flush(self) -> None:
-        self.log.flush()
+        (self.echo if self._detached else self.log).flush()
+
+
+def _loggers() -> list[logging.Logger]:
+    return [logging.getLogger()] + [lg for lg in list(logging.Logger.manager.loggerDict.values())
+                                    if isinstance(lg, logging.Logger)]
+
+
+@contextlib.contextmanager
+def _logging_restored(stream: io.TextIOBase, err: TextIO):
+    """Undo what a run does to ``logging`` while stdout/stderr are redirected to ``stream``.
+
+    kfp.local swaps the *root* logger's handlers per task (``local_logger_context``); with
+    ParallelFor tasks in threads the swaps interleave and a handler bound to the redirected
+    stream can stay installed for good, so every later log record hit the closed pipeline log
+    (``--- Logging error --- ValueError: I/O operation on closed file``, issue 12 case 13).
+    Afterwards: the root logger gets back its handlers and level; a handler bound to ``stream``
+    is removed from a logger that existed before, and re-pointed at the real stderr on a
+    logger created during the run (a library imported then keeps its logging)."""
+    root = logging.getLogger()
+    root_state = (root.level, list(root.handlers))
+    before = {id(lg): list(lg.handlers) for lg in _loggers()}
+    try:
+        yield
+    finally:
+        root.setLevel(root_state[0])
+        root.handlers[:] = root_state[1]
+        for lg in _loggers()[1:]:
+            for h in list(lg.handlers):
+                if not isinstance(h, logging.StreamHandler) or h.stream is not stream:
+                    continue
+                if id(lg) in before:
+                    lg.removeHandler(h)
+                else:
+                    h.setStream(err)
 
 
 @contextlib.contextmanager
@@ -105,11 +148,15 @@ def _captured(log_path: Path | None):
         yield
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    echo = sys.stdout
+    echo, err = sys.stdout, sys.stderr
     with open(log_path, "w", encoding="utf-8") as log:
         stream = _TaskLog(log, echo)
-        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
-            yield
+        try:
+            with _logging_restored(stream, err), contextlib.redirect_stdout(stream), \
+                    contextlib.redirect_stderr(stream):
+                yield
+        finally:
+            stream.detach()
 
 
 def log_path_for(workdir: str | os.PathLike, name: str) -> Path:
