@@ -107,6 +107,7 @@ def export_recommend_snapshot(workdir: str | os.PathLike, repository: str | os.P
     snapshot of item_serendipity instead of Feast, which cannot live in Triton's numpy<2 venv).
     Returns ``None`` when the work directory has not been scored yet."""
     from serendip.data.io import atomic_write_parquet, find_table, has_table, read_table, table_path
+    from serendip.data.media import media_root
 
     wd = Path(workdir)
     if not has_table(wd, "item_serendipity"):
@@ -128,7 +129,7 @@ def export_recommend_snapshot(workdir: str | os.PathLike, repository: str | os.P
 
         n = pq.ParquetFile(weights / table_path(wd, "item_serendipity").name).metadata.num_rows
         atomic_write_bytes(weights / "snapshot.json", json.dumps(
-            {"media_base": str(wd.resolve()), "scored_items": n,
+            {"media_base": str(media_root(wd).resolve()), "scored_items": n,
              "cache_ttl_s": cache_ttl_s}).encode())
 
     meta = {"model": "recommend", "version": 1, "origin": f"snapshot of {wd.resolve()}",

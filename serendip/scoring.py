@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from serendip.data.io import atomic_write_bytes, find_table, has_table, read_table, table_path, write_table
-from serendip.data.media import resolve_media
+from serendip.data.media import MEDIA_BASE_FILE, media_root, resolve_media
 from serendip.data.schemas import SCHEMAS
 from serendip.errors import ConfigError, SerendipError
 
@@ -263,7 +263,7 @@ def assign_new_items(workdir: str | os.PathLike, items: pa.Table, item_clusters:
         ecfg = from_dict(EmbeddingConfig, tree.stats.get("embedding", {}).get("config", {}))
 
         def embed(t: pa.Table) -> np.ndarray:
-            return item_embeddings(t, ecfg, base_dir=wd)
+            return item_embeddings(t, ecfg, base_dir=media_root(wd))
 
     old_pos = np.asarray([p for p, i in enumerate(ids) if i in known], np.int64)
     rng = np.random.default_rng(seed)
@@ -411,11 +411,12 @@ def _score_locked(wd: Path, predictor, cfg: ScoringConfig, embed, store: ChunkSt
     level = int(predictor.level)
     inputs, hashes, bad_inputs = _inputs(selected, item_clusters, clusters, level,
                                          predictor.prompt_config.uses_images)
-    for x in inputs:   # relative media paths: against the work directory, never the cwd
+    base = media_root(wd)  # relative media paths: against the data directory, never the cwd
+    for x in inputs:
         if x is None:
             continue
-        x["thumbnail"] = resolve_media(x["thumbnail"], wd)
-        x["frames"] = [resolve_media(f, wd) for f in x["frames"]] if x["frames"] else None
+        x["thumbnail"] = resolve_media(x["thumbnail"], base)
+        x["frames"] = [resolve_media(f, base) for f in x["frames"]] if x["frames"] else None
     ids = selected.column("item_id").to_pylist()
     now = datetime.now(timezone.utc)
     errors = [{"item_id": ids[j], "stage": "inputs", "reason": r, "model_version": version,
@@ -536,6 +537,8 @@ def prepare_state(state_dir: str | os.PathLike, data_dir: str | os.PathLike,
             os.replace(state / ".items.parquet.tmp", table_path(state, "items"))
         else:
             write_table(state, "items", read_table(data, "items"))
+        # the items' relative media paths stay relative to the data directory
+        atomic_write_bytes(state / MEDIA_BASE_FILE, str(media_root(data).resolve()).encode())
     for name in ("clusters", "item_clusters"):
         src, dst = table_path(tree, name), table_path(state, name)
         if src.resolve() != dst.resolve():

@@ -245,3 +245,24 @@ def test_registry_dataset_inputs_name_the_csv_files(csv_wd):
     assert tables["items"] == csv_wd / "items.csv"
     assert tables["clusters"] == csv_wd / "clusters.csv"
     assert "examples" not in tables                     # not curated yet: nothing to log
+
+
+def test_scoring_state_resolves_media_against_the_data_dir(csv_wd, tmp_path, monkeypatch):
+    """KFP scoring copies items into a state volume: relative media must still resolve against
+    the data directory (they resolved against the state dir, where no media/ exists)."""
+    from serendip.platform.serving.lookup import ItemCatalog
+    from serendip.scoring import ScoringConfig, prepare_state, score_items
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("clusters", "item_clusters"):
+        write_table(tree, name, read_table(csv_wd, name))
+    (tree / "cluster_tree").mkdir()
+    state = prepare_state(tmp_path / "state", csv_wd, tree)
+    monkeypatch.chdir(tmp_path)
+    pred = _LoadingPredictor()
+    result = score_items(state, pred, ScoringConfig(coverage=1.0, assign_new=False,
+                                                    progress=False))
+    assert result.table.num_rows == 4 and len(pred.loaded) == 4
+    assert all(Path(p).parent == csv_wd.resolve() / "media" for p in pred.loaded)
+    assert ItemCatalog(state)("001")["base_dir"] == str(csv_wd.resolve())

@@ -177,6 +177,22 @@ def render(v: Visual, kind: str, size: int = 64) -> Image.Image:
 
 
 # ---------------------------------------------------------------- loading
+MEDIA_BASE_FILE = "media_base.txt"
+
+
+def media_root(workdir: str | os.PathLike) -> Path:
+    """The directory relative media paths of ``workdir``'s items table resolve against: the
+    work directory itself, or — when its items were copied from a data directory (a scoring
+    state volume, see :func:`serendip.scoring.prepare_state`) — the data directory recorded in
+    ``<workdir>/media_base.txt``."""
+    marker = Path(workdir) / MEDIA_BASE_FILE
+    if marker.is_file():
+        text = marker.read_text().strip()
+        if text:
+            return Path(text)
+    return Path(workdir)
+
+
 def resolve_media(ref, base_dir: str | os.PathLike | None):
     """Where a media reference points: the ONE rule every stage uses (README 'Data contracts').
 

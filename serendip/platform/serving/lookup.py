@@ -131,7 +131,11 @@ class ItemCatalog:
             ic = read_table(wd, "item_clusters")
             own = {i: desc.get(c, "") for i, c in zip(ic.column("item_id").to_pylist(),
                                                      ic.column(f"c{self.level}").to_pylist())}
-        base = str(base_dir) if base_dir else (str(wd) if wd is not None else None)
+        if base_dir is None and wd is not None:    # the one rule (serendip.data.media)
+            from serendip.data.media import media_root
+
+            base_dir = media_root(wd)
+        base = str(base_dir) if base_dir else None
         for row in _rows(table):
             row["context_description"] = own.get(row["item_id"], "")
             row["base_dir"] = base
