@@ -4,24 +4,29 @@ MLflow tracking, registration as ``serendip-mllm`` and the alias-based promotion
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from components import COMPONENT_KW
+from components import COMPONENT_KW, GPU_COMPONENT_KW
 
 
-@dsl.component(**COMPONENT_KW)
+@dsl.component(**GPU_COMPONENT_KW)
 def finetune(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset],
              model: Output[Model], metrics: Output[Metrics], mlflow_uri: str = "",
-             settings: dict = None, register: bool = True) -> str:
+             settings: dict = None, register: bool = True, kfp_run_id: str = "",
+             kfp_run_name: str = "") -> str:
     """Fine-tune on ``examples`` (examples.parquet + curation.json) with ``tree``'s clusters and
     ``data``'s items. ``model`` becomes the saved model directory (safetensors + processor +
     serendip.json); ``settings`` holds FinetuneConfig fields (dotted keys for nested ones, e.g.
     ``prompt.strategy``, ``tiny.text_hidden``). With ``register`` the run is logged to MLflow
     (``mlflow_uri`` or ``MLFLOW_TRACKING_URI``) and a new ``serendip-mllm`` version gets
-    ``@challenger``. Returns a JSON summary (metrics, baselines, version)."""
+    ``@challenger``; the run and the version are tagged with ``kfp_run_id`` / ``kfp_run_name``
+    (the pipeline passes its run's placeholders). Returns a JSON summary (metrics, baselines,
+    version)."""
     import json
     import os
 
     from serendip.commands.finetune import finetune_config, finetune_stage
+    from serendip.platform.registry import set_kfp_run
 
+    set_kfp_run(kfp_run_id, kfp_run_name)
     if mlflow_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
     cfg = finetune_config(settings=settings or {})
@@ -40,7 +45,8 @@ def finetune(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
 @dsl.component(**COMPONENT_KW)
 def evaluate(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset],
              model: Input[Model], metrics: Output[Metrics], report: Output[Markdown],
-             mlflow_uri: str = "", k: int = 5) -> str:
+             mlflow_uri: str = "", k: int = 5, kfp_run_id: str = "",
+             kfp_run_name: str = "") -> str:
     """Held-out match rate and recall (with and without the trie), recall@k and the two
     baselines for ``model``; the markdown table goes to ``report``. Returns the JSON report."""
     import json
@@ -48,6 +54,9 @@ def evaluate(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
     import tempfile
 
     from serendip.commands.evaluate import evaluate_stage
+    from serendip.platform.registry import set_kfp_run
+
+    set_kfp_run(kfp_run_id, kfp_run_name)
 
     if mlflow_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri

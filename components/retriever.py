@@ -10,13 +10,15 @@ from components import COMPONENT_KW
 @dsl.component(**COMPONENT_KW)
 def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Output[Model],
                     metrics: Output[Metrics], mlflow_uri: str = "", settings: dict = None,
-                    register: bool = True) -> str:
+                    register: bool = True, kfp_run_id: str = "", kfp_run_name: str = "") -> str:
     """Train on ``data`` (items, interactions) with ``tree``'s item_clusters.
 
     ``retriever`` becomes a directory with ``retriever/`` (safetensors weights, index parquet,
     TorchScript export, config.json); ``settings`` holds RetrieverConfig fields. With
     ``register`` (and ``mlflow_uri`` or ``MLFLOW_TRACKING_URI``) the model is registered and
-    gated on held-out NDCG@10 within the true next cluster. Returns a JSON summary.
+    gated on held-out NDCG@10 within the true next cluster; the run and the version carry
+    ``kfp_run_id`` / ``kfp_run_name`` tags and the training tables as dataset inputs. Returns
+    a JSON summary.
     """
     import json
     import os
@@ -25,6 +27,7 @@ def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Outpu
     from serendip.retriever import RetrieverConfig, retriever_stage
 
     cfg = from_dict(RetrieverConfig, {"progress": False, **(settings or {})})
+    cfg.check()                               # every setting, before any data is read
     result = retriever_stage(data.path, tree.path, retriever.path, cfg)
     m = result.metrics
     retriever.metadata.update({"model_version": result.retriever.model_version,
@@ -37,7 +40,13 @@ def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Outpu
     if register:
         if mlflow_uri:
             os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+        from serendip.data.io import table_path
+        from serendip.platform.registry import set_kfp_run
         from serendip.platform.retriever_registry import register_and_promote
 
-        summary["registry"] = register_and_promote(result.out_dir, m, cfg, data.path)
+        set_kfp_run(kfp_run_id, kfp_run_name)
+        tables = {"interactions": table_path(data.path, "interactions"),
+                  "item_clusters": table_path(tree.path, "item_clusters")}
+        summary["registry"] = register_and_promote(result.out_dir, m, cfg, data.path,
+                                                   tables=tables)
     return json.dumps(summary)

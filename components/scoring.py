@@ -4,10 +4,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components import COMPONENT_KW
+from components import COMPONENT_KW, GPU_COMPONENT_KW
 
 
-@dsl.component(**COMPONENT_KW)
+@dsl.component(**GPU_COMPONENT_KW)
 def batch_score(data: Input[Dataset], tree: Input[Dataset], scores: Output[Dataset],
                 metrics: Output[Metrics], model_uri: str = "models:/serendip-mllm@champion",
                 mlflow_uri: str = "", state_dir: str = "", coverage: float = 0.8,

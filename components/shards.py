@@ -5,10 +5,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components import COMPONENT_KW
+from components import COMPONENT_KW, GPU_COMPONENT_KW
 
 
-@dsl.component(**COMPONENT_KW)
+@dsl.component(**GPU_COMPONENT_KW)
 def score_shard(data: Input[Dataset], tree: Input[Dataset], scores: Output[Dataset],
                 metrics: Output[Metrics], shard: int, num_shards: int,
                 model_uri: str = "models:/serendip-mllm@champion", mlflow_uri: str = "",

@@ -5,6 +5,10 @@ materialize into Feast.
 Incremental and resumable when ``state_dir`` is a persistent volume: each shard keeps its
 committed chunks and previous results there, so a rerun scores only new or changed items and a
 retried pod resumes where the killed one stopped.
+
+``score-shard`` requests a GPU and runs in the CUDA image. It reads ``@champion`` from the MLflow
+registry and ``materialize`` writes the online store — state outside their inputs — so neither is
+served from the KFP cache, and both are retried (``set_retry``) as they talk to those services.
 """
 
 from typing import NamedTuple
@@ -12,6 +16,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset
 
+from components import RETRY
 from components.scoring import materialize
 from components.shards import assign_new, merge_scores, plan_shards, score_shard
 
@@ -38,6 +43,8 @@ def scoring_pipeline(data_uri: str, tree_uri: str = "", mlflow_uri: str = "",
                            chunk_size=chunk_size, k=k)
         # a constant: kfp.local cannot resolve pipeline parameters inside a loop's settings
         part.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        part.set_retry(**RETRY).set_caching_options(False)
     merged = merge_scores(parts=dsl.Collected(part.outputs["scores"]))
-    materialize(scores=merged.outputs["scores"], feature_root=feature_root)
+    feast = materialize(scores=merged.outputs["scores"], feature_root=feature_root)
+    feast.set_retry(**RETRY).set_caching_options(False)
     return Outputs(scores=merged.outputs["scores"])

@@ -3,8 +3,14 @@ train retriever → export the Triton repository of the champions.
 
 Every knob of every stage is a pipeline parameter; the ``*_settings`` dicts carry the long
 tail (any field of ClusterConfig, CurationConfig, FinetuneConfig, RetrieverConfig).
-Fine-tuning requests ``gpus`` GPUs on Kubernetes (ignored by ``kfp.local``); with more than
-one it trains data-parallel under torchrun, one process per GPU (serendip.mllm.distributed).
+Fine-tuning requests ``gpus`` GPUs on Kubernetes (ignored by ``kfp.local``) and runs in the CUDA
+image; with more than one it trains data-parallel under torchrun, one process per GPU
+(serendip.mllm.distributed).
+
+Platform conventions: the steps that talk to the MLflow tracking server are retried
+(``set_retry``); ``promote``, ``train-retriever`` (its gate) and ``export`` read the registry's
+``@champion`` — state outside their inputs — so they are never served from the KFP cache; every
+MLflow run and model version a step creates is tagged with the KFP run id and name.
 """
 
 from typing import NamedTuple
@@ -12,6 +18,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Model
 
+from components import RETRY
 from components.cluster import cluster
 from components.curate import curate
 from components.export import export
@@ -19,6 +26,9 @@ from components.finetune import evaluate, finetune, promote
 from components.retriever import train_retriever
 
 GPU = "nvidia.com/gpu"
+RUN = dict(kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+
+
 class Outputs(NamedTuple):
     tree: Dataset
     examples: Dataset
@@ -47,16 +57,20 @@ def training_pipeline(data_uri: str, mlflow_uri: str = "",
                       use_thumbnail=use_thumbnail, settings=curation_settings)
     model = finetune(data=data.output, tree=tree.outputs["tree"],
                      examples=examples.outputs["examples"], mlflow_uri=mlflow_uri,
-                     settings=finetune_settings)
+                     settings=finetune_settings, **RUN)
     model.set_accelerator_type(GPU).set_accelerator_limit(gpus)
     model.set_memory_request("8G").set_cpu_request("4")
     ev = evaluate(data=data.output, tree=tree.outputs["tree"],
                   examples=examples.outputs["examples"], model=model.outputs["model"],
-                  mlflow_uri=mlflow_uri, k=eval_k)
+                  mlflow_uri=mlflow_uri, k=eval_k, **RUN)
     gate = promote(mlflow_uri=mlflow_uri, metric=gate_metric).after(ev)
     retr = train_retriever(data=data.output, tree=tree.outputs["tree"], mlflow_uri=mlflow_uri,
-                           settings=retriever_settings)
+                           settings=retriever_settings, **RUN)
     repo = export(mlflow_uri=mlflow_uri, instances=export_instances).after(gate, retr)
+    for task in (model, ev, gate, retr, repo):          # they talk to the MLflow server
+        task.set_retry(**RETRY)
+    for task in (gate, retr, repo):                     # they read @champion
+        task.set_caching_options(False)
     return Outputs(tree=tree.outputs["tree"], examples=examples.outputs["examples"],
                    model=model.outputs["model"], retriever=retr.outputs["retriever"],
                    repository=repo.outputs["repository"], offline_report=ev.outputs["report"])

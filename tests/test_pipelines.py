@@ -1,5 +1,7 @@
 """Compiled pipelines: valid IR that loads back with the KFP SDK, every knob a parameter, GPU
-requests on fine-tuning and scoring, sharded scoring, caching on."""
+requests on fine-tuning and scoring (in the CUDA image), sharded scoring, retries on the steps
+that talk to services, caching off where a step reads state outside its inputs, the KFP run id
+passed to every step that creates MLflow runs."""
 
 import inspect
 
@@ -39,13 +41,64 @@ def _executors(ir: dict) -> dict:
     return ir["deploymentSpec"]["executors"]
 
 
-def test_training_requests_a_gpu_for_finetune_and_caches(compiled):
+CHAMPION_READERS = {"training": {"promote", "train-retriever", "export"},
+                    "scoring": {"score-shard", "materialize"}}
+SERVICE_CLIENTS = {"training": {"finetune", "evaluate", "promote", "train-retriever", "export"},
+                   "scoring": {"score-shard", "materialize"}}
+
+
+@pytest.mark.parametrize("name", ["training", "scoring"])
+def test_every_task_runs_in_the_right_image(compiled, name):
+    """Issue 12 case 17: the tasks that request nvidia.com/gpu ran on the CPU image."""
+    from components import GPU_IMAGE, IMAGE
+
+    ir = yaml.safe_load((compiled / f"{name}.yaml").read_text())
+    components = ir["components"]
+    seen = set()
+    for task_name, task in _tasks(ir).items():
+        comp = components.get(task["componentRef"]["name"], {})
+        if "executorLabel" not in comp:
+            continue                                  # a sub-DAG (ParallelFor body)
+        container = _executors(ir)[comp["executorLabel"]].get("container")
+        if container is None:                         # dsl.importer
+            continue
+        gpu = container.get("resources", {}).get("accelerator", {}).get("resourceType")
+        assert container["image"] == (GPU_IMAGE if gpu == "nvidia.com/gpu" else IMAGE), task_name
+        seen.add((task_name, bool(gpu)))
+    gpu_tasks = {t for t, g in seen if g}
+    assert gpu_tasks == ({"finetune"} if name == "training" else {"score-shard"})
+    assert GPU_IMAGE != IMAGE
+
+
+@pytest.mark.parametrize("name", ["training", "scoring"])
+def test_retries_caching_and_kfp_run_id(compiled, name):
+    """Issue 17 item 6: retries where a step talks to a service, no cache where it reads
+    @champion or the online store, the KFP run id handed to every MLflow-writing step."""
+    ir = yaml.safe_load((compiled / f"{name}.yaml").read_text())
+    tasks = {k: t for k, t in _tasks(ir).items()
+             if "componentRef" in t and not t["componentRef"]["name"].startswith("comp-importer")
+             and "executorLabel" in ir["components"][t["componentRef"]["name"]]}
+    for task_name, task in tasks.items():
+        caching = task.get("cachingOptions", {}).get("enableCache", False)
+        assert caching == (task_name not in CHAMPION_READERS[name]), task_name
+        retry = task.get("retryPolicy", {})
+        if task_name in SERVICE_CLIENTS[name]:
+            assert retry.get("maxRetryCount", 0) >= 1, task_name
+        else:
+            assert not retry, task_name
+    if name == "training":
+        for task_name in ("finetune", "evaluate", "train-retriever"):
+            params = tasks[task_name]["inputs"]["parameters"]
+            assert params["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+            assert params["kfp_run_name"]["runtimeValue"]["constant"] == \
+                "{{$.pipeline_job_name}}"
+
+
+def test_training_requests_a_gpu_for_finetune(compiled):
     ir = yaml.safe_load((compiled / "training.yaml").read_text())
     tasks = _tasks(ir)
     assert {"cluster", "curate", "finetune", "evaluate", "promote", "train-retriever",
             "export"} <= set(tasks)
-    assert all(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values()
-               if "componentRef" in t and not t["componentRef"]["name"].startswith("comp-importer"))
     res = _executors(ir)["exec-finetune"]["container"]["resources"]
     assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
     params = ir["root"]["inputDefinitions"]["parameters"]
