@@ -40,6 +40,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="prompt types, frame counts and thumbnail vs frame (paper Figs. 3-5)")
     mode.add_argument("--online-sim", action="store_true",
                       help="online simulation against the ground truth (paper §4)")
+    mode.add_argument("--replay", action="store_true",
+                      help="replay held-out last transitions of real logs (--data) through "
+                           "every arm; with --write-split, first write the training split to "
+                           "--workdir (serendip.evaluation.replay)")
+    g = p.add_argument_group("replay (--replay; serendip.evaluation.replay)")
+    g.add_argument("--data", default=None,
+                   help="replay: directory with the full logs (items, interactions); default "
+                        "--workdir")
+    g.add_argument("--write-split", action="store_true",
+                   help="replay: write items and the training interactions to --workdir, then "
+                        "run cluster, curate, finetune, score and train-retriever there")
+    g.add_argument("--holdout-days", type=float, default=None,
+                   help="replay: hold out the last N days (default: each user's last "
+                        "transition)")
+    g.add_argument("--share", type=float, default=0.2,
+                   help="replay: serendipitous share of the blended slate (default 0.2)")
     p.add_argument("--model", default=None,
                    help="models:/serendip-mllm@champion (default when registered), a version "
                         "URI, or a model directory (default otherwise: newest <workdir>/mllm/*)")
@@ -79,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
     from serendip.locks import workdir_lock
 
     mode = "online-sim" if args.online_sim else "ablation" if args.ablation else "evaluation"
+    mode = "replay" if getattr(args, "replay", False) else mode
     with workdir_lock(args.workdir, mode, "evaluate"):
+        if mode == "replay":
+            from serendip.evaluation.replay import replay_command
+
+            return replay_command(args)
         if args.online_sim:
             return _online_sim(args)
         if args.ablation:
