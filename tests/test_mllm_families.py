@@ -261,3 +261,30 @@ def test_chain_of_thought_on_the_thumbnail_with_a_cnn_tower(synth_dir, data, tmp
         assert g[0].reasoning is not None and g[0].reasoning == r[0].reasoning
         score = {p.cluster_id: p.score for p in r}
         assert score[g[0].cluster_id] == pytest.approx(g[0].score, rel=1e-3)
+
+
+def test_bf16_mixed_precision_trains_and_saves_float32(data, tmp_path):
+    """precision=bf16 autocasts the training step (what ``auto`` does on a bf16 GPU); the
+    weights, and so the saved model, stay float32."""
+    import math
+
+    from safetensors.torch import load_file
+
+    from serendip.errors import ConfigError
+
+    prompt, examples, clusters, *_ = data
+    with pytest.raises(ConfigError, match="precision"):
+        FinetuneConfig(precision="fp8").check()
+    assert FinetuneConfig().autocast_dtype(torch.device("cpu")) is None
+    assert FinetuneConfig(precision="bf16").autocast_dtype(torch.device("cpu")) == torch.bfloat16
+    from mllm_truth import TEST_TINY
+
+    from serendip.mllm.tiny import TinyVLMConfig
+
+    cfg = FinetuneConfig(steps=2, batch_size=4, eval_every=2, save_every=2, precision="bf16",
+                         eval_max_examples=4, tiny=TinyVLMConfig(**TEST_TINY))
+    res = finetune(examples, clusters, cfg, tmp_path / "m", prompt_config=prompt,
+                   progress=False)
+    assert math.isfinite(res.history[-1]["train_loss"])
+    weights = load_file(str(Path(res.model_dir) / "model" / "model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float32}

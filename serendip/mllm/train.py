@@ -56,6 +56,7 @@ from serendip.mllm.tiny import TinyVLMConfig, build_model, build_processor, toke
 from serendip.prompts import PromptConfig, build_target
 
 METHODS = ("auto", "full", "lora")
+PRECISIONS = ("auto", "fp32", "bf16")
 PROJECTORS = ("multi_modal_projector", "connector", "merger", "mm_projector")
 VISION = ("vision_tower", "vision_model", "visual", "image_encoder")
 
@@ -84,6 +85,7 @@ class FinetuneConfig:
     reasoning_tokens: int = 24      # CoT: free tokens before the answer marker is forced
     seed: int = 0
     device: str = "auto"            # auto (cuda when visible) | cpu | cuda
+    precision: str = "auto"         # auto (bf16 autocast on a GPU that supports it) | fp32 | bf16
     nproc: int = 0                  # data-parallel processes; 0 = one per visible GPU (>1: torchrun)
     tiny: TinyVLMConfig = field(default_factory=TinyVLMConfig)
 
@@ -119,9 +121,21 @@ class FinetuneConfig:
         if self.base_model == TINY:
             self.tiny.check()
         check_device(self.device)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}", field="precision",
+                              fix=f"use one of {', '.join(PRECISIONS)}")
         resolve_nproc(self.nproc, self.device)
         if self.prompt is not None:
             self.prompt.check()
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """bfloat16 for mixed-precision steps (weights, optimizer state and saved model stay
+        float32), or None: ``auto`` uses it on a CUDA device that supports bf16 only."""
+        if self.precision == "bf16":
+            return torch.bfloat16
+        if self.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
 
     def resolved_method(self) -> str:
         if self.method != "auto":
@@ -342,7 +356,7 @@ def _config_key(cfg: FinetuneConfig) -> dict:
     """Settings that must not change across a resume (cadence and length may)."""
     d = asdict(cfg)
     for k in ("steps", "eval_every", "eval_max_examples", "eval_batch_size", "save_every",
-              "keep_checkpoints", "device", "nproc"):
+              "keep_checkpoints", "device", "nproc", "precision"):
         d.pop(k)
     return json.loads(json.dumps(d, default=str))
 
@@ -511,7 +525,9 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
             on_eval(step, row)
         return row
 
+    amp = cfg.autocast_dtype(ctx.device)
     where = f", {ctx.world} processes" if ctx.distributed else ""
+    where += ", bf16" if amp is not None else ""
     bar = tqdm(range(start, cfg.steps), desc=f"finetune ({method}{where})",
                disable=not progress or not ctx.is_main, initial=start, total=cfg.steps)
     for step in bar:
@@ -521,7 +537,8 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
                           ctx.device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        loss = _loss(step_model, batch)
+        with torch.autocast(ctx.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            loss = _loss(step_model, batch)
         loss_value = float(loss.detach())
         if ctx.distributed:
             # DDP averages rank gradients; weighting each rank's token mean by its share of the
