@@ -32,7 +32,10 @@ def make_data(n: int, branching: tuple[int, ...], dim: int = 64, seed: int = 0):
     words = []
     for lvl in range(4):
         node = leaf // div[lvl]
-        w = np.char.add(f"topic{lvl}x", node.astype(str))
+        # letters only: a word with digits is never a description term
+        w = np.char.add(f"topic{'abcd'[lvl]}x",
+                        np.char.translate(node.astype(str), str.maketrans("0123456789",
+                                                                          "abcdefghij")))
         words.append(np.where(rng.random(n) < 0.5, w, ""))
     filler = np.array(["amazing", "watch", "best", "video", "new", "today"])[rng.integers(0, 6, n)]
     titles = words[0]

@@ -25,11 +25,13 @@ For every cluster of the tree, a short phrase made of words its own members use:
    A broad node is named by a word its children share.
 4. **Composition**: the cluster's best term; from level ``description_parent_level`` on
    prefixed by the parent's words that are grounded in this cluster too.
-5. **Uniqueness** over the whole tree, never by a number: a clashing description gets the
-   cluster's next distinguishing term (c-TF-IDF order), then the parent's grounded words, then
-   the cluster's other grounded terms, then terms found in any member. Only when a cluster's
-   members offer no unused word at all (identical titles) is a word borrowed from the
-   ancestors; :func:`grounding_report` counts those.
+5. **Uniqueness** over the whole tree, never by a number: where descriptions clash, the
+   largest cluster keeps the name and the others add their next distinguishing term
+   (c-TF-IDF order), then the parent's grounded words, then their other grounded terms. Only
+   when a cluster's grounded words are all spent (tiny clusters with near-identical titles)
+   does it fall back to another order or a subset of its words, then words fewer of its
+   members use, its title filler, a word of its ancestors and, last, its path spelled out;
+   :func:`grounding_report` (``tree.stats["descriptions"]``) counts what is not grounded.
 
 Every word of a description is a term, so no description ends in a number.
 """
@@ -147,7 +149,8 @@ def _labels_text(labels) -> list[str]:
         if v is None:
             out.append("")
         elif isinstance(v, (list, tuple)):
-            out.append(" | ".join(str(x) for x in v if x is not None))
+            # a stop word between labels: no phrase spans two labels ("sci fi", not "fi drama")
+            out.append(" and ".join(str(x) for x in v if x is not None))
         else:
             out.append(str(v))
     return out
@@ -198,6 +201,18 @@ def _token_stream(texts: list[str | None]) -> tuple[np.ndarray, list[str], np.nd
     return new_item, list(vocab), new_tid, joinable
 
 
+def _unique_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distinct (a, b) pairs as a (2 × m) array, sorted by a then b (one 1-D sort)."""
+    if not len(a):
+        return np.zeros((2, 0), np.int64)
+    a, b = a.astype(np.uint64), b.astype(np.uint64)
+    span = np.uint64(int(b.max()) + 1)
+    if float(a.max() + 1) * float(span) < 2.0 ** 63:
+        key = np.unique(a * span + b)
+        return np.stack([key // span, key % span]).astype(np.int64)
+    return np.unique(np.stack([a, b]), axis=1).astype(np.int64)
+
+
 def term_counts(titles: list[str | None], nodes: np.ndarray, ids: list[list[str]],
                 stop: frozenset[str], labels: list | None = None, min_phrase_count: int = 3,
                 stickiness: float = 0.6) -> tuple[list[dict[str, Counter]], Counter]:
@@ -228,11 +243,10 @@ def term_counts(titles: list[str | None], nodes: np.ndarray, ids: list[list[str]
     codes = a[ok] * v + b[ok]
     doc = item_of[:-1][same][ok] % n
     # count each phrase once per item
-    pair = np.unique(np.stack([doc, codes]), axis=1) if len(codes) else np.zeros((2, 0), np.int64)
+    pair = _unique_pairs(doc, codes)
     uniq, inv, cnt = np.unique(pair[1], return_inverse=True, return_counts=True)
     ua, ub = uniq // v, uniq % v
-    item_tok = np.unique(np.stack([item_of % n, tid]), axis=1) if len(tid) else \
-        np.zeros((2, 0), np.int64)
+    item_tok = _unique_pairs(item_of % n, tid)
     df = np.bincount(item_tok[1], minlength=v)
     sticky = (cnt >= min_phrase_count) & (cnt >= stickiness * np.minimum(df[ua], df[ub]))
     phrase_of_code = np.full(len(uniq), -1)
@@ -351,12 +365,22 @@ def describe_clusters(titles: list[str | None], nodes: np.ndarray, ids: list[lis
     lenient = stop - TITLE_FILLER
     heads: dict[str, str] = {}
 
-    def _filler_words(cid: str, lvl: int, need: int = 1) -> list[str]:
-        """Title filler of the cluster's members ("compilation") found in >= need of them."""
-        j = ids[lvl].index(cid)
-        words = Counter(w for i in np.flatnonzero(nodes[:, lvl] == j)
-                        for w in set(tokenize(titles[i])) if is_term(w, lenient))
-        return [w for w, k in words.most_common() if k >= need]
+    member_index: dict[int, tuple[dict[str, int], np.ndarray, np.ndarray]] = {}
+
+    def _filler_words(cid: str, lvl: int, need: int = 1, cap: int = 2000) -> list[str]:
+        """Title filler of the cluster's members ("compilation") found in >= need of them
+        (counted over at most ``cap`` members)."""
+        if lvl not in member_index:
+            order = np.argsort(nodes[:, lvl], kind="stable")
+            bounds = np.searchsorted(nodes[order, lvl], np.arange(len(ids[lvl]) + 1))
+            member_index[lvl] = ({c: j for j, c in enumerate(ids[lvl])}, order, bounds)
+        pos, order, bounds = member_index[lvl]
+        j = pos[cid]
+        members = order[bounds[j]:bounds[j + 1]]
+        scale = min(1.0, cap / max(len(members), 1))
+        words = Counter(w for i in members[:cap] for w in set(tokenize(titles[i]))
+                        if is_term(w, lenient))
+        return [w for w, k in words.most_common() if k >= need * scale]
 
     for lvl in range(len(ids)):
         counts = level_counts[lvl]

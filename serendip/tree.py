@@ -3,6 +3,10 @@
 Paper §2: items are organised in a 4-level tree of "equal-sized and traffic-weighted" clusters,
 level 1 broadest; every cluster has a unique description the MLLM learns to generate.
 
+The shape: ``branching="auto"`` (default) follows the catalogue size, about
+``auto_leaf_items`` (25) items per leaf (:func:`auto_branching`: 6,000 items → 4/4/4/4, never
+wider than the paper's 8/8/8/8); ``stats["branching"]`` says what was chosen and why.
+
 Built top-down. For every node:
 
 1. **centroids** — faiss k-means on the node's item embeddings (unweighted, so that a handful of
@@ -15,12 +19,13 @@ Built top-down. For every node:
    starts from an entropic optimal-transport plan with equal traffic shares per child
    instead; on the synthetic platform it recovers the latent topics worse: ARI 0.84 vs 0.99
    at level 1.) A child holding an item that alone breaks the bound cannot be balanced; it
-   keeps its members and the others are balanced among themselves;
-3. **descriptions** — class-based TF-IDF over member titles among siblings (stop words and
-   title filler removed, catalogue phrases such as "for beginners" kept whole, broad nodes
-   named by words their children share), prefixed from level 3 on by the parent's description
-   ("football" → "football tricks"), and made unique across the whole tree by adding the
-   node's next distinctive word, then the parent's words, then weaker words, then a number.
+   keeps its members and the others are balanced among themselves. ``stats["levelN"]``
+   names every sibling group outside the bound with its reason (:func:`balance_achievable`:
+   a dominant item, or items too coarse to close the gap); everywhere else max/min <= tol;
+3. **descriptions** — :mod:`serendip.descriptions`: Unicode-aware tokens, stop words of the
+   common languages, units and numbers never used, phrases ranked by c-TF-IDF among siblings,
+   every word in >= ``description_min_share`` of the members (titles or labels), unique by a
+   distinguishing term, never a number; ``stats["descriptions"]`` reports the grounding.
 
 Cluster ids are path-style (``"3.1.0.2"``, see INTERFACES.md). New items are placed with
 :func:`assign_items` (nearest centroid per level, top-down) or :func:`assign_new_items` (which
@@ -479,9 +484,11 @@ def split_node(x: np.ndarray, weight: np.ndarray, k: int, min_count: int, cfg: C
 
 # ------------------------------------------------------------------ build
 def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
-                       cfg: ClusterConfig | None = None) -> ClusterTree:
+                       cfg: ClusterConfig | None = None, labels: pa.Table | None = None
+                       ) -> ClusterTree:
     """Fit the 4-level tree on ``items`` (item_id, title, impressions; optional ``labels``,
-    list<string> or string, e.g. genres, which may also name clusters) and their embeddings
+    list<string> or string, e.g. genres, which may also name clusters; or pass ``labels`` as
+    an (item_id, labels) table, see :func:`serendip.labels.read_item_labels`) and their embeddings
     (n × d). ``cfg.branching="auto"`` is resolved from the catalogue size
     (:func:`auto_branching`); the tree's config holds the branching used and
     ``stats["branching"]`` says how it was chosen.
@@ -517,14 +524,27 @@ def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
     previous_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(max(1, cfg.threads))
     try:
-        tree = _build(items, embeddings, cfg)
+        tree = _build(items, embeddings, cfg, _item_labels(items, labels))
         tree.stats["branching"] = chosen
         return tree
     finally:
         faiss.omp_set_num_threads(previous_threads)
 
 
-def _build(items: pa.Table, embeddings: np.ndarray, cfg: ClusterConfig) -> ClusterTree:
+def _item_labels(items: pa.Table, labels: pa.Table | None) -> list | None:
+    """Per item row, its labels (a list, a string or None), from ``labels`` (item_id,
+    labels) or else the items' own ``labels`` column; None when there are none."""
+    if labels is not None:
+        by_id = dict(zip(labels.column("item_id").to_pylist(),
+                         labels.column("labels").to_pylist()))
+        return [by_id.get(i) for i in items.column("item_id").to_pylist()]
+    if "labels" in items.column_names:
+        return items.column("labels").to_pylist()
+    return None
+
+
+def _build(items: pa.Table, embeddings: np.ndarray, cfg: ClusterConfig,
+           item_labels: list | None = None) -> ClusterTree:
     import time
 
     from tqdm import tqdm
@@ -573,13 +593,12 @@ def _build(items: pa.Table, embeddings: np.ndarray, cfg: ClusterConfig) -> Clust
     sizes, traffic = _sizes_and_traffic(nodes, ids, impressions)
     t_split = time.perf_counter()
     titles = items.column("title").to_pylist()
-    labels = items.column("labels").to_pylist() if "labels" in items.column_names else None
-    descriptions = describe_clusters(titles, nodes, ids, cfg, labels=labels)
+    descriptions = describe_clusters(titles, nodes, ids, cfg, labels=item_labels)
     t_desc = time.perf_counter()
     tree = ClusterTree(config=cfg, ids=ids, centroids=cents, descriptions=descriptions,
                        sizes=sizes, traffic=traffic, item_clusters=ic)
     tree.stats = balance_stats(nodes, impressions, cfg.branching, cfg.balance_tol, ids)
-    tree.stats["descriptions"] = grounding_report(descriptions, titles, nodes, ids, labels,
+    tree.stats["descriptions"] = grounding_report(descriptions, titles, nodes, ids, item_labels,
                                                   cfg.description_min_share)
     tree.stats["timing"] = {"split_s": round(t_split - t_start, 2),
                             "describe_s": round(t_desc - t_split, 2),

@@ -166,3 +166,25 @@ def test_grounding_report_counts_words_missing_from_members():
     assert r["ends_in_number"] == 1
     assert r["grounded_share"] == 0.25            # only "cat" (3/4 of members)
     assert set(r["ungrounded"]) == {"0.0", "0.0.0", "0.0.0.0"}
+
+
+def test_labels_may_name_clusters_whether_a_column_or_a_table():
+    """Genres (item labels) ground broad clusters that no title word covers (ml-100k: no word
+    is in 10% of 400 titles); given as an items column or as (item_id, labels)."""
+    rng = np.random.default_rng(3)
+    n = 160
+    titles = [f"{w} {v}" for w, v in zip(rng.choice(["moon", "river", "king", "city"], n),
+                                           rng.choice(["night", "story", "war", "love"], n))]
+    labels = [["Film-Noir"] if i < n // 2 else ["Sci-Fi", "Drama"] for i in range(n)]
+    emb = np.concatenate([np.zeros((n // 2, 2)), np.ones((n // 2, 2))]).astype(np.float32)
+    emb += rng.normal(0, 0.01, emb.shape).astype(np.float32)
+    items = pa.table({"item_id": [f"m{i}" for i in range(n)], "title": titles,
+                      "impressions": [10] * n})
+    cfg = ClusterConfig(branching=(2, 2, 2, 2))
+    table = pa.table({"item_id": [f"m{i}" for i in range(n)][::-1], "labels": labels[::-1]})
+    a = build_cluster_tree(items, emb, cfg, labels=table)
+    b = build_cluster_tree(items.append_column("labels", pa.array(labels)), emb, cfg)
+    assert a.descriptions == b.descriptions
+    level1 = sorted(a.descriptions[c] for c in a.ids[0])
+    assert level1[0] == "film noir" and level1[1] in ("sci fi", "drama", "sci fi drama"), level1
+    assert a.stats["descriptions"]["grounded_share"] == 1.0
