@@ -138,7 +138,7 @@ class ClusterPredictor:
         # Batches of similar length (by prompt text) waste little compute on left padding.
         order = sorted(range(len(prompts)), key=lambda i: (len(images[i]), len(prompts[i])))
         out: list[list[Prediction] | None] = [None] * len(prompts)
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(self.model.device):
             for s in range(0, len(order), self.batch_size):
                 rows = order[s:s + self.batch_size]
                 batch = self.encoder.encode_batch([prompts[i] for i in rows],
@@ -393,6 +393,13 @@ def load_model_dir(d: Path, meta: dict | None = None):
             base, _ = load_base(base_path, with_processor=False)
         model = PeftModel.from_pretrained(base, d / "adapter", is_trainable=False)
     return model.eval(), processor
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on a CUDA device that supports it (scores are taken from float32
+    log-softmax either way); a no-op context elsewhere."""
+    use = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use)
 
 
 def _is_peft(model) -> bool:
