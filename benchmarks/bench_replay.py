@@ -4,8 +4,9 @@ models exist (target: ml-100k in under 5 minutes on 2 cores), and the headline f
 Data: by default the committed ml-100k subset (tests/data/ml-100k-subset) with a tree and a
 small retriever built here first (not timed). With ``SERENDIP_REPLAY_WORKDIR`` (models trained
 on the replay split, see :mod:`serendip.evaluation.replay`) and ``SERENDIP_REPLAY_DATA`` (the
-full logs; ``SERENDIP_REPLAY_NAME`` labels them) it times that instead — e.g. the full MovieLens-100k after ``serendip import
-recbole`` and the usual stages on ``--write-split``'s output.
+full logs; ``SERENDIP_REPLAY_NAME`` labels them) it times that instead — e.g. the full
+MovieLens-100k after ``serendip import recbole`` and the usual stages on ``--write-split``'s
+output.
 """
 
 from __future__ import annotations
