@@ -295,3 +295,13 @@ def test_item_clusters_must_name_known_clusters():
     with pytest.raises(SchemaError, match=r"item_clusters.c3: 1 row\(s\) reference unknown "
                                           r"clusters.cluster_id \(e.g. 'zz'\)"):
         validate("item_clusters", ic, refs={"items": _items(), "clusters": clusters})
+
+
+def test_pandas_nanosecond_timestamps_and_categorical_ids():
+    import pandas as pd
+
+    df = pd.DataFrame({"user_id": pd.Categorical(["007"]), "context_item_id": ["001"],
+                       "next_item_id": ["002"], "satisfaction": [0.5],
+                       "ts": pd.to_datetime(["2026-01-01 10:00:00.123456789"])})
+    out = validate("interactions", pa.Table.from_pandas(df)).to_pylist()[0]
+    assert out["user_id"] == "007" and out["ts"].microsecond == 123456

@@ -13,7 +13,8 @@ Input is never reinterpreted silently:
   back, so write ids as strings). Floating-point, boolean and other types are refused: a float
   has already rounded large ids and turned ``001`` into ``1.0``.
 * **Timestamps** (``created_at``, ``ts``, ``scored_at``) are stored as UTC microseconds. Accepted
-  inputs: a timestamp column of any unit (without a zone it is UTC); ISO-8601 text
+  inputs: a timestamp column of any unit (without a zone it is UTC; nanoseconds are truncated
+  to microseconds); ISO-8601 text
   (``2026-01-01T10:00:00``, ``2026-01-01 10:00:00+02:00``, ``2026-01-01``; no offset = UTC); and
   **integers, read as Unix seconds** (``1767261600`` = 2026-01-01 10:00 UTC), as most exports
   write them. Integers beyond ±10^11 (year 5138) are refused — they are milliseconds or
@@ -217,6 +218,8 @@ def _cast_column(table: str, name: str, col: pa.ChunkedArray, want: pa.DataType,
                               "seconds")
         if pa.types.is_timestamp(col.type) and col.type.tz is None:
             col = col.cast(pa.timestamp(col.type.unit, tz="UTC"))   # no zone: UTC
+        if pa.types.is_timestamp(col.type) and col.type.unit == "ns":
+            return col.cast(want, safe=False)       # pandas' nanoseconds, truncated to us
     if pa.types.is_string(want) and not (pa.types.is_string(col.type)
                                          or pa.types.is_large_string(col.type)
                                          or pa.types.is_integer(col.type)
