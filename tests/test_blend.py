@@ -78,3 +78,61 @@ def test_bad_settings_name_the_field(kw, field):
     with pytest.raises(ConfigError) as e:
         BlendConfig(**kw)
     assert e.value.field == field
+
+
+# ------------------------------------------------------------------ online simulation wiring
+class _Retriever:
+    def __init__(self, clusters):
+        self.clusters = clusters            # item → level-3 cluster
+
+    def retrieve(self, history, cluster, k):
+        items = [i for i in sorted(self.clusters) if cluster is None or self.clusters[i] == cluster]
+        return [(i, 1.0) for i in items if i not in history][:k]
+
+
+class _Truth:
+    def expected(self, users, contexts, items):
+        return np.full(len(items), 0.6)
+
+
+def _sim_world():
+    import pyarrow as pa
+
+    paths = {f"i{j}": ("A", f"A{j % 2}", f"A{j % 2}{j % 4 // 2}", f"L{j}") for j in range(40)}
+    clusters = {i: p[2] for i, p in paths.items()}
+    rng = np.random.default_rng(0)
+    emb = {i: v / np.linalg.norm(v) for i, v in zip(paths, rng.normal(size=(40, 8)))}
+    rows = [(f"u{u}", f"i{(u + t) % 40}", f"i{(u + t + 1) % 40}", 0.5, u * 100 + t)
+            for u in range(12) for t in range(6)]
+    inter = pa.table({"user_id": [r[0] for r in rows], "context_item_id": [r[1] for r in rows],
+                      "next_item_id": [r[2] for r in rows], "satisfaction": [r[3] for r in rows],
+                      "ts": pa.array([r[4] for r in rows], pa.timestamp("s"))})
+    # ours: the sibling of each item's level-3 cluster under the same level-2 parent
+    ours = {i: p[1] + ("1" if p[2].endswith("0") else "0") for i, p in paths.items()}
+    return paths, clusters, emb, inter, ours
+
+
+def test_online_simulation_includes_the_blend_and_keeps_the_others_ratios():
+    from serendip.evaluation.online_sim import OnlineSimConfig, run_online_sim
+    from serendip.evaluation.recommenders import make_recommender_factory
+
+    paths, clusters, emb, inter, ours = _sim_world()
+    factory = make_recommender_factory(".", _Retriever(clusters), _Truth(), paths, emb, ours, 3, 1)
+    recs = factory(0)
+    assert "blend" in recs
+    slate = recs["blend"]("u0", ["i0"], "i0", 10)
+    assert len(slate) == 10 and len(set(slate)) == 10
+    assert sum(clusters[i] == ours["i0"] for i in slate) >= 2     # the share from ours' cluster
+    cfg = OnlineSimConfig(n_contexts=20, k=10, seeds=(0,), level=3, delta=1)
+    with_blend = run_online_sim(factory, inter, _Truth(), paths, emb, 40, cfg, progress=False)
+
+    def without(seed):
+        r = factory(seed)
+        r.pop("blend")
+        return r
+
+    plain = run_online_sim(without, inter, _Truth(), paths, emb, 40, cfg, progress=False)
+    for arm in ("exploitation", "exploration", "serendip"):   # the blend does not steal novelty
+        assert with_blend.per_seed[arm]["novel_impression_ratio"] == \
+            plain.per_seed[arm]["novel_impression_ratio"]
+    assert with_blend.per_seed["blend"]["novel_impression_ratio"][0] > 0

@@ -8,7 +8,9 @@ Recommenders, each returning ``k`` items for (user, history, context item):
 * ``bandit``       — Thompson sampling over the level-l clusters that share the context's
   level-(l-δ) ancestor, rewarded by simulated satisfaction, then the retriever in that cluster;
 * ``serendip``     — ours: the MLLM's serendipitous cluster for the context item, then the
-  retriever restricted to it.
+  retriever restricted to it;
+* ``blend``        — the paper's live setting: exploitation's slate with ours added
+  (:mod:`serendip.blend`, default 2 of 10 items serendipitous).
 
 Metrics per recommender and seed: true satisfaction (oracle), relevance rate, serendipity
 (relevant and unexpected), the paper's cluster serendipity, novelty, intra-list diversity,
@@ -167,7 +169,14 @@ def run_online_sim(make_recommenders: Callable[[int], Mapping[str, Recommender]]
                 items = [i for i in rec(c.user_id, c.history, c.item_id, cfg.k) if i in emb][: cfg.k]
                 lists.append(items)
             recs[name] = lists
-        nir = beyond.novel_impression_ratio(recs)
+        # a blend is made of exploitation and serendip: keep it out of the others' pool, and
+        # judge it against the production arms it does not contain (as replay.py does)
+        blends = {"blend": ("exploitation", "serendip")}
+        nir = beyond.novel_impression_ratio({m: r for m, r in recs.items() if m not in blends})
+        for b, parts in blends.items():
+            if b in recs:
+                pool = {m: r for m, r in recs.items() if m not in blends and m not in parts}
+                nir[b] = beyond.novel_impression_ratio({b: recs[b], **pool})[b]
         for name, lists in recs.items():
             sats, rels = [], []
             for c, items in zip(contexts, lists):

@@ -82,7 +82,8 @@ def serendipitous_clusters(workdir: Path, items: list[str], predictor_dir: Path 
 def make_recommender_factory(workdir: str | Path, retriever, truth: GroundTruth,
                              cluster_at: Mapping[str, tuple[str, ...]],
                              emb: Mapping[str, np.ndarray], serendip_cluster: Mapping[str, str],
-                             level: int, delta: int) -> Callable[[int], dict[str, Recommender]]:
+                             level: int, delta: int, serendipitous_share: float = 0.2
+                             ) -> Callable[[int], dict[str, Recommender]]:
     neighbours = ContentNeighbours(emb)
 
     def exploitation(user, history, context, k):
@@ -105,7 +106,15 @@ def make_recommender_factory(workdir: str | Path, retriever, truth: GroundTruth,
                                                            [context] * len(items), items))
             return items
 
+        def blend(user, history, context, k):
+            """The paper's live setting: ours added to exploitation (serendip.blend)."""
+            from serendip.blend import BlendConfig, blend_slate, slate_ids
+
+            return slate_ids(blend_slate(exploitation(user, history, context, k),
+                                         ours(user, history, context, k),
+                                         BlendConfig(k, serendipitous_share)))
+
         return {"exploitation": exploitation, "exploration": neighbours,
-                "bandit": bandit_rec, "serendip": ours}
+                "bandit": bandit_rec, "serendip": ours, "blend": blend}
 
     return factory
