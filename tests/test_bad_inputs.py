@@ -260,7 +260,78 @@ CASES: list[Case] = [
     # --- registry ---
 
     # --- serving ---
+    Case("serve-workdir-missing", "serving", "serve a work directory that does not exist",
+         ["serve", "--workdir", "{wd}/nope", "--backend", "kserve"], "workdir"),
+    Case("serve-ports-overlap", "serving", "the same port for REST and gRPC",
+         ["serve", "--workdir", "{wd}", "--backend", "kserve", "--http-port", "9000",
+          "--grpc-port", "9000"], "ports", lambda wd: wd.mkdir(parents=True)),
+    Case("serve-port-in-use", "serving", "serve on a port another server holds (checked "
+         "before anything starts)", ["serve", "--workdir", "{wd}", "--backend", "kserve",
+                                     "--http-port", "<busy>"], "--http-port",
+         lambda wd: wd.mkdir(parents=True), run=lambda wd: _serve_on_busy_port(wd)),
+    Case("recommend-k-zero", "serving", "ask for zero recommendations",
+         ["recommend", "--item", "v1", "--k", "0"], "k"),
+    Case("feast-redis-without-connection", "serving", "Redis online store chosen without a "
+         "connection string (SERENDIP_FEAST_ONLINE_STORE=redis)", [],
+         "FEAST_REDIS_CONNECTION_STRING", run=lambda wd: _feast_env(
+             wd, {"SERENDIP_FEAST_ONLINE_STORE": "redis", "FEAST_REDIS_CONNECTION_STRING": None})),
+    Case("feast-key-ttl-invalid", "serving", "a Redis key TTL that is not a number of seconds "
+         "(SERENDIP_FEAST_KEY_TTL_S=soon)", [], "SERENDIP_FEAST_KEY_TTL_S",
+         run=lambda wd: _feast_env(wd, {"SERENDIP_FEAST_ONLINE_STORE": "redis",
+                                        "FEAST_REDIS_CONNECTION_STRING": "127.0.0.1:1",
+                                        "SERENDIP_FEAST_KEY_TTL_S": "soon"})),
 ]
+
+
+def _serve_on_busy_port(wd: Path) -> tuple[int, str]:
+    """`serendip serve` with --http-port held by a listening socket: exit 2, one line (the
+    port and holder normalised for the doc)."""
+    import socket
+
+    from serendip.cli import main
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    grpc = free.getsockname()[1]
+    free.close()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["serve", "--workdir", str(wd), "--backend", "kserve",
+                         "--http-port", str(port), "--grpc-port", str(grpc)])
+    finally:
+        s.close()
+    msg = re.sub(r" \(pid \d+: [^)]*\)", "", err.getvalue()).replace(str(port), "<busy>")
+    return code, msg
+
+
+def _feast_env(wd: Path, env: dict) -> tuple[int, str]:
+    """Open the work directory's Feast store under ``env`` (what `score` and `serve` do)."""
+    from serendip.errors import SerendipError
+    from serendip.platform import features
+
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        features.prepare_repo(wd)
+        features.open_store(wd)
+        return 0, ""
+    except SerendipError as e:
+        return 2, str(e)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ---------------------------------------------------------------- running and rendering
