@@ -200,3 +200,47 @@ def test_fit_text_and_frames():
     assert fit_text("abc", 2) == "ab" and fit_text("éé", 3) == "é" and fit_text("ok") == "ok"
     assert fit_frames(list(range(100)), 5) == [0, 25, 50, 74, 99]
     assert fit_frames([1, 2], 5) == [1, 2]
+
+
+def test_recommend_cli_tells_a_server_fault_from_a_bad_input(capsys):
+    """`serendip recommend` against a server answering 500: exit 1 and one line saying the
+    server failed (not exit 2 "refused", which means the user's input was wrong)."""
+    import http.server
+    import json
+    import threading
+
+    from serendip.cli import main
+
+    class V2(http.server.BaseHTTPRequestHandler):
+        status = 500
+
+        def do_GET(self):  # noqa: N802 — health
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):  # noqa: N802 — infer
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"error": "no cluster of item 'v1' is known"}).encode()
+            self.send_response(V2.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), V2)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert main(["recommend", "--item", "v1", "--url", url]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "server failed (500)" in err[0] and "no cluster" in err[0]
+        V2.status = 400
+        assert main(["recommend", "--item", "v1", "--url", url]) == 2
+        assert "refused the request (400)" in capsys.readouterr().err
+    finally:
+        srv.shutdown()
+        srv.server_close()

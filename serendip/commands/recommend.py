@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from serendip.errors import SerendipError
     from serendip.platform.serving.client import InferError, V2Client
@@ -35,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = client.recommend(args.item, args.history, args.k)
     except InferError as e:
+        if not e.is_bad_input:         # the server's own fault: not the user's input (exit 1)
+            print(f"serendip recommend: the server failed ({e.status}): {e.message} (fix: see "
+                  "the server's log; the request itself was valid)", file=sys.stderr)
+            return 1
         raise SerendipError(f"the server refused the request ({e.status}): {e.message}") \
             from None
     finally:
