@@ -142,6 +142,7 @@ def test_no_serendipitous_arm_answers_the_context_cluster(replayed):
     for arm in ("bandit", "transition", "ours"):
         assert arms[arm]["cluster_serendipity"]["value"] == 1.0, arm
     assert summary["mllm"]["top1_is_own_cluster"] == summary["mllm"]["answered"]
+    assert summary["mllm"]["model_versions"] == ["stand-in"]
     assert summary["mllm"]["non_candidate_answers_dropped"] >= summary["mllm"]["answered"]
     # the blend keeps the share: at least 2 of 10 items from a candidate cluster
     assert arms["blend"]["cluster_serendipity"]["value"] >= 0.2

@@ -302,19 +302,28 @@ def retrieve_lists(retriever, cases: Sequence[ReplayCase], clusters: Sequence[st
 
 
 def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: CandidateIndex,
-                          predictor=None, k: int = 5) -> tuple[dict[str, list[str]], dict]:
+                          predictor=None, k: int = 5, use_scored: bool = True
+                          ) -> tuple[dict[str, list[str]], dict]:
     """context → the MLLM's ranked candidate clusters: batch-scored ``item_serendipity`` rows
-    first, then ``predictor`` (if given) for contexts scoring did not cover. Non-candidate
-    answers are dropped (counted in the returned stats)."""
+    first (unless ``use_scored`` is false — e.g. to judge a challenger that did not write
+    them), then ``predictor`` (if given) for contexts scoring did not cover. Non-candidate
+    answers are dropped (counted in the returned stats, with the model versions used)."""
     from serendip.data.io import has_table, read_table
 
     raw: dict[str, list[str]] = {}
-    if has_table(workdir, "item_serendipity"):
-        t = read_table(workdir, "item_serendipity", columns=["item_id", "cluster_ids"]).to_pydict()
-        raw = {i: list(c or []) for i, c in zip(t["item_id"], t["cluster_ids"])}
+    versions: set[str] = set()
     want = sorted(set(contexts))
+    if use_scored and has_table(workdir, "item_serendipity"):
+        t = read_table(workdir, "item_serendipity",
+                       columns=["item_id", "cluster_ids", "model_version"]).to_pydict()
+        wanted = set(want)
+        for i, c, v in zip(t["item_id"], t["cluster_ids"], t["model_version"]):
+            if i in wanted:
+                raw[i] = list(c or [])
+                versions.add(str(v))
     missing = [c for c in want if c not in raw]
     if missing and predictor is not None:
+        versions.add(str(getattr(predictor, "model_version", "") or "predictor"))
         from serendip.prompts import select_images
 
         items = read_table(workdir, "items").to_pandas().set_index("item_id").loc[missing]
@@ -335,7 +344,8 @@ def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: Candida
     stats = {"contexts": len(want), "answered": len(have),
              "non_candidate_answers_dropped": dropped,
              "top1_is_own_cluster": top1_own,
-             "no_candidate_answer": sum(not r for r in kept)}
+             "no_candidate_answer": sum(not r for r in kept),
+             "model_versions": sorted(versions)}
     return dict(zip(have, kept)), stats
 
 
@@ -582,12 +592,13 @@ def heldout_leak(workdir_interactions: pa.Table | None, heldout: pa.Table) -> in
 
 
 def replay_stage(workdir: str | Path, data_dir: str | Path | None = None,
-                 cfg: ReplayConfig | None = None, model: str | None = None,
+                 cfg: ReplayConfig | None = None, predictor=None,
                  out_dir: str | Path | None = None) -> dict:
     """Replay the held-out transitions of ``data_dir`` (default: ``workdir``) through the
-    models of ``workdir`` (retriever/, embeddings, clusters, and the MLLM's
-    item_serendipity.parquet or ``model``); write ``replay.json`` and ``replay.md`` to
-    ``out_dir`` (default ``<workdir>/evaluation``). Returns the summary.
+    models of ``workdir`` (retriever/, embeddings, clusters, and the MLLM: ``predictor``, a
+    loaded ``ClusterPredictor``, if given, else item_serendipity.parquet); write
+    ``replay.json`` and ``replay.md`` to ``out_dir`` (default ``<workdir>/evaluation``).
+    Returns the summary.
 
     Raises:
         SerendipError: a missing model or table (names the stage to run), no held-out cases.
@@ -619,24 +630,24 @@ def replay_stage(workdir: str | Path, data_dir: str | Path | None = None,
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=7, desc="replay arms", unit="arm")
+
+        from serendip.data.io import has_table
+
+        bar = tqdm(total=4 + (predictor is not None or has_table(wd, "item_serendipity")),
+                   desc="replay arms", unit="arm")
 
     def say(name: str) -> None:
         if bar is not None:
             bar.set_postfix_str(name)
             bar.update(1)
 
-    predictor = None
-    if model:
-        from serendip.commands.evaluate import load_model
-
-        predictor = load_model(model, wd, use_mlflow=model.startswith("models:/"))
     mllm, mllm_stats = None, None
     from serendip.data.io import has_table
 
     if has_table(wd, "item_serendipity") or predictor is not None:
         mllm, mllm_stats = mllm_cluster_rankings(wd, [c.context for c in cases], index,
-                                                 predictor, cfg.mllm_k)
+                                                 predictor, cfg.mllm_k,
+                                                 use_scored=predictor is None)
     arms = build_arms(cases, retriever, index, emb, train, cfg, mllm, say)
     res = run_replay(cases, arms, index, emb, train, items.num_rows, cfg)
     if bar is not None:
@@ -659,7 +670,8 @@ def replay_stage(workdir: str | Path, data_dir: str | Path | None = None,
 
 # ------------------------------------------------------------------ CLI (serendip evaluate --replay)
 def replay_command(args) -> int:
-    """``serendip evaluate --replay``: see the module docstring for the two-step flow."""
+    """``serendip evaluate --replay`` (CLI glue called by serendip/commands/evaluate.py): see
+    the module docstring for the two-step flow."""
     wd = Path(args.workdir)
     data = Path(args.data) if args.data else wd
     level, delta = 3, 1
@@ -679,7 +691,12 @@ def replay_command(args) -> int:
                                 fix="pass the full logs as --data and a new --workdir")
         print(json.dumps(write_replay_split(data, wd, cfg), indent=2))
         return 0
-    summary = replay_stage(wd, data, cfg, model=args.model, out_dir=args.out)
+    predictor = None
+    if args.model:     # CLI glue: the same model resolution as `serendip evaluate`
+        from serendip.commands.evaluate import load_model
+
+        predictor = load_model(args.model, wd, use_mlflow=not args.no_mlflow)
+    summary = replay_stage(wd, data, cfg, predictor=predictor, out_dir=args.out)
     print(summary["markdown"])
     if summary["heldout_in_training"]:
         print(f"warning: {summary['heldout_in_training']} held-out transitions are in "
