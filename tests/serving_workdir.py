@@ -17,10 +17,17 @@ def served_workdir(tmp_path_factory, feast: bool = True) -> Path:
 
         wd = build_serving_workdir(tmp_path_factory.mktemp("served"),
                                    FixtureConfig(items=400, users=150, interactions=5000))
-        if feast:
+        if feast:             # the embedded sqlite store, whatever the calling test set
+            import os
+
             from serendip.platform import features
 
-            features.sync(wd)
+            saved = os.environ.pop(features.ONLINE_ENV, None)
+            try:
+                features.sync(wd)
+            finally:
+                if saved is not None:
+                    os.environ[features.ONLINE_ENV] = saved
         _CACHE[key] = wd
     return _CACHE[key]
 

@@ -30,7 +30,7 @@ def _found(wd, ids):
     return [r["item_id"] for r in features.OnlineFeatures(wd).get(ids) if r["found"]]
 
 
-def test_sync_into_redis_miss_and_rows_removed(tmp_path, redis_env):  # noqa: F811
+def test_sync_into_redis_miss_and_rows_removed(tmp_path, redis_env, monkeypatch):  # noqa: F811
     from feast.repo_config import load_repo_config
 
     from serendip.platform import features
@@ -51,6 +51,10 @@ def test_sync_into_redis_miss_and_rows_removed(tmp_path, redis_env):  # noqa: F8
     assert features.sync(tmp_path)["materialized"]["item_serendipity"]["mode"] == "rebuild"
     assert _found(tmp_path, ids) == ids[:4] and _client(redis_env).dbsize() == 4
     assert features.OnlineFeatures(tmp_path).serendipity("v0")["model_version"] == "m2"
+    # the store opened later without the connection string: one clear line, not a KeyError
+    monkeypatch.delenv("FEAST_REDIS_CONNECTION_STRING")
+    with pytest.raises(ConfigError, match="FEAST_REDIS_CONNECTION_STRING"):
+        features.open_store(tmp_path)
 
 
 def test_key_ttl_expiry_is_a_miss(tmp_path, redis_env, monkeypatch):  # noqa: F811

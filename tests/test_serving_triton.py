@@ -43,6 +43,27 @@ def test_triton_bls_recommend(triton_server, protocol):
     check_recommend(url, protocol, wd)
 
 
+def test_metrics_transformer_and_triton(triton_server):
+    """Issue 17 item 3: the transformer's /metrics counts requests, phases, sources and cache
+    hits exactly; Triton's own metrics port stays up and counts the transformer's calls."""
+    from test_metrics_serving import check_metrics, parse, scrape_text
+
+    server, wd = triton_server
+    metrics_url = f"http://127.0.0.1:{server.ports[4]}/metrics"
+
+    def triton(model):
+        m = parse(scrape_text(metrics_url))
+        return sum(v for (name, labels), v in m.items()
+                   if name in ("nv_inference_request_success",            # the parser
+                               "nv_inference_request_success_total")         # adds _total
+                   and ("model", model) in labels)
+
+    before = {m: triton(m) for m in ("mllm", "retriever")}
+    check_metrics(server, wd)
+    assert triton("retriever") - before["retriever"] == 4      # one per answered request
+    assert triton("mllm") - before["mllm"] == 1                # the unscored item
+
+
 def test_plain_json_requests_get_json_answers(triton_server):
     server, wd = triton_server
     check_plain_json(server.http, wd)                  # the KServe transformer

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -223,6 +224,12 @@ def open_store_at(repo: str | os.PathLike):
                             fix="run `serendip score --workdir W` (it applies and materializes)")
     cfg = load_repo_config(repo, repo / "feature_store.yaml")
     if getattr(cfg.online_store, "type", "") == "redis":
+        conn = cfg.online_store.connection_string or ""
+        if not re.fullmatch(r"[^\s=:,${}]+:\d+", conn.split(",")[0].strip()):
+            raise ConfigError(f"the Feast repo {repo} uses the Redis online store, but the "
+                              "connection string is empty or has no host:port",
+                              field="FEAST_REDIS_CONNECTION_STRING",
+                              fix='export FEAST_REDIS_CONNECTION_STRING="host:6379,password=..."')
         cfg.online_store.connection_string = redis_connection_string(
             cfg.online_store.connection_string)
         ttl = key_ttl_s()

@@ -3,6 +3,7 @@ snapshot lookup and async BLS calls to ``mllm`` and ``retriever`` (see config.pb
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
@@ -17,12 +18,19 @@ class TritonPythonModel:
         meta = json.loads((weights / "snapshot.json").read_text())
         self.outputs = {"mllm": [t.name for t in MLLM.outputs],
                         "retriever": [t.name for t in RETRIEVER.outputs]}
-        lookup = ClusterLookup(weights, "table")
+        # Feast on Redis (SERENDIP_FEAST_ONLINE_STORE=redis): read the same online rows as the
+        # KServe transformer, straight from Redis (Feast cannot live in this numpy<2 venv);
+        # else the snapshot of item_serendipity exported with this model
+        redis = os.environ.get("FEAST_REDIS_CONNECTION_STRING") if os.environ.get(
+            "SERENDIP_FEAST_ONLINE_STORE", "").strip().lower() == "redis" else None
+        lookup = ClusterLookup(weights, "table", redis_connection=redis)
         catalog = ItemCatalog(weights, base_dir=meta.get("media_base"))
         self.flow = RecommendFlow(lookup, catalog, self._predict, self._retrieve,
                                   ClusterCache(ttl_s=float(meta.get("cache_ttl_s", 300))))
-        pb_utils.Logger.log_info(f"recommend: {len(catalog)} items, snapshot of "
-                                 f"{meta.get('scored_items')} scored items")
+        pb_utils.Logger.log_info(
+            f"recommend: {len(catalog)} items, clusters from "
+            + ("Feast's Redis online store" if redis else
+               f"a snapshot of {meta.get('scored_items')} scored items"))
 
     async def _bls(self, model, arrays):
         from serendip.serving_core import remote_error

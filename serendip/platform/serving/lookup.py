@@ -32,13 +32,18 @@ class ClusterLookup:
     """
 
     def __init__(self, workdir: str | os.PathLike | None = None, source: str = "auto",
-                 feature_repo: str | os.PathLike | None = None, retry_after_s: float = 2.0):
+                 feature_repo: str | os.PathLike | None = None, retry_after_s: float = 2.0,
+                 redis_connection: str | None = None):
         self.kind = "none"
         self.retry_after_s = retry_after_s
         self._down_until = 0.0
         self._down_reason = ""
         self._online = None
         self._table: dict[str, ClusterChoice] = {}
+        if redis_connection:          # Feast's Redis store read directly (Triton's venv)
+            self._online = RedisOnline(redis_connection)
+            self.kind = "feast"
+            return
         repo = Path(feature_repo) if feature_repo else (
             Path(workdir) / "feature_repo" if workdir else None)
         feast_ready = repo is not None and (repo / "feature_store.yaml").exists()
@@ -95,6 +100,31 @@ class ClusterLookup:
         except ServerFault:
             return ""
         return str(row.get(f"c{level}_description") or "")
+
+
+class RedisOnline:
+    """:class:`~serendip.platform.features.OnlineFeatures`' ``get`` over Feast's Redis layout
+    without Feast (:mod:`.feast_redis`): same rows, same explicit misses."""
+
+    def __init__(self, connection_string: str):
+        from serendip.platform.features import FEATURES
+        from serendip.platform.serving.feast_redis import FeastRedisReader
+
+        self.features = FEATURES
+        self.readers = {v: FeastRedisReader(connection_string, f, view=v)
+                        for v, f in FEATURES.items()}
+
+    def get(self, item_ids, views=("item_serendipity",)) -> list[dict]:
+        rows = [{"item_id": i, "missing_views": []} for i in item_ids]
+        for v in views:
+            for row, got in zip(rows, self.readers[v].get(item_ids)):
+                vals = got or dict.fromkeys(self.features[v])
+                row.update(vals)
+                if vals[self.features[v][0]] in (None, []):
+                    row["missing_views"].append(v)
+        for row in rows:
+            row["found"] = not row["missing_views"]
+        return rows
 
 
 class ItemCatalog:
