@@ -426,10 +426,12 @@ def describe_clusters(titles: list[str | None], nodes: np.ndarray, ids: list[lis
             prefix = [w for w in heads.get(pid, "").split() if c[w] >= need] \
                 if lvl + 1 >= cfg.description_parent_level else []
             state[cid] = prefix + start
-            # what a clash may add, best first: the next distinguishing terms, the parent's
-            # grounded words, any other grounded term
-            options[cid] = [[t] for t in own[1:]] + [[w] for w in grounded_parent] + \
-                [[t] for t in others]
+            # what a clash may add, best first: the next distinguishing terms (up to
+            # description_words own terms), the parent's grounded words, further own terms,
+            # any other grounded term
+            k = max(1, int(cfg.description_words))
+            options[cid] = [[t] for t in own[1:k]] + [[w] for w in grounded_parent] + \
+                [[t] for t in own[k:]] + [[t] for t in others]
             loose[cid] = sorted((t for t in c if " " not in t), key=lambda t: (-c[t], t))
             borrowed[cid] = ancestors
         for _ in range(64):
@@ -515,27 +517,37 @@ def grounding_report(descriptions: dict[str, str], titles: list[str | None], nod
         titles or labels), ``"in_members_share"`` (every word in at least one member),
         ``"ends_in_number"``, ``"ungrounded"`` (up to 20 cluster ids), ``"min_share"}``.
     """
-    lab = _labels_text(labels) if labels is not None else [""] * len(titles)
-    docs = [set(tokenize(t)) | set(tokenize(b)) for t, b in zip(titles, lab)]
-    members: dict[str, list[int]] = {}
-    for lvl in range(len(ids)):
-        for i, node in enumerate(nodes[:, lvl]):
-            members.setdefault(ids[lvl][int(node)], []).append(i)
+    import scipy.sparse as sp
+
+    n = len(titles)
+    texts = list(titles) + (_labels_text(labels) if labels is not None else [])
+    item_of, vocab, tid, _ = _token_stream(texts)
+    pairs = _unique_pairs(item_of % max(n, 1), tid)
+    x = sp.csr_matrix((np.ones(pairs.shape[1], np.int64), (pairs[0], pairs[1])),
+                      shape=(n, len(vocab)))
+    x.data[:] = 1
+    col = {w: j for j, w in enumerate(vocab)}
     grounded = in_members = ends = 0
     bad: list[str] = []
-    for cid, text in descriptions.items():
-        m = members.get(cid, [])
-        words = text.split()
-        if not words or not m:
-            bad.append(cid)
-            continue
-        share = [sum(w in docs[i] for i in m) / len(m) for w in words]
-        if all(s >= min_share - 1e-9 for s in share):
-            grounded += 1
-        else:
-            bad.append(cid)
-        in_members += all(s > 0 for s in share)
-        ends += bool(re.search(r"\d$", words[-1]) or _ROMAN.match(words[-1]) and words[-1])
+    for lvl in range(len(ids)):
+        m = sp.csr_matrix((np.ones(n, np.int64), (nodes[:, lvl], np.arange(n))),
+                          shape=(len(ids[lvl]), n))
+        per = (m @ x).tocsr()
+        size = np.bincount(nodes[:, lvl], minlength=len(ids[lvl]))
+        for i, cid in enumerate(ids[lvl]):
+            if cid not in descriptions:
+                continue
+            words = descriptions[cid].split()
+            if not words or not size[i]:
+                bad.append(cid)
+                continue
+            share = [per[i, col[w]] / size[i] if w in col else 0.0 for w in words]
+            if all(sh >= min_share - 1e-9 for sh in share):
+                grounded += 1
+            else:
+                bad.append(cid)
+            in_members += all(sh > 0 for sh in share)
+            ends += bool(re.search(r"\d$", words[-1]) or _ROMAN.match(words[-1]))
     k = max(len(descriptions), 1)
     return {"clusters": len(descriptions), "grounded_share": round(grounded / k, 4),
             "in_members_share": round(in_members / k, 4), "ends_in_number": ends,

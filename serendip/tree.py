@@ -87,7 +87,7 @@ class ClusterConfig:
     sinkhorn_iters: int = 200
     sinkhorn_eps: float = 0.05      # entropic regularisation, relative to the mean cost
     min_leaf_items: int = 1         # every leaf keeps at least this many items
-    description_words: int = 2      # strong own terms a description may use
+    description_words: int = 2      # own terms a clash may use before the parent's words
     description_parent_level: int = 3   # from this level on, descriptions start with the
                                         # parent's ("football" → "football tricks")
     description_min_lift: float = 1.5   # a term must be this over-represented vs its parent
