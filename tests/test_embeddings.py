@@ -26,7 +26,7 @@ def _truth(synth_dir):
 
 
 def test_embeddings_are_normalised_cached_and_deterministic(items, tmp_path):
-    cfg = EmbeddingConfig(text_encoder="tfidf")
+    cfg = EmbeddingConfig(text_encoder="tfidf", image_px=32)   # small input: a fast test
     emb = item_embeddings(items, cfg, cache_dir=tmp_path)
     assert emb.shape[0] == items.num_rows and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -34,8 +34,8 @@ def test_embeddings_are_normalised_cached_and_deterministic(items, tmp_path):
     # same config + items: served from the cache (same bytes); other config: recomputed
     again = item_embeddings(items, cfg, cache_dir=tmp_path)
     np.testing.assert_array_equal(again, emb)
-    other = item_embeddings(items, EmbeddingConfig(text_encoder="tfidf", w_text=1.0),
-                            cache_dir=tmp_path)
+    other = item_embeddings(items, EmbeddingConfig(text_encoder="tfidf", w_text=1.0,
+                                                   image_px=32), cache_dir=tmp_path)
     assert other.shape == emb.shape and not np.allclose(other, emb)
 
 
@@ -77,7 +77,20 @@ def test_bad_settings_name_the_field():
     with pytest.raises(ConfigError, match="text_encoder"):
         EmbeddingConfig(text_encoder="bert").check()
     with pytest.raises(ConfigError, match="w_text"):
-        EmbeddingConfig(w_text=0, w_shape=0, w_colour=0, w_texture=0, w_layout=0).check()
+        EmbeddingConfig(w_text=0, w_image=0, w_behaviour=0, w_shape=0, w_colour=0, w_texture=0,
+                        w_layout=0)
+    with pytest.raises(ConfigError, match="w_image"):
+        EmbeddingConfig(w_image=-1.0)
+    with pytest.raises(ConfigError, match="w_behaviour"):
+        EmbeddingConfig(w_behaviour=float("nan"))
+    with pytest.raises(ConfigError, match="behaviour_matrix"):
+        EmbeddingConfig(behaviour_matrix="items")
+    with pytest.raises(ConfigError, match="cold_start"):
+        EmbeddingConfig(cold_start="mean")
+    with pytest.raises(ConfigError, match="behaviour_dim"):
+        EmbeddingConfig(behaviour_dim=1)
+    with pytest.raises(ConfigError, match="image_px"):
+        EmbeddingConfig(image_px=8)
     with pytest.raises(ConfigError, match="no items"):
         item_embeddings(pa.table({"item_id": pa.array([], pa.string()),
                                   "title": pa.array([], pa.string())}))
@@ -96,3 +109,172 @@ def test_fitted_embedder_embeds_new_items_like_the_catalogue(items, tmp_path):
         np.testing.assert_allclose(loaded.transform(some), emb[10:35], atol=1e-5)
         assert loaded.dim == emb.shape[1]
         assert loaded.transform(items.slice(0, 0)).shape == (0, emb.shape[1])
+
+
+# ------------------------------------------------------------------ pretrained image block
+def _photos():
+    """sklearn's two shipped photos (china.jpg, flower.jpg) and, of each, a slightly
+    cropped + mirrored + brightened copy: the same object photographed again."""
+    from PIL import Image, ImageEnhance, ImageOps
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for arr in load_sample_images().images:
+        im = Image.fromarray(arr)
+        w, h = im.size
+        copy = ImageOps.mirror(im.crop((w // 12, h // 12, w - w // 20, h - h // 16)))
+        out.append((im, ImageEnhance.Brightness(copy).enhance(1.25)))
+    return out
+
+
+def test_efficientnet_lite0_loads_imagenet_weights_offline():
+    """The registry package's weights map into transformers' EfficientNetModel: the two
+    photos get their ImageNet classes (palace, daisy), the SE gates pass everything."""
+    import torch
+
+    from serendip.pretrained.efficientnet import HIDDEN_DIM, load_efficientnet_lite0
+
+    model, processor, head = load_efficientnet_lite0(with_classifier=True)
+    (china, _), (flower, _) = _photos()
+    px = processor([china, flower], return_tensors="pt")["pixel_values"]
+    assert tuple(px.shape) == (2, 3, 224, 224)
+    with torch.no_grad():
+        out = model(px)
+        probs = head(out.pooler_output).softmax(-1)
+        x = torch.randn(1, 32, 8, 8)
+        gate = model.encoder.blocks[0].squeeze_excite(x)
+    assert tuple(out.last_hidden_state.shape) == (2, HIDDEN_DIM, 7, 7)
+    assert probs.argmax(-1).tolist() == [698, 985]      # ImageNet: palace, daisy
+    torch.testing.assert_close(gate, x, rtol=0, atol=0)
+
+
+def test_pretrained_image_embedding_puts_the_same_object_closer(tmp_path):
+    """Through the whole embedding (image block only): a photo and its cropped, mirrored,
+    brightened copy are closer than two different photos."""
+    from serendip.embeddings import item_embeddings
+
+    paths = []
+    for k, (im, copy) in enumerate(_photos()):
+        for j, img in enumerate((im, copy)):
+            p = tmp_path / f"{k}_{j}.jpg"
+            img.save(p)
+            paths.append(p.name)
+    items = pa.table({"item_id": ["china", "china2", "flower", "flower2"],
+                      "title": ["", "", "", ""], "impressions": [1, 1, 1, 1],
+                      "thumbnail": paths})
+    cfg = EmbeddingConfig(w_text=0, w_image=1.0, w_behaviour=0, w_shape=0, w_colour=0,
+                          w_texture=0, w_layout=0, image_px=224)
+    emb = item_embeddings(items, cfg, base_dir=tmp_path)
+    sim = emb @ emb.T
+    assert sim[0, 1] > max(sim[0, 2], sim[0, 3], sim[1, 2], sim[1, 3])
+    assert sim[2, 3] > max(sim[0, 2], sim[0, 3], sim[1, 2], sim[1, 3])
+
+
+def test_images_are_embedded_once_and_cached_by_content_hash(tmp_path, monkeypatch):
+    import serendip.embeddings as E
+
+    (china, _), _ = _photos()
+    small = china.resize((96, 64))
+    small.save(tmp_path / "a.png")
+    small.save(tmp_path / "b.png")                 # same picture under another name
+    cfg = EmbeddingConfig(image_px=64)
+    calls = []
+    real = E._image_model
+
+    def counting():
+        model, proc = real()
+
+        def run(**kw):
+            calls.append(kw["pixel_values"].shape[0])
+            return model(**kw)
+        return run, proc
+
+    monkeypatch.setattr(E, "_image_model", counting)
+    E._IMAGE_MEMO.clear()
+    x = E.image_features(["a.png", "b.png", "a.png"], cfg, base_dir=tmp_path,
+                         cache_dir=tmp_path / "cache")
+    assert sum(calls) == 1 and x.shape == (3, 1280)
+    np.testing.assert_array_equal(x[0], x[1])
+    E._IMAGE_MEMO.clear()                          # a new process: the disk cache answers
+    again = E.image_features(["b.png"], cfg, base_dir=tmp_path, cache_dir=tmp_path / "cache")
+    assert sum(calls) == 1
+    np.testing.assert_array_equal(again[0], x[0])
+
+
+# ------------------------------------------------------------------ behaviour block
+def _two_communities(n_items=40, n_users=60, seed=0):
+    """Two user communities, each engaging only with its own half of the catalogue; titles
+    say nothing about the halves."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        half = u % 2
+        pool = np.arange(half * n_items // 2, (half + 1) * n_items // 2)
+        seq = rng.choice(pool, 12, replace=True)
+        for a, b in zip(seq[:-1], seq[1:]):
+            rows.append((f"u{u}", f"i{a}", f"i{b}", 1.0, 0))
+    inter = pa.table({"user_id": [r[0] for r in rows], "context_item_id": [r[1] for r in rows],
+                      "next_item_id": [r[2] for r in rows],
+                      "satisfaction": [r[3] for r in rows],
+                      "ts": pa.array([r[4] for r in rows], pa.timestamp("us", tz="UTC"))})
+    words = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
+    items = pa.table({"item_id": [f"i{i}" for i in range(n_items)],
+                      "title": [f"{words[i % 8]} {words[(i * 3) % 8]}" for i in range(n_items)],
+                      "impressions": [10] * n_items})
+    return items, inter
+
+
+@pytest.mark.parametrize("cold_start", ["zeros", "ridge"])
+def test_behaviour_block_groups_co_engaged_items_and_cold_items_fall_back(tmp_path, cold_start):
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from serendip.embeddings import Embedder, embed_catalogue
+
+    items, inter = _two_communities()
+    half = np.arange(items.num_rows) >= items.num_rows // 2
+    text_only = EmbeddingConfig(text_encoder="tfidf", w_behaviour=0, w_image=0)
+    both = EmbeddingConfig(text_encoder="tfidf", w_text=0.3, behaviour_min_count=3,
+                           behaviour_dim=4, cold_start=cold_start)
+
+    def ari(emb):
+        return adjusted_rand_score(half, KMeans(2, n_init=4, random_state=0).fit_predict(emb))
+
+    assert ari(embed_catalogue(items, text_only, interactions=inter)[0]) < 0.3
+    emb, embedder = embed_catalogue(items, both, interactions=inter)
+    assert ari(emb) == 1.0
+    report = embedder.block_report()
+    assert report["behaviour"]["dim"] == 4 and report["behaviour"]["warm_items"] == 40
+    # a new (cold) item: no interactions, embedded through the content → behaviour map
+    new = pa.table({"item_id": ["new"], "title": ["red red"], "impressions": [0]})
+    x = embedder.transform(new)
+    assert x.shape == (1, emb.shape[1]) and np.isfinite(x).all()
+    assert ("coef" in embedder.behaviour) == (cold_start == "ridge")
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    # a known item re-embedded gets its catalogue embedding (saved + loaded)
+    loaded = Embedder.load(embedder.save(tmp_path / "embedder"))
+    np.testing.assert_allclose(loaded.transform(items.slice(3, 2)), emb[3:5], atol=1e-5)
+    np.testing.assert_allclose(loaded.transform(new), x, atol=1e-5)
+
+
+def test_cluster_reports_block_weights_and_label_agreement(tmp_path, capsys):
+    """`serendip cluster` on the imported ml-100k subset reads the interactions (behaviour
+    block), reports every block's weight and NMI/ARI per level against the primary genre."""
+    import json
+    from pathlib import Path
+
+    from serendip.cli import main
+
+    subset = Path(__file__).parent / "data" / "ml-100k-subset"
+    assert main(["import", "recbole", "--src", str(subset), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["cluster", "--data", str(tmp_path), "--branching", "4/3/4/2",
+                 "--set", "embedding.text_encoder=tfidf"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    blocks = summary["embedding_blocks"]
+    assert blocks["behaviour"]["dim"] > 0 and blocks["behaviour"]["weight"] == 1.0
+    assert blocks["image"]["dim"] == 0           # ml-100k has no pictures
+    agree = summary["labels"]
+    assert agree["items"] == 1126 and set(agree) >= {"level1", "level2", "level3", "level4"}
+    assert all(0 <= agree[f"level{lvl}"]["nmi"] <= 1 for lvl in range(1, 5))

@@ -4,6 +4,8 @@ Reads items (parquet or CSV) from ``--data``; writes embeddings.parquet, cluster
 clusters.parquet and item_clusters.parquet to ``--out`` (may be the same directory).
 Settings: ``--config tree.yaml`` and ``--set key=value`` for ClusterConfig fields, or
 ``--set embedding.<field>=value`` (YAML: an ``embedding:`` mapping) for EmbeddingConfig fields.
+Prints each embedding block's weight and, when item labels exist (``item_labels.parquet`` from
+``serendip import``, or a ``labels`` column), NMI/ARI per level against the primary label.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
                "clusters": sum(len(ids) for ids in tree.ids),
                "branching": list(tree.config.branching),
                "balance": {k: v for k, v in tree.stats.items() if k.startswith("level")},
+               # each block's weight, dim and share of the squared distance (0: no data)
+               "embedding_blocks": tree.stats.get("embedding", {}).get("blocks", {}),
                "out": str(args.out or args.data)}
+    if "labels" in tree.stats:      # item labels present: NMI/ARI per level vs primary label
+        summary["labels"] = tree.stats["labels"]
     print(json.dumps(summary, indent=2))
     return 0

@@ -37,12 +37,11 @@ import numpy as np
 import pyarrow as pa
 
 from serendip.errors import ConfigError, SchemaError, SerendipError
+from serendip.labels import ITEM_LABELS, ITEM_LABELS_SCHEMA, read_item_labels  # noqa: F401
 
 TITLE_FIELDS = ("title", "movie_title", "name", "item_name", "product_name", "book_title")
 LABEL_FIELDS = ("class", "genre", "genres", "categories", "category", "categories_seq")
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
-ITEM_LABELS = "item_labels"
-ITEM_LABELS_SCHEMA = pa.schema([("item_id", pa.string()), ("labels", pa.list_(pa.string()))])
 
 
 class AtomicFileError(SchemaError):
@@ -337,18 +336,3 @@ def import_recbole(src: str | os.PathLike, out: str | os.PathLike,
             "interactions": tables["interactions"].num_rows, **meta,
             "time_range": span,
             "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def read_item_labels(workdir: str | os.PathLike) -> pa.Table | None:
-    """``item_labels.parquet`` (item_id, labels) from ``workdir``, or None when absent."""
-    import pyarrow.parquet as pq
-
-    path = Path(workdir) / f"{ITEM_LABELS}.parquet"
-    if not path.is_file():
-        return None
-    t = pq.read_table(path)
-    for name in ITEM_LABELS_SCHEMA.names:
-        if name not in t.column_names:
-            raise SchemaError(ITEM_LABELS, name, "column is missing",
-                              f"write {ITEM_LABELS}.parquet with item_id and labels")
-    return t.select(ITEM_LABELS_SCHEMA.names)
