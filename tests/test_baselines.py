@@ -184,3 +184,45 @@ def test_evaluate_baselines_reports_both_case_sets_and_the_best(platform):
         assert "diff_ci95" in m
     assert allp["methods"]["model"]["recall"]["diff_ci95"][0] > 0     # a real lift shows
     assert curated_cases(sel).name.startswith("curated")
+
+
+class _Pred:
+    """A stand-in ClusterPredictor: answers the context's own cluster first, then clusters in
+    id order (so the candidates filter has work to do)."""
+
+    def __init__(self, ic, clusters):
+        from serendip.prompts import PromptConfig
+
+        self.level, self.model_version = 3, "fake-1"
+        self.prompt_config = PromptConfig(strategy="text")
+        self.own = dict(zip(ic.column("item_id").to_pylist(), ic.column("c3").to_pylist()))
+        self.by_desc = {}
+        self.level3 = sorted(c for c, lv in zip(clusters.column("cluster_id").to_pylist(),
+                                                clusters.column("level").to_pylist()) if lv == 3)
+        self.calls = 0
+
+    def predict(self, inputs, k=1, constrained=True):
+        from types import SimpleNamespace
+
+        self.calls += len(inputs)
+        return [[SimpleNamespace(cluster_id=c) for c in self.level3[:k]] for _ in inputs]
+
+
+def test_baselines_stage_on_a_workdir_compares_the_model(platform, tmp_path):
+    from serendip.curation import CurationConfig, curate_stage
+    from serendip.data.io import write_table
+    from serendip.evaluation.baselines import baselines_stage
+
+    items, inter, clusters, ic = platform
+    write_table(tmp_path, "items", items)
+    write_table(tmp_path, "interactions", inter, refs={"items": items})
+    write_table(tmp_path, "clusters", clusters)
+    write_table(tmp_path, "item_clusters", ic, refs={"items": items})
+    curate_stage(tmp_path, tmp_path, CurationConfig(seed=0))
+    pred = _Pred(ic, clusters)
+    rep = baselines_stage(tmp_path, predictor=pred, ks=(1, 2), n_boot=100)
+    assert pred.calls > 0 and rep["model"]["model_versions"] == ["fake-1"]
+    allp, cur = rep["case_sets"]
+    for cs in (allp, cur):
+        assert "model" in cs["methods"] and "diff_ci95" in cs["methods"]["model"]["recall"]
+    assert "| model |" in rep["markdown"]

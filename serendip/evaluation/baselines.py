@@ -341,3 +341,57 @@ def baselines_markdown(rep: dict) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {diff} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
+                    n_boot: int = 1000) -> dict:
+    """:func:`evaluate_baselines` on a work directory, for ``serendip evaluate`` and the
+    promotion gate: level, δ, test fraction and seed from ``curation.json`` (the same split as
+    the curated examples); the retriever baseline when ``<workdir>/retriever`` exists; the
+    model's candidate rankings from ``predictor`` (a loaded ``ClusterPredictor``: top-max(ks)
+    constrained answers per held-out context, non-candidates dropped). Adds ``markdown``.
+
+    Raises:
+        SerendipError: curation.json or a table is missing (names the stage to run).
+    """
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from serendip.data.io import read_table
+
+    wd = Path(workdir)
+    cur_path = wd / "curation.json"
+    if not cur_path.exists():
+        raise SerendipError(f"{cur_path} is missing", field="curation.json",
+                            fix=f"run `serendip curate --data {wd}` first")
+    cur = json.loads(cur_path.read_text())
+    conf = cur.get("config", {})
+    level, delta = int(cur.get("level", 3)), int(cur.get("delta", 1))
+    test_fraction, seed = float(conf.get("test_fraction", 0.2)), int(conf.get("seed", 0))
+    items = read_table(wd, "items", columns=["item_id"])
+    inter = read_table(wd, "interactions", refs={"items": items})
+    ic, cl = read_table(wd, "item_clusters"), read_table(wd, "clusters")
+    curated = pq.read_table(wd / "curated_pairs.parquet") \
+        if (wd / "curated_pairs.parquet").exists() else None
+    retriever = None
+    if (wd / "retriever" / "config.json").exists():
+        from serendip.retriever import Retriever
+
+        retriever = Retriever.load(wd / "retriever")
+    model_rankings, model_stats = None, None
+    if predictor is not None:
+        from serendip.evaluation.replay import mllm_cluster_rankings
+
+        index = CandidateIndex.build(ic, cl, level, delta)
+        _, held, held_ctx = split_transitions(inter, test_fraction, seed)
+        cur_test = set(curated_cases(curated).context_ids) if curated is not None else set()
+        ctx = sorted(held_ctx | cur_test)
+        model_rankings, model_stats = mllm_cluster_rankings(wd, ctx, index, predictor,
+                                                            max(ks), use_scored=False)
+    rep = evaluate_baselines(inter, ic, cl, level, delta, test_fraction, seed, retriever,
+                             curated, model_rankings, ks, n_boot)
+    rep["model"] = model_stats
+    rep["markdown"] = baselines_markdown(rep)
+    return rep
