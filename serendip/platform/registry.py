@@ -150,6 +150,10 @@ def setup(workdir: str | os.PathLike | None = None) -> str:
     # the tracking server is down); a few quick retries ride out a restart and then fail.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    # against an HTTP server MLflow prints "View run ... at: URL" to stdout when a run ends,
+    # which corrupted the JSON the CLI prints there; the run id is in that JSON anyway
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_PRINT_MODEL_URLS_ON_CREATION", "false")
     import logging
     import warnings
 
