@@ -597,7 +597,8 @@ def _build(items: pa.Table, embeddings: np.ndarray, cfg: ClusterConfig,
     t_desc = time.perf_counter()
     tree = ClusterTree(config=cfg, ids=ids, centroids=cents, descriptions=descriptions,
                        sizes=sizes, traffic=traffic, item_clusters=ic)
-    tree.stats = balance_stats(nodes, impressions, cfg.branching, cfg.balance_tol, ids)
+    tree.stats = balance_stats(nodes, impressions, cfg.branching, cfg.balance_tol, ids,
+                               cfg.traffic_power)
     tree.stats["descriptions"] = grounding_report(descriptions, titles, nodes, ids, item_labels,
                                                   cfg.description_min_share)
     tree.stats["timing"] = {"split_s": round(t_split - t_start, 2),
@@ -663,14 +664,18 @@ def balance_achievable(loads: np.ndarray, heaviest: np.ndarray, tol: float) -> s
 
 
 def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[int, ...],
-                  tol: float, ids: list[list[str]] | None = None) -> dict:
-    """Per level: max/min sibling traffic (worst and median over parents), the same among
-    balanceable siblings (see :func:`balanceable_ratio`), the share of sibling groups within
-    ``tol``, the level-wide ratio, and where the bound is not met: the number of sibling
-    groups (``unachievable_groups``), up to 10 of them with the reason
-    (:func:`balance_achievable`), and the worst max/min over the groups where nothing
-    prevents it (``achievable_max_min_traffic_worst``, the promise: <= ``tol``)."""
+                  tol: float, ids: list[list[str]] | None = None,
+                  traffic_power: float = 1.0) -> dict:
+    """Per level: max/min sibling traffic (impressions; worst and median over parents), the
+    same among balanceable siblings (see :func:`balanceable_ratio`), the share of sibling
+    groups within ``tol``, the level-wide ratio, and the promise, judged on what the tree
+    balanced (impressions ** ``traffic_power``): where the bound is not met, the number of
+    sibling groups (``unachievable_groups``), up to 10 of them with the reason
+    (:func:`balance_achievable`), the count the assignment missed (``not_reached_groups``,
+    expected 0) and the worst max/min over the groups where nothing prevents it
+    (``achievable_max_min_traffic_worst``, <= ``tol``)."""
     out: dict[str, dict] = {}
+    balanced = np.power(np.maximum(impressions, 0.0), traffic_power)
     n_nodes = 1
     for lvl in range(LEVELS):
         k = branching[lvl]
@@ -683,8 +688,16 @@ def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[i
         heavy = heaviest.reshape(-1, k)
         ratios = sib.max(1) / np.maximum(sib.min(1), 1e-12)
         ok = [balanceable_ratio(sib[p], heavy[p], tol) for p in range(len(sib))]
-        why = [balance_achievable(sib[p], heavy[p], tol) for p in range(len(sib))]
-        promised = [r for r, w in zip(ratios, why) if w is None or w == "bound not reached"]
+        if traffic_power != 1.0:
+            bl = np.bincount(nodes[:, lvl], weights=balanced, minlength=n_nodes).reshape(-1, k)
+            bh = np.zeros(n_nodes)
+            np.maximum.at(bh, nodes[:, lvl], balanced)
+            bh = bh.reshape(-1, k)
+        else:
+            bl, bh = sib, heavy
+        b_ratios = bl.max(1) / np.maximum(bl.min(1), 1e-12)
+        why = [balance_achievable(bl[p], bh[p], tol) for p in range(len(sib))]
+        promised = [r for r, w in zip(b_ratios, why) if w is None or w == "bound not reached"]
         parents = ids[lvl - 1] if (ids is not None and lvl > 0) else [""] * len(sib)
         out[f"level{lvl + 1}"] = {
             "clusters": int(n_nodes),
@@ -694,9 +707,11 @@ def balance_stats(nodes: np.ndarray, impressions: np.ndarray, branching: tuple[i
             "achievable_max_min_traffic_worst": round(float(max(promised, default=1.0)), 3),
             "unachievable_groups": int(sum(w not in (None, "bound not reached") for w in why)),
             "unachievable": [{"parent": parents[p] or "(root)", "reason": w,
-                              "max_min_traffic": round(float(ratios[p]), 3)}
+                              "max_min_balanced_traffic": round(float(b_ratios[p]), 3)}
                              for p, w in enumerate(why) if w is not None][:10],
             "not_reached_groups": int(sum(w == "bound not reached" for w in why)),
+            "balanced_on": "impressions" if traffic_power == 1.0
+                           else f"impressions^{traffic_power:g}",
             "within_tol_share": round(float(np.mean(ratios <= tol + 1e-9)), 3),
             "level_max_min_traffic": round(float(loads.max() / max(loads.min(), 1e-12)), 3),
             "min_size": int(size.min()),

@@ -256,6 +256,12 @@ def test_sibling_traffic_within_the_promise_wherever_the_tree_reports_it_achieva
     for lvl in (1, 2):
         assert tree.stats[f"level{lvl}"]["unachievable_groups"] == 0
     print("sibling groups reported unachievable:", reported, "of", sum(map(len, tree.ids[:3])) + 1)
+    # with traffic_power < 1 the promise is on what was balanced (impressions ** p)
+    half = build_cluster_tree(items, x, ClusterConfig(balance_tol=1.2, traffic_power=0.5))
+    for lvl in range(1, 5):
+        st = half.stats[f"level{lvl}"]
+        assert st["balanced_on"] == "impressions^0.5" and st["not_reached_groups"] == 0
+        assert st["achievable_max_min_traffic_worst"] <= 1.2 + 1e-6
     # an item heavier than all its siblings together is reported, not hidden
     assert balance_achievable(np.array([1000.0, 10, 10]), np.array([990.0, 5, 5]), 1.2)
 
