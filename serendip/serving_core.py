@@ -621,6 +621,8 @@ class RecommendFlow:
                     continue
                 tried.append(cid)
                 try:
+                    if len(cid.encode()) > MAX_ID_BYTES:   # no served cluster has such an id
+                        raise UnknownCluster(f"cluster id of {len(cid.encode())} bytes")
                     found = await self._retrieve(history, cid, k)
                 except UnknownCluster:
                     log.warning("item %r: cluster %r (from %s) is unknown to the served "

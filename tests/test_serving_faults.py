@@ -86,13 +86,15 @@ def test_unknown_feast_cluster_falls_back_to_the_next_cluster(wd, mllm, retr, ca
     item = scored_items(wd)[0]
     good, desc = _leaf(wd)
     calls: dict = {}
-    row = ClusterChoice("9.9.9", "gone", "feast", (("8.8.8", "gone too"), (good, desc)))
+    row = ClusterChoice("9.9.9", "gone", "feast", (("8.8.8", "gone too"), ("7" * 300, ""),
+                                                    (good, desc)))
     flow = _flow(wd, mllm, retr, lambda i: row if i == item else None, calls)
     with caplog.at_level(logging.WARNING, logger="serendip.serving"):
         rec = asyncio.run(flow.recommend(item, [], 5))
     assert (rec.cluster_id, rec.description, rec.source) == (good, desc, "feast")
     assert rec.item_ids and set(rec.item_ids) <= cluster_members(wd)[good]
-    assert calls["retrieve"] == ["9.9.9", "8.8.8", good] and "mllm" not in calls
+    assert calls["retrieve"] == ["9.9.9", "8.8.8", good] and "mllm" not in calls  # 300 B id
+    # (longer than any id the server takes) is skipped without a call
     assert "'9.9.9'" in caplog.text and "unknown to the served retriever" in caplog.text
     again = asyncio.run(flow.recommend(item, [], 5))       # the working cluster is cached
     assert (again.cluster_id, again.source) == (good, "cache")
