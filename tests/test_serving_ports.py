@@ -97,3 +97,34 @@ def test_triton_readiness_is_tied_to_the_process_we_started(tmp_path):
         if ours.poll() is None:
             ours.kill()
             ours.wait()
+
+
+def test_harness_readiness_is_tied_to_the_serve_process(tmp_path):
+    """The test/benchmark harness never takes another server's answer for its own serve."""
+    from serendip.platform.serving.harness import ServeProcess
+    from serendip.platform.serving.ports import owned_by_tree
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    port = other.server_address[1]
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        import os
+
+        if owned_by_tree(os.getpid(), port) is None:
+            pytest.skip("no /proc: ownership cannot be checked on this platform")
+        assert owned_by_tree(os.getpid(), port) is True          # this test's own server
+        server = ServeProcess(tmp_path, "kserve", ports=[port] + [_free() for _ in range(4)])
+        with pytest.raises(RuntimeError):    # refused: another process, or serve's exit 2
+            server.start(timeout_s=60)
+        assert not server.alive()
+    finally:
+        other.shutdown()
+        other.server_close()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from serendip.platform.serving.ports import owned_by_tree
+
 
 def free_ports(n: int) -> list[int]:
     socks, ports = [], []
@@ -93,6 +95,12 @@ class ServeProcess:
                 raise RuntimeError(f"serendip serve exited {self.proc.returncode}:\n"
                                    + self.log_tail())
             if _ready(p[0]) and (self.backend != "triton" or _ready(p[2])):
+                mine = [owned_by_tree(self.proc.pid, port) for port in
+                        (p[:1] if self.backend != "triton" else [p[0], p[2]])]
+                if False in mine:       # another process answers on our port
+                    self.stop()
+                    raise RuntimeError(f"another process answers on port(s) {p}, not the "
+                                       f"serve process {self.proc.pid}:\n" + self.log_tail())
                 self.startup_s = time.monotonic() - t0
                 return self
             time.sleep(0.25)

@@ -85,6 +85,25 @@ def owns_port(pid: int, port: int) -> bool | None:
     return bool(_listen_inodes(port) & _pid_sockets(pid))
 
 
+def owned_by_tree(pid: int, port: int) -> bool | None:
+    """Whether ``pid`` or one of its children holds the listening socket of ``port``
+    (``serendip serve`` holds the KServe ports itself, its tritonserver child the Triton
+    ones); ``None`` without /proc."""
+    pids = listener_pids(port)
+    if pids is None:
+        return None
+    for lp in pids:
+        if lp == pid:
+            return True
+        try:
+            stat = Path(f"/proc/{lp}/stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
 def describe_pids(pids: list[int] | None) -> str:
     if not pids:
         return ""
