@@ -344,12 +344,14 @@ def baselines_markdown(rep: dict) -> str:
 
 
 def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
-                    n_boot: int = 1000) -> dict:
+                    n_boot: int = 1000, answers: int = 10) -> dict:
     """:func:`evaluate_baselines` on a work directory, for ``serendip evaluate`` and the
     promotion gate: level, δ, test fraction and seed from ``curation.json`` (the same split as
     the curated examples); the retriever baseline when ``<workdir>/retriever`` exists; the
-    model's candidate rankings from ``predictor`` (a loaded ``ClusterPredictor``: top-max(ks)
-    constrained answers per held-out context, non-candidates dropped). Adds ``markdown``.
+    model's candidate rankings from ``predictor`` (a loaded ``ClusterPredictor``: its top
+    ``max(answers, max(ks))`` constrained answers per held-out context, non-candidates dropped
+    — until the trie itself is restricted to the context's candidates, asking for more answers
+    keeps a candidate in the list). Adds ``markdown``.
 
     Raises:
         SerendipError: curation.json or a table is missing (names the stage to run).
@@ -389,7 +391,8 @@ def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
         cur_test = set(curated_cases(curated).context_ids) if curated is not None else set()
         ctx = sorted(held_ctx | cur_test)
         model_rankings, model_stats = mllm_cluster_rankings(wd, ctx, index, predictor,
-                                                            max(ks), use_scored=False)
+                                                            max(answers, *ks),
+                                                            use_scored=False)
     rep = evaluate_baselines(inter, ic, cl, level, delta, test_fraction, seed, retriever,
                              curated, model_rankings, ks, n_boot)
     rep["model"] = model_stats
