@@ -98,7 +98,7 @@ class ReplayConfig:
     serendipitous_share: float = 0.2    # blended slate: ceil(share · k) serendipitous items
     seed: int = 0                       # bandit draws and bootstrap resamples
     n_bootstrap: int = 500              # resamples for the 95% intervals
-    mllm_k: int = 5                     # MLLM answers asked per context (first candidate wins)
+    mllm_k: int = 10                    # MLLM answers asked per context (first candidate wins)
     progress: bool = True
 
     def __post_init__(self) -> None:
