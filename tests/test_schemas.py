@@ -305,3 +305,13 @@ def test_pandas_nanosecond_timestamps_and_categorical_ids():
                        "ts": pd.to_datetime(["2026-01-01 10:00:00.123456789"])})
     out = validate("interactions", pa.Table.from_pandas(df)).to_pylist()[0]
     assert out["user_id"] == "007" and out["ts"].microsecond == 123456
+
+
+def test_a_parquet_dataset_directory_is_a_table(tmp_path):
+    """Spark and pyarrow write a table as a directory of part files."""
+    d = table_path(tmp_path, "items")
+    d.mkdir()
+    pq.write_table(_items(), d / "part-0000.parquet")
+    pq.write_table(_items(item_id=["c", "d"]), d / "part-0001.parquet")
+    assert sorted(read_table(tmp_path, "items").column("item_id").to_pylist()) == ["a", "b", "c",
+                                                                                    "d"]

@@ -86,7 +86,9 @@ _SOURCE = {
 
 def _candidates(workdir: str | os.PathLike, name: str) -> list[Path]:
     base = Path(workdir)
-    return [p for p in (base / f"{name}.parquet", base / f"{name}.csv") if p.is_file()]
+    parquet, csv = base / f"{name}.parquet", base / f"{name}.csv"
+    # a parquet table may be a directory of part files (Spark, pyarrow datasets)
+    return [p for p in (parquet, csv) if p.is_file() or (p is parquet and p.is_dir())]
 
 
 def has_table(workdir: str | os.PathLike, name: str) -> bool:
