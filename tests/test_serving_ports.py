@@ -128,3 +128,12 @@ def test_harness_readiness_is_tied_to_the_serve_process(tmp_path):
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_cluster_transformer_entry_point_refuses_a_busy_port(busy_port, capsys):
+    from serendip.platform.serving.transformer import main
+
+    assert main(["--predictor_host", "127.0.0.1:1", "--host", "127.0.0.1",
+                 "--http_port", str(busy_port), "--grpc_port", str(_free())]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--http_port" in err[0] and "in use" in err[0]

@@ -39,6 +39,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from serendip.errors import SerendipError
+    from serendip.platform.serving.ports import check_ports_free
+
+    try:                              # before Feast and the catalogue load: one line, exit 2
+        check_ports_free(args.host, [("--http_port", args.http_port),
+                                     ("--grpc_port", args.grpc_port)])
+    except SerendipError as e:
+        print(f"recommend transformer: {e}", file=sys.stderr, flush=True)
+        return 2
     from serendip.platform.serving.kserve_server import LoopbackModelServer, RecommendTransformer
     from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
     from serendip.serving_core import ClusterCache
