@@ -119,7 +119,7 @@ def export_recommend_snapshot(workdir: str | os.PathLike, repository: str | os.P
             if not has_table(wd, name):
                 continue
             src = find_table(wd, name)
-            if src.suffix == ".parquet":
+            if src.suffix == ".parquet" and src.is_file():
                 shutil.copy2(src, weights / src.name)
             else:
                 atomic_write_parquet(read_table(wd, name), table_path(weights, name))

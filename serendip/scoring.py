@@ -532,7 +532,7 @@ def prepare_state(state_dir: str | os.PathLike, data_dir: str | os.PathLike,
         extra = read_table(state, "item_clusters")
     src_items = find_table(data, "items")                   # parquet or CSV
     if src_items.resolve() != table_path(state, "items").resolve():
-        if src_items.suffix == ".parquet":
+        if src_items.suffix == ".parquet" and src_items.is_file():
             shutil.copyfile(src_items, state / ".items.parquet.tmp")
             os.replace(state / ".items.parquet.tmp", table_path(state, "items"))
         else:

@@ -266,3 +266,21 @@ def test_scoring_state_resolves_media_against_the_data_dir(csv_wd, tmp_path, mon
     assert result.table.num_rows == 4 and len(pred.loaded) == 4
     assert all(Path(p).parent == csv_wd.resolve() / "media" for p in pred.loaded)
     assert ItemCatalog(state)("001")["base_dir"] == str(csv_wd.resolve())
+
+
+def test_scoring_state_from_a_parquet_dataset_directory(tmp_path):
+    """items.parquet as a directory of part files is copied as a table, not as one file."""
+    import pyarrow.parquet as pq
+
+    from serendip.scoring import prepare_state
+
+    data, tree = tmp_path / "data", tmp_path / "tree"
+    (data / "items.parquet").mkdir(parents=True)
+    pq.write_table(pa.table({"item_id": ["001"], "title": ["t"], "impressions": [1]}),
+                   data / "items.parquet" / "part-0.parquet")
+    tree.mkdir()
+    for name, text in (("clusters", CLUSTERS_CSV), ("item_clusters", ITEM_CLUSTERS_CSV)):
+        (tree / f"{name}.csv").write_text(text)
+    (tree / "cluster_tree").mkdir()
+    state = prepare_state(tmp_path / "state", data, tree)
+    assert read_table(state, "items").column("item_id").to_pylist() == ["001"]
