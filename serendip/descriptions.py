@@ -363,6 +363,8 @@ def describe_clusters(titles: list[str | None], nodes: np.ndarray, ids: list[lis
     descriptions: dict[str, str] = {}
     used: set[str] = set()
     lenient = stop - TITLE_FILLER
+    label_words = {t for text in set(_labels_text(labels)) for t in tokenize(text)} \
+        if labels is not None else set()
     heads: dict[str, str] = {}
 
     member_index: dict[int, tuple[dict[str, int], np.ndarray, np.ndarray]] = {}
@@ -432,7 +434,10 @@ def describe_clusters(titles: list[str | None], nodes: np.ndarray, ids: list[lis
             k = max(1, int(cfg.description_words))
             options[cid] = [[t] for t in own[1:k]] + [[w] for w in grounded_parent] + \
                 [[t] for t in own[k:]] + [[t] for t in others]
-            loose[cid] = sorted((t for t in c if " " not in t), key=lambda t: (-c[t], t))
+            # spent clusters: a label word of some member first (the issue's "or in the item
+            # labels"), then a title word fewer members use
+            loose[cid] = sorted((t for t in c if " " not in t),
+                                key=lambda t: (t not in label_words, -c[t], t))
             borrowed[cid] = ancestors
         for _ in range(64):
             current = {cid: _compose(state[cid], []) for cid in ids[lvl]}
@@ -514,7 +519,9 @@ def grounding_report(descriptions: dict[str, str], titles: list[str | None], nod
 
     Returns:
         ``{"clusters", "grounded_share"`` (every word in >= ``min_share`` of the members'
-        titles or labels), ``"in_members_share"`` (every word in at least one member),
+        titles or labels), ``"grounded_or_in_labels_share"`` (every word in >= ``min_share``
+        of them, or in some member's labels: issue 14's reading), ``"in_members_share"``
+        (every word in at least one member),
         ``"ends_in_number"``, ``"ungrounded"`` (up to 20 cluster ids), ``"min_share"}``.
     """
     import scipy.sparse as sp
@@ -527,12 +534,18 @@ def grounding_report(descriptions: dict[str, str], titles: list[str | None], nod
                       shape=(n, len(vocab)))
     x.data[:] = 1
     col = {w: j for j, w in enumerate(vocab)}
-    grounded = in_members = ends = 0
+    lab_x = None
+    if labels is not None:       # the labels' own tokens, for the "or in the labels" reading
+        lab_pairs = _unique_pairs(item_of[item_of >= n] - n, tid[item_of >= n])
+        lab_x = sp.csr_matrix((np.ones(lab_pairs.shape[1], np.int64),
+                               (lab_pairs[0], lab_pairs[1])), shape=(n, len(vocab)))
+    grounded = in_members = ends = title_or_label = 0
     bad: list[str] = []
     for lvl in range(len(ids)):
         m = sp.csr_matrix((np.ones(n, np.int64), (nodes[:, lvl], np.arange(n))),
                           shape=(len(ids[lvl]), n))
         per = (m @ x).tocsr()
+        lab_per = (m @ lab_x).tocsr() if lab_x is not None else None
         size = np.bincount(nodes[:, lvl], minlength=len(ids[lvl]))
         for i, cid in enumerate(ids[lvl]):
             if cid not in descriptions:
@@ -546,9 +559,16 @@ def grounding_report(descriptions: dict[str, str], titles: list[str | None], nod
                 grounded += 1
             else:
                 bad.append(cid)
+            if lab_x is not None:
+                lab_hit = [w in col and lab_per[i, col[w]] > 0 for w in words]
+                title_or_label += all(sh >= min_share - 1e-9 or hit
+                                      for sh, hit in zip(share, lab_hit))
             in_members += all(sh > 0 for sh in share)
             ends += bool(re.search(r"\d$", words[-1]) or _ROMAN.match(words[-1]))
     k = max(len(descriptions), 1)
+    if lab_x is None:
+        title_or_label = grounded
     return {"clusters": len(descriptions), "grounded_share": round(grounded / k, 4),
+            "grounded_or_in_labels_share": round(title_or_label / k, 4),
             "in_members_share": round(in_members / k, 4), "ends_in_number": ends,
             "ungrounded": bad[:20], "min_share": min_share}
