@@ -165,3 +165,14 @@ def test_translate_sorts_client_mistakes_from_server_faults():
     down = registry.translate(MlflowException(
         "API request to http://127.0.0.1:1/api/2.0/x failed with exception Max retries exceeded"))
     assert isinstance(down, ServiceError) and "did not answer" in str(down)
+
+
+def test_each_workdir_gets_its_own_default_store(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri writes the URI into MLFLOW_TRACKING_URI: the second work dir
+    of a process used to land in the first one's store (seen in the bad-input catalogue)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert registry.setup(a).endswith(f"{a.resolve()}/mlflow/mlflow.db")
+    assert registry.setup(b).endswith(f"{b.resolve()}/mlflow/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mine.db'}")
+    assert registry.setup(a) == f"sqlite:///{tmp_path / 'mine.db'}"     # the user's setting wins

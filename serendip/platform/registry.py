@@ -42,12 +42,16 @@ def _first_line(e: BaseException) -> str:
 
 
 def _tracking_uri() -> str:
+    """The tracking URI in use, for messages (credentials in it masked)."""
+    import re
+
     try:
         import mlflow
 
-        return mlflow.get_tracking_uri()
+        uri = mlflow.get_tracking_uri()
     except Exception:  # pragma: no cover - mlflow itself broken
-        return os.environ.get("MLFLOW_TRACKING_URI", "?")
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "?")
+    return re.sub(r"//[^/@]*@", "//***@", str(uri))
 
 
 def translate(e: BaseException, what: str = "MLflow") -> SerendipError:
@@ -141,6 +145,9 @@ def default_uri(workdir: str | os.PathLike) -> str:
     return f"sqlite:///{db}"
 
 
+_DEFAULTED: set[str] = set()       # work-dir default URIs this process chose itself
+
+
 def setup(workdir: str | os.PathLike | None = None) -> str:
     """Point MLflow at the run's store; returns the tracking URI in use."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
@@ -164,11 +171,16 @@ def setup(workdir: str | os.PathLike | None = None) -> str:
     warnings.filterwarnings("ignore", message=".*input example was not provided.*")
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and uri in _DEFAULTED and workdir is not None:
+        # mlflow.set_tracking_uri writes the URI back into the environment: a default chosen
+        # for another work directory earlier in this process is not the user's setting
+        uri = None
     if not uri:
         if workdir is None:
             raise ConfigError("no MLflow store", field="workdir",
                               fix="pass --workdir or set MLFLOW_TRACKING_URI")
         uri = default_uri(workdir)
+        _DEFAULTED.add(uri)
     check_uri(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
