@@ -8,12 +8,13 @@ from components import COMPONENT_KW
 
 @dsl.component(**COMPONENT_KW)
 def cluster(data: Input[Dataset], tree: Output[Dataset], metrics: Output[Metrics],
-            branching: str = "8/8/8/8", settings: dict = None) -> str:
+            branching: str = "auto", settings: dict = None) -> str:
     """Embed the items of ``data`` (a directory with items.parquet) and build the tree.
 
     ``tree`` becomes a directory with embeddings.parquet, cluster_tree/, clusters.parquet and
     item_clusters.parquet; ``settings`` holds ClusterConfig fields (``embedding.<field>`` for
-    EmbeddingConfig). Returns the tree's balance statistics as JSON.
+    EmbeddingConfig). ``branching="auto"`` follows the catalogue size; the branching used is
+    recorded in the tree's metadata. Returns the tree's balance statistics as JSON.
     """
     import json
 
@@ -21,7 +22,9 @@ def cluster(data: Input[Dataset], tree: Output[Dataset], metrics: Output[Metrics
 
     cfg, emb = cluster_configs({**(settings or {}), "branching": branching})
     result = cluster_stage(data.path, tree.path, cfg, emb)
-    tree.metadata.update({"branching": branching, "clusters": sum(len(i) for i in result.ids)})
+    used = "/".join(str(b) for b in result.config.branching)
+    tree.metadata.update({"branching": used, "branching_requested": branching,
+                          "clusters": sum(len(i) for i in result.ids)})
     for level, stats in result.stats.items():
         if level.startswith("level"):
             metrics.log_metric(f"{level}_sibling_traffic_ratio_worst",

@@ -42,7 +42,7 @@ class Outputs(NamedTuple):
               description="Cluster tree, serendipitous curation, MLLM fine-tuning with a "
                           "promotion gate, sequence retriever, Triton export.")
 def training_pipeline(data_uri: str, mlflow_uri: str = "",
-                      branching: str = "8/8/8/8", cluster_settings: dict = {},
+                      branching: str = "auto", cluster_settings: dict = {},
                       level: int = 3, delta: int = 1, top_k: int = 10,
                       strategy: str = "cot", n_frames: int = 4, use_thumbnail: bool = False,
                       curation_settings: dict = {}, finetune_settings: dict = {},

@@ -275,3 +275,14 @@ def test_cluster_cli_default_branching_is_auto_and_printed(synth_dir, tmp_path, 
     chosen = "/".join(map(str, tree.config.branching))
     assert f"branching (auto): {chosen}" in out and chosen != "8/8/8/8"
     assert json.loads(out[out.index("{"):])["branching"] == list(tree.config.branching)
+
+
+def test_pipeline_and_component_default_branching_is_auto():
+    """The same default everywhere a tree is built (the KFP component and training pipeline
+    defaulted to 8/8/8/8 before)."""
+    pytest.importorskip("kfp")
+    from components.cluster import cluster
+    from pipelines.training import training_pipeline
+
+    assert cluster.component_spec.inputs["branching"].default == "auto"
+    assert training_pipeline.component_spec.inputs["branching"].default == "auto"
