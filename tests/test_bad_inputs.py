@@ -257,7 +257,53 @@ CASES: list[Case] = [
     Case("score-model-not-found", "cli settings", "--model naming no directory",
          ["score", "--workdir", "{wd}", "--model", "{wd}/no-model"], "--model", tables()),
 
+    Case("finetune-steps-not-integer", "cli settings", "a fractional step count",
+         ["finetune", "--workdir", "{wd}", "--set", "steps=1.5"], "steps"),
+    Case("finetune-lora-targets-not-list", "cli settings", "one LoRA target given as a word "
+         "(it was split into letters)", ["finetune", "--workdir", "{wd}", "--set",
+                                         "lora_targets=q_proj"], "lora_targets"),
+    Case("finetune-reasoning-budget", "cli settings", "a chain-of-thought budget too short "
+         "for the answer marker (failed after 50 steps)",
+         ["finetune", "--workdir", "{wd}", "--set", "reasoning_tokens=1"], "reasoning_tokens"),
+    Case("finetune-tiny-heads", "cli settings", "attention heads not dividing the hidden size",
+         ["finetune", "--workdir", "{wd}", "--set", "tiny.text_heads=3"], "tiny.text_heads"),
+    Case("finetune-base-model-number", "cli settings", "a base model YAML reads as a number",
+         ["finetune", "--workdir", "{wd}", "--set", "base_model=123"], "base_model"),
+    Case("train-retriever-heads", "cli settings", "retriever heads not dividing dim",
+         ["train-retriever", "--workdir", "{wd}", "--set", "heads=3"], "heads"),
+    Case("train-retriever-epochs-fraction", "cli settings", "a fractional epoch count",
+         ["train-retriever", "--workdir", "{wd}", "--set", "epochs=2.5"], "epochs"),
+
     # --- registry ---
+    Case("promote-unknown-version", "registry", "promote a version that does not exist",
+         ["promote", "--workdir", "{wd}", "--version", "99"], "version",
+         lambda wd: _registry_store(wd, 1)),
+    Case("promote-unknown-model", "registry", "promote a model name nobody registered",
+         ["promote", "--workdir", "{wd}", "--name", "nope"], "name",
+         lambda wd: _registry_store(wd, 1)),
+    Case("promote-unknown-alias", "registry", "promote by an alias no version has",
+         ["promote", "--workdir", "{wd}", "--version", "@nope"], "alias",
+         lambda wd: _registry_store(wd, 1)),
+    Case("promote-metric-not-recorded", "registry", "gate on a metric no version recorded",
+         ["promote", "--workdir", "{wd}", "--metric", "nope"], "metric",
+         lambda wd: _registry_store(wd, 2, champion="1", challenger="2")),
+    Case("score-unknown-alias", "registry", "score with a registry alias no version has",
+         ["score", "--workdir", "{wd}", "--model", "models:/serendip-mllm@nope"], "alias",
+         lambda wd: _registry_store(wd, 1)),
+    Case("export-no-champion", "registry", "export from the registry before any promotion",
+         ["export", "--workdir", "{wd}", "--source", "registry"], "alias",
+         lambda wd: _registry_store(wd, 1)),
+    Case("tracking-uri-unknown-scheme", "registry", "MLFLOW_TRACKING_URI with a scheme MLflow "
+         "does not know", ["promote", "--workdir", "{wd}"], "MLFLOW_TRACKING_URI",
+         lambda wd: wd.mkdir(parents=True),
+         run=lambda wd: _with_env({"MLFLOW_TRACKING_URI": "mlfow://host:5000"},
+                                  ["promote", "--workdir", str(wd)])),
+    Case("tracking-uri-no-host", "registry", "MLFLOW_TRACKING_URI=http:// without a host",
+         ["promote", "--workdir", "{wd}"], "MLFLOW_TRACKING_URI",
+         lambda wd: wd.mkdir(parents=True),
+         run=lambda wd: _with_env({"MLFLOW_TRACKING_URI": "http://"},
+                                  ["promote", "--workdir", str(wd)])),
+
 
     # --- serving ---
     Case("serve-workdir-missing", "serving", "serve a work directory that does not exist",
@@ -281,6 +327,48 @@ CASES: list[Case] = [
                                         "FEAST_REDIS_CONNECTION_STRING": "127.0.0.1:1",
                                         "SERENDIP_FEAST_KEY_TTL_S": "soon"})),
 ]
+
+
+def _registry_store(wd: Path, versions: int, champion: str | None = None,
+                    challenger: str | None = None) -> None:
+    """The work directory's own MLflow store with ``versions`` versions of serendip-mllm
+    (bare model versions: the registry calls under test never load them)."""
+    wd.mkdir(parents=True, exist_ok=True)
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        from mlflow import MlflowClient
+
+        from serendip.platform import registry
+
+        registry.setup(wd)
+        client = MlflowClient()
+        client.create_registered_model(registry.MLLM)
+        for _ in range(versions):
+            client.create_model_version(registry.MLLM, source=(wd / "model").as_uri())
+        for alias, version in (("champion", champion), ("challenger", challenger)):
+            if version:
+                client.set_registered_model_alias(registry.MLLM, alias, version)
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _with_env(env: dict, argv: list[str]) -> tuple[int, str]:
+    from serendip.cli import main
+
+    saved = {k: os.environ.get(k) for k in env}
+    err = io.StringIO()
+    try:
+        os.environ.update(env)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return code, err.getvalue()
 
 
 def _serve_on_busy_port(wd: Path) -> tuple[int, str]:

@@ -446,8 +446,12 @@ def resolve_version(name: str, ref: str) -> str:
     except MlflowException as e:
         if e.error_code not in CLIENT_CODES:
             raise
+        fix = {CHAMPION: "run serendip promote first (it sets @champion)",
+               CHALLENGER: "register a version first (serendip finetune / train-retriever "
+                           "set @challenger)"}.get(
+            alias, f"use @{CHAMPION}, @{CHALLENGER} or a version number")
         raise SerendipError(f"{name} has no version with alias @{alias}", field="alias",
-                            fix="run serendip finetune (sets @challenger) first") from None
+                            fix=fix) from None
 
 
 @_translated
