@@ -14,7 +14,9 @@ primary genre (NMI, ARI; :func:`serendip.labels.label_agreement`):
 
 Targets: combined NMI at levels 1–3 ≥ 1.5 × the title-only tree measured before issue 14
 (0.034 / 0.055 / 0.104) and ≥ 2 × a shuffled tree (0.011 / 0.027 / 0.075). Also times the
-pretrained image block per item. Skipped (``{"skipped": ...}``) when the data set is absent.
+pretrained image block per item (fresh and cached) against the hand-made blocks, and checks the
+synthetic platform's taxonomy recovery (ARI per level) before/after. Skipped
+(``{"skipped": ...}``) when the data set is absent.
 """
 
 from __future__ import annotations
@@ -101,6 +103,46 @@ def image_cost(n: int = 16) -> dict:
     return out
 
 
+BEFORE_WEIGHTS = dict(w_text=0.3, w_image=0.0, w_behaviour=0.0, w_shape=1.0, w_colour=1.0,
+                      w_texture=0.6, w_layout=0.2)   # the pre-issue-14 blocks and weights
+
+
+def synthetic_ari() -> dict:
+    """Taxonomy recovery (ARI per level against the truth) on the test suite's synthetic
+    platform (600 items, 2/2/3/2): the blocks and weights before issue 14 vs the defaults,
+    with and without interactions."""
+    import pyarrow.parquet as pq
+    from sklearn.metrics import adjusted_rand_score
+
+    from serendip.data.io import read_table
+    from serendip.data.synth import SynthConfig, write_synth
+    from serendip.embeddings import EmbeddingConfig, embed_catalogue
+    from serendip.tree import ClusterConfig, build_cluster_tree
+
+    branching = (2, 2, 3, 2)
+    out: dict = {"items": 600, "branching": list(branching)}
+    with tempfile.TemporaryDirectory() as d:
+        write_synth(SynthConfig(items=600, users=200, interactions=8000, seed=7,
+                                branching=branching), d)
+        items, inter = read_table(d, "items"), read_table(d, "interactions")
+        truth = pq.read_table(Path(d) / "truth" / "item_topics.parquet").to_pandas()
+        truth = truth.set_index("item_id").loc[items.column("item_id").to_pylist()]
+        for name, over, use_inter in (("before", BEFORE_WEIGHTS, False),
+                                      ("default_no_interactions", {}, False),
+                                      ("default", {}, True)):
+            t0 = time.perf_counter()
+            emb, _ = embed_catalogue(items, EmbeddingConfig(**over),
+                                     interactions=inter if use_inter else None)
+            embed_s = time.perf_counter() - t0
+            tree = build_cluster_tree(items, emb, ClusterConfig(branching=branching, seed=0))
+            ic = tree.item_clusters.to_pandas()
+            out[name] = {f"level{lvl}": round(float(adjusted_rand_score(
+                truth[t].to_numpy(), ic[f"c{lvl}"])), 3)
+                for lvl, t in ((1, "l1"), (2, "l2"), (3, "l3"), (4, "leaf"))}
+            out[name]["embed_s"] = round(embed_s, 1)
+    return out
+
+
 def run(quick: bool = False) -> dict:
     from serendip.data.io import read_table
     from serendip.data.recbole import import_recbole
@@ -138,4 +180,5 @@ def run(quick: bool = False) -> dict:
                                  v["need_vs_shuffled_now"]) for v in result["targets"].values())
     if not quick:
         result["image_cost"] = image_cost()
+        result["synthetic_ari"] = synthetic_ari()
     return result
