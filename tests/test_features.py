@@ -156,3 +156,26 @@ def test_rows_that_leave_the_offline_table_leave_the_online_store(tmp_path):
     # nothing left: an incremental sync after the rebuild keeps the store as is
     assert features.sync(tmp_path)["materialized"]["item_serendipity"]["mode"] == "incremental"
     assert not features.rebuild_marker(tmp_path, "item_serendipity").exists()
+
+
+def test_direct_sqlite_reader_matches_feast(tmp_path):
+    """Triton's recommend reads the sqlite online store directly (no Feast in its venv): same
+    rows and misses as Feast, also right after a re-score removed rows — so the transformer
+    and Triton agree while both keep running (issue 12 case 8)."""
+    from serendip.platform import features
+    from serendip.platform.serving.lookup import ClusterLookup, DirectOnline
+    from tests.serving_redis import write_scores
+
+    ids = ["v1", "é-2", "x" * 200, "v4"]
+    write_scores(tmp_path, ids, "m1", clusters=("3.1.0", "3.2.1"))
+    features.sync(tmp_path)
+    db = features.repo_dir(tmp_path) / "data" / "online_store.db"
+    direct = DirectOnline(sqlite_path=db)
+    asked = ids + ["nope"]
+    assert direct.get(asked) == features.OnlineFeatures(tmp_path).get(asked)
+    lookup = ClusterLookup(tmp_path, "table", sqlite_online=db)
+    assert lookup.kind == "feast" and lookup("v1") == ClusterLookup(tmp_path, "feast")("v1")
+    write_scores(tmp_path, ids[:1], "m2", clusters=("9.0.0",))
+    features.sync(tmp_path)                              # table dropped and re-created
+    assert direct.get(asked) == features.OnlineFeatures(tmp_path).get(asked)
+    assert lookup("v1").cluster_id == "9.0.0" and lookup("v4") is None

@@ -18,18 +18,26 @@ class TritonPythonModel:
         meta = json.loads((weights / "snapshot.json").read_text())
         self.outputs = {"mllm": [t.name for t in MLLM.outputs],
                         "retriever": [t.name for t in RETRIEVER.outputs]}
-        # Feast on Redis (SERENDIP_FEAST_ONLINE_STORE=redis): read the same online rows as the
-        # KServe transformer, straight from Redis (Feast cannot live in this numpy<2 venv);
-        # else the snapshot of item_serendipity exported with this model
-        redis = os.environ.get("FEAST_REDIS_CONNECTION_STRING") if os.environ.get(
-            "SERENDIP_FEAST_ONLINE_STORE", "").strip().lower() == "redis" else None
-        lookup = ClusterLookup(weights, "table", redis_connection=redis)
+        # the online rows the KServe transformer reads, read directly (Feast cannot live in
+        # this numpy<2 venv): Redis when SERENDIP_FEAST_ONLINE_STORE=redis, else the work
+        # directory's sqlite online store; the exported snapshot only when `serve` was told
+        # --features table (SERENDIP_SERVE_FEATURES) or there is no store
+        features = os.environ.get("SERENDIP_SERVE_FEATURES", "auto")
+        redis = sqlite = None
+        if features != "table":
+            if os.environ.get("SERENDIP_FEAST_ONLINE_STORE", "").strip().lower() == "redis":
+                redis = os.environ.get("FEAST_REDIS_CONNECTION_STRING")
+            elif meta.get("media_base"):
+                db = Path(meta["media_base"]) / "feature_repo" / "data" / "online_store.db"
+                sqlite = str(db) if db.exists() else None
+        lookup = ClusterLookup(weights, "table", redis_connection=redis, sqlite_online=sqlite)
         catalog = ItemCatalog(weights, base_dir=meta.get("media_base"))
         self.flow = RecommendFlow(lookup, catalog, self._predict, self._retrieve,
                                   ClusterCache(ttl_s=float(meta.get("cache_ttl_s", 300))))
         pb_utils.Logger.log_info(
             f"recommend: {len(catalog)} items, clusters from "
             + ("Feast's Redis online store" if redis else
+               f"Feast's sqlite online store {sqlite}" if sqlite else
                f"a snapshot of {meta.get('scored_items')} scored items"))
 
     async def _bls(self, model, arrays):

@@ -149,3 +149,38 @@ class FeastRedisReader:
                 continue
             out.append({f: decode_value(v) for f, v in zip(self.features, values[:-1])})
         return out
+
+
+class FeastSqliteReader:
+    """Online rows of one Feast feature view straight from Feast's sqlite online store (table
+    ``<project>_<view>``: one row per entity key and feature, the value a serialized
+    ``feast.types.Value``), read-only — the embedded default's counterpart of
+    :class:`FeastRedisReader`, so Triton's ``recommend`` reads the store the transformer reads
+    instead of a snapshot that goes stale after a re-score."""
+
+    def __init__(self, path: str, features: Sequence[str], view: str = "item_serendipity",
+                 project: str = "serendip", join_key: str = "item_id"):
+        import sqlite3
+        from pathlib import Path
+
+        self.features, self.join_key = tuple(features), join_key
+        self.table = f"{project}_{view}"
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=1.0)
+
+    def get(self, ids: Sequence[str]) -> list[dict | None]:
+        """Per id: ``{feature: value}``, or None when the store has no row for it."""
+        keys = [entity_key(self.join_key, str(i)) for i in ids]
+        rows: dict[bytes, dict] = {}
+        if keys:
+            marks = ",".join("?" * len(keys))
+            for key, name, value in self.conn.execute(
+                    f'SELECT entity_key, feature_name, value FROM "{self.table}" '  # noqa: S608
+                    f"WHERE entity_key IN ({marks})", keys):
+                if name in self.features:
+                    rows.setdefault(bytes(key), {})[name] = decode_value(value)
+        out: list[dict | None] = []
+        for k in keys:
+            got = rows.get(k)
+            out.append(None if got is None else {f: got.get(f) for f in self.features})
+        return out

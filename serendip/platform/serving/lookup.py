@@ -33,15 +33,17 @@ class ClusterLookup:
 
     def __init__(self, workdir: str | os.PathLike | None = None, source: str = "auto",
                  feature_repo: str | os.PathLike | None = None, retry_after_s: float = 2.0,
-                 redis_connection: str | None = None):
+                 redis_connection: str | None = None,
+                 sqlite_online: str | os.PathLike | None = None):
         self.kind = "none"
         self.retry_after_s = retry_after_s
         self._down_until = 0.0
         self._down_reason = ""
         self._online = None
         self._table: dict[str, ClusterChoice] = {}
-        if redis_connection:          # Feast's Redis store read directly (Triton's venv)
-            self._online = RedisOnline(redis_connection)
+        if redis_connection or sqlite_online:   # Feast's store read directly (Triton's venv)
+            self._online = DirectOnline(redis_connection=redis_connection,
+                                        sqlite_path=sqlite_online)
             self.kind = "feast"
             return
         repo = Path(feature_repo) if feature_repo else (
@@ -102,20 +104,26 @@ class ClusterLookup:
         return str(row.get(f"c{level}_description") or "")
 
 
-class RedisOnline:
-    """:class:`~serendip.platform.features.OnlineFeatures`' ``get`` over Feast's Redis layout
-    without Feast (:mod:`.feast_redis`): same rows, same explicit misses."""
+class DirectOnline:
+    """:class:`~serendip.platform.features.OnlineFeatures`' ``get`` over Feast's Redis or
+    sqlite online-store layout without Feast (:mod:`.feast_redis`): same rows, same explicit
+    misses."""
 
-    def __init__(self, connection_string: str):
+    def __init__(self, redis_connection: str | None = None,
+                 sqlite_path: str | os.PathLike | None = None):
         from serendip.platform.features import FEATURES
-        from serendip.platform.serving.feast_redis import FeastRedisReader
+        from serendip.platform.serving.feast_redis import FeastRedisReader, FeastSqliteReader
 
         self.features = FEATURES
-        self.readers = {v: FeastRedisReader(connection_string, f, view=v)
-                        for v, f in FEATURES.items()}
+        if redis_connection:
+            self.readers = {v: FeastRedisReader(redis_connection, f, view=v)
+                            for v, f in FEATURES.items()}
+        else:
+            self.readers = {v: FeastSqliteReader(str(sqlite_path), f, view=v)
+                            for v, f in FEATURES.items()}
 
     def get(self, item_ids, views=("item_serendipity",)) -> list[dict]:
-        rows = [{"item_id": i, "missing_views": []} for i in item_ids]
+        rows: list[dict] = [{"item_id": i, "missing_views": []} for i in item_ids]
         for v in views:
             for row, got in zip(rows, self.readers[v].get(item_ids)):
                 vals = got or dict.fromkeys(self.features[v])
@@ -183,3 +191,7 @@ class ItemCatalog:
 
 def _rows(table: pa.Table) -> list[dict]:
     return table.to_pylist()
+
+
+def RedisOnline(connection_string: str) -> DirectOnline:  # noqa: N802 — reads as the class
+    return DirectOnline(redis_connection=connection_string)

@@ -132,6 +132,9 @@ def serve(cfg: ServeConfig) -> int:
     from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
     from serendip.serving_core import ClusterCache, MllmHandler, RetrieverHandler
 
+    # Triton's BLS recommend reads the same cluster source as the transformer (model.py)
+    os.environ["SERENDIP_SERVE_FEATURES"] = cfg.features if cfg.features != "auto" else (
+        "feast" if (wd / "feature_repo" / "feature_store.yaml").exists() else "table")
     triton = None
     if backend == "triton":   # launched first: its models load while we open Feast
         from serendip.platform.serving.triton import TritonServer
