@@ -169,6 +169,8 @@ CASES: list[Case] = [
          VALIDATE, "items.impressions", csv("items", "item_id,title,impressions\nv1,t,NA\n")),
     Case("items-csv-ragged-row", "tables", "a CSV row with an extra field",
          VALIDATE, "items", csv("items", "item_id,title,impressions\nv1,t,1,extra\n")),
+    Case("items-csv-semicolons", "tables", "a semicolon-separated CSV (European Excel)",
+         VALIDATE, "items", csv("items", "item_id;title;impressions\nv1;t;1\n")),
     Case("items-csv-newer-than-parquet", "tables",
          "an edited items.csv beside an older items.parquet",
          VALIDATE, "items", lambda wd: (tables()(wd), os.utime(wd / "items.parquet", (1, 1)),

@@ -120,9 +120,16 @@ def _read_any(path: Path | str, name: str) -> pa.Table:
     try:
         if str(path).endswith(".csv"):
             text_cols = {f.name: pa.string() for f in SCHEMAS.get(name, [])}
-            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
                 column_types=text_cols, strings_can_be_null=True, null_values=[""],
                 quoted_strings_can_be_null=False))
+            sep = next((c for c in ";\t|" if table.num_columns == 1
+                        and c in table.column_names[0]), None)
+            if sep is not None:
+                raise SchemaError(name, None, f"{path.name} has one column "
+                                  f"{table.column_names[0][:60]!r}: it is separated by {sep!r}",
+                                  "write the CSV comma-separated (lists inside a cell use ';')")
+            return table
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise SchemaError(name, None, f"cannot be read from {path}: {str(e).splitlines()[0]}",
