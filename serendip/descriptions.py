@@ -84,7 +84,7 @@ def _strip_accents(word: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _base_stopwords() -> frozenset[str]:
+def _base_stopwords(with_filler: bool = True) -> frozenset[str]:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
     from stop_words import get_stop_words
 
@@ -98,7 +98,8 @@ def _base_stopwords() -> frozenset[str]:
                 words.add(t)
                 words.add(_strip_accents(t))
     words -= _KEEP_ENGLISH
-    return frozenset(words | set(ENGLISH_STOP_WORDS) | TITLE_FILLER | UNITS)
+    words |= set(ENGLISH_STOP_WORDS)
+    return frozenset(words | TITLE_FILLER | UNITS) if with_filler else frozenset(words)
 
 
 def stopwords(extra: tuple[str, ...] | list[str] = ()) -> frozenset[str]:
@@ -362,7 +363,7 @@ def describe_clusters(titles: list[str | None], nodes: np.ndarray, ids: list[lis
         sizes.update({cid: int(c) for cid, c in zip(ids[lvl], cnt)})
     descriptions: dict[str, str] = {}
     used: set[str] = set()
-    lenient = stop - TITLE_FILLER
+    lenient = stop - (TITLE_FILLER - _base_stopwords(with_filler=False))   # filler, not stop words
     label_words = {t for text in set(_labels_text(labels)) for t in tokenize(text)} \
         if labels is not None else set()
     heads: dict[str, str] = {}
