@@ -383,7 +383,8 @@ def describe_clusters(titles: list[str | None], nodes: np.ndarray, ids: list[lis
         scale = min(1.0, cap / max(len(members), 1))
         words = Counter(w for i in members[:cap] for w in set(tokenize(titles[i]))
                         if is_term(w, lenient))
-        return [w for w, k in words.most_common() if k >= need * scale]
+        return [w for w, k in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))
+                if k >= need * scale]
 
     for lvl in range(len(ids)):
         counts = level_counts[lvl]
