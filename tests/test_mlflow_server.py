@@ -4,7 +4,7 @@ fine-tune → register → @challenger → gate → @champion → export by
 ``models:/serendip-mllm@champion``, the same for the retriever; two clients registering at once;
 the server stopping mid-run. Also issue 17 item 6 (KFP run id tags, dataset inputs).
 
-The server (``tests/mlflow_server.py``) binds 127.0.0.1 on a free port with its own sqlite
+The server (``serendip/platform/mlflow_server.py``) binds 127.0.0.1 on a free port with its own sqlite
 store and artifact root, and is stopped by its PID (process group) — once per module."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from mlflow_server import start_mlflow_server
 from mllm_truth import TEST_TINY, write_truth_workdir
 
 from serendip import cli
@@ -20,6 +19,7 @@ from serendip.prompts import PromptConfig
 
 pytest.importorskip("mlflow")
 from serendip.platform import registry  # noqa: E402
+from serendip.platform.mlflow_server import start_mlflow_server  # noqa: E402
 
 TINY_SETS = sum((["--set", f"tiny.{k}={v}"] for k, v in TEST_TINY.items()), [])
 FINETUNE = ["--quiet", "--set", "steps=16", "--set", "batch_size=8", "--set", "eval_every=8",

@@ -1,7 +1,8 @@
-"""Test helper: a real ``mlflow server`` on 127.0.0.1 (a free port), its own sqlite backend
-store and artifact root, ``--serve-artifacts`` (clients upload and download artifacts over
-HTTP, as against a platform team's server). Started in its own process group and stopped by
-that PID."""
+"""A local ``mlflow server`` for tests and benchmarks: bound to 127.0.0.1 on a free port, its own
+sqlite backend store and artifact root, ``--serve-artifacts`` (clients upload and download
+artifacts over HTTP, as against a platform team's server). Started in its own process group and
+stopped by that PID. Point Serendip at it (or at any server) with
+``MLFLOW_TRACKING_URI=http://HOST:PORT``."""
 
 from __future__ import annotations
 
