@@ -134,3 +134,24 @@ def test_redis_going_away_mid_run_and_coming_back(tmp_path, redis_env):  # noqa:
         assert got is not None and got.cluster_id == "1.0.0" and got.source == "feast"
     finally:
         back.stop()
+
+
+def test_score_cli_materializes_into_redis(tmp_path, redis_env):  # noqa: F811
+    """`serendip score` with SERENDIP_FEAST_ONLINE_STORE=redis: the same command as in
+    production writes item_serendipity and its rows into Redis (and nowhere else)."""
+    from serendip.cli import main
+    from serendip.data.io import read_table
+    from serendip.platform import features
+    from serendip.scoring_fixture import ScoringFixtureConfig, build_scoring_workdir
+
+    wd, model = build_scoring_workdir(tmp_path / "wd", ScoringFixtureConfig(items=60))
+    assert main(["score", "--workdir", str(wd), "--model", str(model), "--k", "2", "--quiet",
+                 "--batch-size", "16"]) == 0
+    rows = read_table(wd, "item_serendipity").to_pylist()
+    assert rows and not (features.repo_dir(wd) / "data" / "online_store.db").exists()
+    got = features.OnlineFeatures(wd).get([r["item_id"] for r in rows],
+                                          views=("item_serendipity", "item_clusters"))
+    for want, row in zip(rows, got):
+        assert row["found"] and row["cluster_ids"] == want["cluster_ids"]
+        assert row["model_version"] == want["model_version"] and row["c1"]
+    assert _client(redis_env).dbsize() >= len(rows)
