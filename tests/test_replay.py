@@ -160,6 +160,16 @@ def test_training_on_held_out_transitions_is_reported(replayed):
     assert s["heldout_in_training"] == s["n_cases"]
 
 
+def test_a_repeated_transition_is_not_a_leak_but_the_held_out_row_is():
+    from serendip.evaluation.replay import heldout_leak
+
+    full = _inter([("u1", "a", "b", 0.2, 10), ("u1", "b", "a", 0.4, 20),
+                   ("u1", "a", "b", 0.6, 30)])
+    train, held = split_interactions(full, ReplayConfig())
+    assert heldout_leak(train, held) == 0          # the same pair earlier, at another time
+    assert heldout_leak(full, held) == 1
+
+
 @pytest.mark.slow    # three CLI processes (~10 s of imports each on a loaded 2-core machine)
 def test_cli_replay_and_write_split(replayed, tmp_path):
     raw, wd, _, _, _ = replayed

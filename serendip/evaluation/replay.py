@@ -579,10 +579,11 @@ def replay_markdown(summary: dict, cfg: ReplayConfig | None = None) -> str:
 
 
 def heldout_leak(workdir_interactions: pa.Table | None, heldout: pa.Table) -> int:
-    """How many held-out transitions appear in the interactions the models were trained on."""
+    """How many held-out transitions appear in the interactions the models were trained on
+    (same user, items and time: the same transition repeated at another time is not a leak)."""
     if workdir_interactions is None or heldout.num_rows == 0:
         return 0
-    cols = ["user_id", "context_item_id", "next_item_id"]
+    cols = ["user_id", "context_item_id", "next_item_id", "ts"]
 
     def keys(t: pa.Table) -> set[tuple]:
         d = t.select(cols).to_pydict()
