@@ -149,7 +149,11 @@ def _image_placeholder(processor) -> str:
     have one (the Qwen-VL families: their M-RoPE positions take adjacent image tokens for one
     image, so images must be delimited as the family's own template does)."""
     tok = image_token(processor)
-    vocab = tokenizer_of(processor).get_vocab()
-    if all(t in vocab for t in VISION_SPAN):
-        return VISION_SPAN[0] + tok + VISION_SPAN[1]
-    return tok
+    tokenizer = tokenizer_of(processor)
+    key = len(tokenizer)
+    cached = getattr(tokenizer, "_serendip_vision_span", None)
+    if cached is None or cached[0] != key:  # get_vocab() copies the vocabulary: once per tokenizer
+        vocab = tokenizer.get_vocab()
+        cached = (key, all(t in vocab for t in VISION_SPAN))
+        tokenizer._serendip_vision_span = cached
+    return VISION_SPAN[0] + tok + VISION_SPAN[1] if cached[1] else tok
