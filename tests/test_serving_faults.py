@@ -246,3 +246,43 @@ def test_recommend_cli_tells_a_server_fault_from_a_bad_input(capsys):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_online_store_outage_is_answered_by_the_mllm_and_counted(wd, mllm, retr):
+    """Redis gone mid-run: the lookup fails fast (ServerFault); recommend answers from the MLLM
+    (not cached, so the store is used again once back), counts the error; an item the
+    catalogue does not know is then a 5xx, not the client's 400."""
+    from serendip.platform.serving.metrics import STORE_ERRORS
+
+    state = {"down": True}
+    item = scored_items(wd)[3]
+
+    def lookup(i):
+        if state["down"]:
+            raise ServerFault("online store read failed (ConnectionError: refused)")
+        return ClusterChoice(*_leaf(wd), "feast")
+
+    errors = []
+    flow = _flow(wd, mllm, retr, lookup)
+    flow.on_store_error = lambda: errors.append(1)
+    before = STORE_ERRORS.labels("recommend")._value.get()
+    rec = asyncio.run(flow.recommend(item, [], 5))
+    assert rec.source == "mllm" and rec.item_ids and len(errors) == 1
+    with pytest.raises(ServerFault, match="feature store is unavailable"):
+        asyncio.run(flow.recommend("no-such-item", [], 5))
+    state["down"] = False                                   # the store is back
+    assert asyncio.run(flow.recommend(item, [], 5)).source == "feast"
+    # the transformer wires the hook to its Prometheus counter
+    from serendip.platform.serving.kserve_server import RecommendTransformer
+    from serendip.platform.serving.lookup import ItemCatalog
+
+    async def predict(info):
+        return first_row_choice(mllm.infer([mllm_request(info)])[0])
+
+    async def retrieve(history, cluster_id, k):
+        return first_row_items(retr.infer([retriever_request(history, cluster_id, k)])[0])
+
+    state["down"] = True
+    model = RecommendTransformer(lookup, ItemCatalog(wd), predict, retrieve)
+    asyncio.run(model.flow.recommend(item, [], 5))
+    assert STORE_ERRORS.labels("recommend")._value.get() == before + 1
