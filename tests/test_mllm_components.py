@@ -29,7 +29,9 @@ def test_components_in_a_local_pipeline(synth_dir, tmp_path, monkeypatch):
     def stage(data_uri: str, mlflow_uri: str) -> str:
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
         ft = finetune(data=data.output, tree=data.output, examples=data.output,
-                      mlflow_uri=mlflow_uri, settings=settings)
+                      mlflow_uri=mlflow_uri, settings=settings,
+                      kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                      kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
         ev = evaluate(data=data.output, tree=data.output, examples=data.output,
                       model=ft.outputs["model"], mlflow_uri=mlflow_uri, k=2)
         return promote(mlflow_uri=mlflow_uri).after(ev).output
@@ -39,3 +41,14 @@ def test_components_in_a_local_pipeline(synth_dir, tmp_path, monkeypatch):
     task = stage(data_uri=str(wd), mlflow_uri=uri)
     result = json.loads(task.output)
     assert result["promoted"] and result["champion"] == "1"
+    # issue 17 item 6: the KFP run (kfp.local resolves the placeholders) is on the version,
+    # its MLflow run, and the run names its training tables as dataset inputs
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mv = client.get_model_version("serendip-mllm", "1")
+    assert mv.tags["kfp_run_id"] and not mv.tags["kfp_run_id"].startswith("{{")
+    assert mv.tags["kfp_run_name"].startswith("mllm-stage")
+    run = client.get_run(mv.run_id)
+    assert run.data.tags["kfp_run_id"] == mv.tags["kfp_run_id"]
+    assert {"examples", "items"} <= {d.dataset.name for d in run.inputs.dataset_inputs}
