@@ -226,3 +226,35 @@ def test_baselines_stage_on_a_workdir_compares_the_model(platform, tmp_path):
     for cs in (allp, cur):
         assert "model" in cs["methods"] and "diff_ci95" in cs["methods"]["model"]["recall"]
     assert "| model |" in rep["markdown"]
+
+
+class _CandPred(_Pred):
+    """Like _Pred, but ranks exactly the candidates it is given (reversed id order)."""
+
+    def predict(self, inputs, k=1, constrained=True, candidates=None):
+        from types import SimpleNamespace
+
+        assert candidates is not None and len(candidates) == len(inputs)
+        self.seen = candidates
+        self.calls += len(inputs)
+        return [[SimpleNamespace(cluster_id=c) for c in sorted(cs, reverse=True)[:k]]
+                for cs in candidates]
+
+
+def test_a_predictor_that_takes_candidates_ranks_exactly_them(platform, tmp_path):
+    from serendip.evaluation.replay import mllm_cluster_rankings
+
+    items, inter, clusters, ic = platform
+    from serendip.data.io import write_table
+
+    write_table(tmp_path, "items", items)
+    write_table(tmp_path, "clusters", clusters)
+    write_table(tmp_path, "item_clusters", ic, refs={"items": items})
+    index = CandidateIndex.build(ic, clusters, 3, 1)
+    ctx = ic.column("item_id").to_pylist()[:40]
+    pred = _CandPred(ic, clusters)
+    ranks, stats = mllm_cluster_rankings(tmp_path, ctx, index, pred, k=10, use_scored=False)
+    assert stats["ranked_over_candidates"] and stats["non_candidate_answers_dropped"] == 0
+    for c in ctx:
+        assert ranks[c] == sorted(index.candidates([c])[0], reverse=True)
+    assert stats["top1_is_own_cluster"] == 0

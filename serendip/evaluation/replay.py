@@ -306,8 +306,10 @@ def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: Candida
                           ) -> tuple[dict[str, list[str]], dict]:
     """context → the MLLM's ranked candidate clusters: batch-scored ``item_serendipity`` rows
     first (unless ``use_scored`` is false — e.g. to judge a challenger that did not write
-    them), then ``predictor`` (if given) for contexts scoring did not cover. Non-candidate
-    answers are dropped (counted in the returned stats, with the model versions used)."""
+    them), then ``predictor`` (if given) for contexts scoring did not cover — asked to rank
+    exactly each context's candidates when its ``predict`` takes ``candidates`` (likelihood
+    over the subset), else for its top-``k`` answers. Non-candidate answers are dropped
+    (counted in the returned stats, with the model versions used)."""
     from serendip.data.io import has_table, read_table
 
     raw: dict[str, list[str]] = {}
@@ -322,8 +324,18 @@ def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: Candida
                 raw[i] = list(c or [])
                 versions.add(str(v))
     missing = [c for c in want if c not in raw]
+    restricted = False
     if missing and predictor is not None:
+        import inspect
+
         versions.add(str(getattr(predictor, "model_version", "") or "predictor"))
+        # rank exactly the candidates when the predictor can (likelihood over a subset)
+        restricted = "candidates" in inspect.signature(predictor.predict).parameters
+        cand = index.candidates(missing)
+        if restricted:
+            raw.update({c: [] for c, cs in zip(missing, cand) if not cs})
+            missing = [c for c, cs in zip(missing, cand) if cs]
+            cand = [cs for cs in cand if cs]
         from serendip.prompts import select_images
 
         items = read_table(workdir, "items").to_pandas().set_index("item_id").loc[missing]
@@ -335,7 +347,11 @@ def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: Candida
                    "images": select_images(predictor.prompt_config, r.thumbnail,
                                            list(r.frames) if r.frames is not None else [])}
                   for i, r in items.iterrows()]
-        preds = predictor.predict(inputs, k=k, constrained=True)
+        if restricted:
+            preds = predictor.predict(inputs, k=min(k, max(map(len, cand))), constrained=True,
+                                      candidates=cand) if inputs else []
+        else:
+            preds = predictor.predict(inputs, k=k, constrained=True)
         raw.update({i: [p.cluster_id for p in ps] for i, ps in zip(missing, preds)})
     have = [c for c in want if c in raw]
     kept, dropped = restrict_to_candidates([raw[c] for c in have], have, index)
@@ -345,7 +361,7 @@ def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: Candida
              "non_candidate_answers_dropped": dropped,
              "top1_is_own_cluster": top1_own,
              "no_candidate_answer": sum(not r for r in kept),
-             "model_versions": sorted(versions)}
+             "model_versions": sorted(versions), "ranked_over_candidates": restricted}
     return dict(zip(have, kept)), stats
 
 
