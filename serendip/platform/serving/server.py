@@ -183,7 +183,8 @@ def serve(cfg: ServeConfig) -> int:
     print(f"serendip serve: backend {backend}; features from {lookup.kind}; "
           f"{len(catalog)} catalogue items", flush=True)
     print(f"  recommend  http://{cfg.host}:{cfg.http_port}/v2/models/recommend/infer  "
-          f"grpc {cfg.host}:{cfg.grpc_port}", flush=True)
+          f"grpc {cfg.host}:{cfg.grpc_port}  metrics http://{cfg.host}:{cfg.http_port}/metrics",
+          flush=True)
     if triton is not None:
         names = ",".join(versions)
         print(f"  triton     http://{triton.http_url}/v2/models/{{{names}}}/infer  "
