@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: venv test test-all demo bench lint clean triton-venv
+.PHONY: venv test test-all demo bench lint clean triton-venv image
 
 venv: $(STAMP)
 
@@ -69,6 +69,16 @@ $(TRITON_STAMP): requirements-triton.txt constraints.txt setup.cfg pyproject.tom
 	$(TRITON_PIP) install -q -c constraints.txt --no-deps --no-build-isolation -e . 2>&1 | { grep -v "is ignored" || true; }
 	$(TRITON_VENV)/bin/python -c "import numpy, pytriton, serendip.serving_core; assert numpy.__version__ < '2', numpy.__version__"
 	@touch $(TRITON_STAMP)
+
+# The component image (components/Dockerfile): docker where its daemon answers, else buildah
+# with a debootstrap Debian base when Docker Hub is out of reach; PIP_FIND_LINKS (the torch
+# CPU wheel) and PIP_CERT are mounted into the build when set. IMAGE_VARIANT=cuda for the GPU
+# image; IMAGE_TAG defaults to SERENDIP_IMAGE / SERENDIP_GPU_IMAGE (components/__init__.py).
+IMAGE_VARIANT ?= cpu
+IMAGE_TAG ?=
+
+image:
+	components/build_image.sh --variant $(IMAGE_VARIANT) $(if $(IMAGE_TAG),--tag $(IMAGE_TAG))
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) serendip-demo .pytest_cache build *.egg-info
