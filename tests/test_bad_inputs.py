@@ -70,6 +70,14 @@ def inter_cols(n: int = 4) -> dict:
             "satisfaction": [0.5] * n, "ts": _ts(n)}
 
 
+def _recbole(wd: Path, inter_lines: str) -> None:
+    """RecBole atomic files x.inter (given lines) + x.item (items 1, 2) under ``wd``."""
+    wd.mkdir(parents=True, exist_ok=True)
+    (wd / "x.inter").write_text("user_id:token\titem_id:token\trating:float\t"
+                                "timestamp:float\n" + inter_lines)
+    (wd / "x.item").write_text("item_id:token\ttitle:token_seq\n1\tOne\n2\tTwo\n")
+
+
 def clusters_cols() -> dict:
     """A 4-level chain tree: 2 clusters per level, one branch per level-1 cluster."""
     ids, level, parent, desc = [], [], [], []
@@ -224,6 +232,13 @@ CASES: list[Case] = [
          ["cluster", "--data", "{wd}", "--branching", "8/8"], "branching", tables()),
     Case("cluster-unknown-setting", "cli settings", "a misspelt --set key",
          ["cluster", "--data", "{wd}", "--set", "trafic_power=0"], "trafic_power", tables()),
+    Case("cluster-bad-description-share", "cli settings",
+         "a description word share outside [0, 1]",
+         ["cluster", "--data", "{wd}", "--set", "description_min_share=2"],
+         "description_min_share", tables()),
+    Case("cluster-bad-auto-leaf-items", "cli settings", "auto branching with 0 items per leaf",
+         ["cluster", "--data", "{wd}", "--set", "auto_leaf_items=0"], "auto_leaf_items",
+         tables()),
     Case("curate-unknown-strategy", "cli settings", "a prompt strategy that does not exist",
          ["curate", "--data", "{wd}", "--strategy", "audio"], "strategy",
          tables(clusters=True)),
@@ -248,6 +263,20 @@ CASES: list[Case] = [
          lambda wd: (tables()(wd), (wd / "tree.yaml").write_text("- 8/8/8/8\n"))),
     Case("cluster-unknown-embedding-setting", "cli settings", "a misspelt embedding setting",
          ["cluster", "--data", "{wd}", "--set", "embedding.w_txt=1"], "w_txt", tables()),
+    Case("cluster-negative-block-weight", "cli settings", "a negative embedding block weight",
+         ["cluster", "--data", "{wd}", "--set", "embedding.w_image=-1"], "w_image", tables()),
+    Case("cluster-unknown-cold-start", "cli settings", "a cold-start rule that does not exist",
+         ["cluster", "--data", "{wd}", "--set", "embedding.cold_start=mean"], "cold_start",
+         tables()),
+    Case("import-rating-not-a-number", "cli settings", "a RecBole .inter line with a word "
+         "for the rating", ["import", "recbole", "--src", "{wd}", "--out", "{wd}/out"],
+         "x.inter:3:rating", lambda wd: _recbole(wd, "u\t1\t5\t1\nu\t1\tfive\t2\n")),
+    Case("import-unknown-item", "cli settings", "a RecBole interaction naming an item the "
+         ".item file lacks", ["import", "recbole", "--src", "{wd}", "--out", "{wd}/out"],
+         "x.inter:2:item_id", lambda wd: _recbole(wd, "u\t9\t5\t1\n")),
+    Case("import-short-line", "cli settings", "a RecBole line with a missing field",
+         ["import", "recbole", "--src", "{wd}", "--out", "{wd}/out"], "x.inter:2",
+         lambda wd: _recbole(wd, "u\t1\t5\n")),
     Case("synth-items-zero", "cli settings", "zero items",
          ["synth", "--out", "{wd}", "--items", "0"], "--items"),
     Case("synth-bad-branching", "cli settings", "a 3-level synthetic taxonomy",
@@ -305,7 +334,6 @@ CASES: list[Case] = [
          lambda wd: wd.mkdir(parents=True),
          run=lambda wd: _with_env({"MLFLOW_TRACKING_URI": "http://"},
                                   ["promote", "--workdir", str(wd)])),
-
 
     # --- serving ---
     Case("serve-workdir-missing", "serving", "serve a work directory that does not exist",
