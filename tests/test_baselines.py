@@ -21,20 +21,12 @@ from serendip.evaluation.baselines import (
     weighted_recall,
 )
 from serendip.metrics import recall_at_k_over_candidates
+from tests.synth_tree import synth_tree
 
 
 @pytest.fixture(scope="module")
 def platform(synth_dir):
-    from serendip.data.io import read_table
-    from serendip.embeddings import EmbeddingConfig, item_embeddings
-    from serendip.tree import ClusterConfig, build_cluster_tree
-    from tests.conftest import SMALL
-
-    items = read_table(synth_dir, "items")
-    inter = read_table(synth_dir, "interactions", refs={"items": items})
-    emb = item_embeddings(items, EmbeddingConfig(text_encoder="tfidf"))
-    tree = build_cluster_tree(items, emb, ClusterConfig(branching=SMALL["branching"]))
-    return items, inter, tree.clusters, tree.item_clusters
+    return synth_tree(synth_dir)
 
 
 def test_split_is_by_context_item_and_statistics_use_training_only(platform):

@@ -120,16 +120,9 @@ def test_bad_level_delta_and_inconsistent_tables_name_the_field():
 # ------------------------------------------------------------------ curation wiring
 @pytest.fixture(scope="module")
 def platform(synth_dir):
-    from serendip.data.io import read_table
-    from serendip.embeddings import EmbeddingConfig, item_embeddings
-    from serendip.tree import ClusterConfig, build_cluster_tree
-    from tests.conftest import SMALL
+    from tests.synth_tree import synth_tree
 
-    items = read_table(synth_dir, "items")
-    inter = read_table(synth_dir, "interactions", refs={"items": items})
-    emb = item_embeddings(items, EmbeddingConfig(text_encoder="tfidf"))
-    tree = build_cluster_tree(items, emb, ClusterConfig(branching=SMALL["branching"]))
-    return items, inter, tree.clusters, tree.item_clusters
+    return synth_tree(synth_dir)
 
 
 @pytest.mark.parametrize("level,delta", [(3, 1), (4, 2), (2, 2)])
