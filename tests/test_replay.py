@@ -197,3 +197,20 @@ def test_replay_metrics_are_deterministic(replayed):
                          out_dir=wd / "evaluation-4")
     assert again["subsets"] == summary["subsets"]
     assert np.isfinite(summary["subsets"]["all"]["arms"]["ours"]["hr"]["value"])
+
+
+def test_online_simulation_clusters_are_candidates_never_the_own_cluster(replayed):
+    """The online simulation took each item's first scored answer even when it was the item's
+    own cluster (the stand-in's first answer here); with the candidate index it is always a
+    candidate."""
+    from serendip.evaluation.recommenders import serendipitous_clusters
+
+    _, wd, _, _, index = replayed
+    items = index.item_ids
+    old = serendipitous_clusters(wd, items, None)
+    new = serendipitous_clusters(wd, items, None, index)
+    own = dict(zip(items, index.own_cluster(items)))
+    assert all(old[i] == own[i] for i in old)                 # what the simulation used before
+    assert new and index.is_candidate(list(new), list(new.values())).all()
+    # every item with candidates keeps one (the stand-in ranks them all after its own cluster)
+    assert set(new) == {i for i, c in zip(items, index.candidates(items)) if c}

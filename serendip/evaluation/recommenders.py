@@ -49,17 +49,31 @@ class ContentNeighbours:
         return [self.ids[j] for j in idx[0] if j >= 0 and self.ids[j] not in seen][:k]
 
 
-def serendipitous_clusters(workdir: Path, items: list[str], predictor_dir: Path | None
-                           ) -> dict[str, str]:
+def serendipitous_clusters(workdir: Path, items: list[str], predictor_dir: Path | None,
+                           index=None) -> dict[str, str]:
     """Item → the MLLM's top serendipitous cluster: batch-scored rows first, then the model for
-    items that scoring did not cover (the long tail outside the impression-coverage target)."""
+    items that scoring did not cover (the long tail outside the impression-coverage target).
+
+    With ``index`` (a :class:`serendip.candidates.CandidateIndex`) only candidate clusters
+    count: the first candidate among an item's scored answers, and the model ranks exactly the
+    item's candidates — never the item's own cluster (issue 15)."""
     from serendip.data.io import has_table, read_table
 
     out: dict[str, str] = {}
     if has_table(workdir, "item_serendipity"):
         t = read_table(workdir, "item_serendipity", columns=["item_id", "cluster_ids"]).to_pylist()
-        out = {r["item_id"]: r["cluster_ids"][0] for r in t if r["cluster_ids"]}
+        rows = [r for r in t if r["cluster_ids"]]
+        if index is None:
+            out = {r["item_id"]: r["cluster_ids"][0] for r in rows}
+        else:
+            from serendip.candidates import restrict_to_candidates
+
+            kept, _ = restrict_to_candidates([r["cluster_ids"] for r in rows],
+                                             [r["item_id"] for r in rows], index)
+            out = {r["item_id"]: k[0] for r, k in zip(rows, kept) if k}
     missing = [i for i in items if i not in out]
+    if index is not None:       # an item without candidates gets no serendipitous cluster
+        missing = [i for i, c in zip(missing, index.candidates(missing)) if c]
     if missing and predictor_dir is not None:
         from serendip.mllm.inference import ClusterPredictor
 
@@ -74,7 +88,10 @@ def serendipitous_clusters(workdir: Path, items: list[str], predictor_dir: Path 
                    "images": select_images(predictor.prompt_config, r.thumbnail,
                                            None if r.frames is None else list(r.frames))}
                   for i, r in rows.iterrows()]
-        preds = predictor.predict(inputs, k=1, constrained=True)
+        preds = (predictor.predict(inputs, k=1, constrained=True)
+                 if index is None else      # rank exactly each item's candidates
+                 predictor.predict(inputs, k=1, constrained=True,
+                                   candidates=index.candidates(missing)))
         out.update({i: p[0].cluster_id for i, p in zip(missing, preds) if p})
     return out
 

@@ -32,7 +32,11 @@ def online_sim(workdir: str | Path, cfg: OnlineSimConfig, model_dir: str | Path 
     emb = load_embeddings(wd)
     retriever = Retriever.load(wd / "retriever")
     mdir = Path(model_dir) if model_dir else latest_model_dir(wd)
-    ser = serendipitous_clusters(wd, items.column("item_id").to_pylist(), mdir)
+    from serendip.candidates import CandidateIndex
+
+    index = CandidateIndex.build(read_table(wd, "item_clusters"), read_table(wd, "clusters"),
+                                 cfg.level, cfg.delta)
+    ser = serendipitous_clusters(wd, items.column("item_id").to_pylist(), mdir, index)
     factory = make_recommender_factory(wd, retriever, truth, cluster_at, emb, ser,
                                        cfg.level, cfg.delta)
     result = run_online_sim(factory, inter, truth, cluster_at, emb, items.num_rows, cfg,
