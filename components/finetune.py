@@ -75,10 +75,15 @@ def evaluate(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
 
 @dsl.component(**COMPONENT_KW)
 def promote(mlflow_uri: str = "", name: str = "serendip-mllm", version: str = "",
-            metric: str = "recall_constrained") -> str:
+            metric: str = "recall_constrained", baselines: str = "", margin: float = 0.0,
+            force: bool = False) -> str:
     """The promotion gate: ``@champion`` moves to ``version`` (default ``@challenger``) only if
-    its held-out ``metric`` is not worse than the champion's. A refusal is a normal outcome
-    (``promoted: false`` in the returned JSON), not a failed step."""
+    its held-out ``metric`` is not worse than the champion's **and** it beats the best baseline
+    by more than ``margin`` (issue 15). ``baselines`` is the JSON report of the ``evaluate``
+    step (its baselines on the same held-out examples; the pipeline passes it), else the
+    baselines recorded on the version are used. ``force`` promotes anyway (tagged
+    ``promoted_forced`` on the version). A refusal is a normal outcome (``promoted: false``
+    and the reason in ``message``), not a failed step."""
     import json
     import os
 
@@ -86,8 +91,20 @@ def promote(mlflow_uri: str = "", name: str = "serendip-mllm", version: str = ""
 
     if mlflow_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
-    res = registry.promote(name, version or None, metric=metric)
-    return json.dumps({"promoted": res.promoted, "message": res.message,
+    registry.setup()
+    challenger = registry.resolve_version(name, version or "@" + registry.CHALLENGER)
+    baseline = (registry.baseline_from_report(json.loads(baselines), challenger,
+                                              source="evaluate step")
+                if baselines else None)
+    res = registry.promote(name, challenger, metric=metric, baseline=baseline, margin=margin,
+                           force=force)
+    print(f"serendip promote: {res.message}")
+    b = res.baseline
+    return json.dumps({"promoted": res.promoted, "forced": res.forced, "message": res.message,
                        "challenger": res.challenger, "champion": res.champion_after,
                        "challenger_value": res.challenger_value,
-                       "champion_value": res.champion_value})
+                       "champion_value": res.champion_value,
+                       "baseline": None if b is None else {"method": b.method,
+                                                           "value": b.value,
+                                                           "source": b.source},
+                       "margin": res.margin})

@@ -1,6 +1,10 @@
 """The ``training`` pipeline: cluster → curate → finetune → evaluate → promote (gate) →
 train retriever → export the Triton repository of the champions.
 
+The gate (``promote``) moves ``@champion`` only when the challenger is not worse than the
+champion and beats the best baseline of the ``evaluate`` step's report by more than
+``gate_margin`` (``force_promote`` overrides, recorded on the version).
+
 Every knob of every stage is a pipeline parameter; the ``*_settings`` dicts carry the long
 tail (any field of ClusterConfig, CurationConfig, FinetuneConfig, RetrieverConfig).
 Fine-tuning requests ``gpus`` GPUs on Kubernetes (ignored by ``kfp.local``) and runs in the CUDA
@@ -47,6 +51,7 @@ def training_pipeline(data_uri: str, mlflow_uri: str = "",
                       strategy: str = "cot", n_frames: int = 4, use_thumbnail: bool = False,
                       curation_settings: dict = {}, finetune_settings: dict = {},
                       eval_k: int = 5, gate_metric: str = "recall_constrained",
+                      gate_margin: float = 0.0, force_promote: bool = False,
                       retriever_settings: dict = {}, export_instances: int = 1,
                       gpus: int = 1) -> Outputs:
     data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
@@ -63,9 +68,12 @@ def training_pipeline(data_uri: str, mlflow_uri: str = "",
     ev = evaluate(data=data.output, tree=tree.outputs["tree"],
                   examples=examples.outputs["examples"], model=model.outputs["model"],
                   mlflow_uri=mlflow_uri, k=eval_k, **RUN)
-    gate = promote(mlflow_uri=mlflow_uri, metric=gate_metric).after(ev)
+    # the gate beats evaluate's baselines on the same held-out examples (issue 15), not only
+    # the previous champion
+    gate = promote(mlflow_uri=mlflow_uri, metric=gate_metric, baselines=ev.outputs["Output"],
+                   margin=gate_margin, force=force_promote)
     retr = train_retriever(data=data.output, tree=tree.outputs["tree"], mlflow_uri=mlflow_uri,
-                           settings=retriever_settings, **RUN)
+                           settings=retriever_settings, force=force_promote, **RUN)
     repo = export(mlflow_uri=mlflow_uri, instances=export_instances).after(gate, retr)
     for task in (model, ev, gate, retr, repo):          # they talk to the MLflow server
         task.set_retry(**RETRY)

@@ -57,7 +57,7 @@ def flow(server, synth_dir, tmp_path_factory):
 
         out["finetune"] = json.loads(run(["finetune", "--workdir", str(wd), "--run-name",
                                           "remote", *FINETUNE]))
-        out["promote"] = run(["promote", "--workdir", str(wd)])
+        out["promote"] = run(["promote", "--workdir", str(wd), "--force"])  # gate: test_gate
         out["retriever"] = json.loads(run(["train-retriever", "--workdir", str(wd), "--set",
                                            "epochs=1", "--set", "progress=false"]))
         out["export"] = run(["export", "--workdir", str(wd), "--source", "registry",

@@ -34,13 +34,16 @@ def test_components_in_a_local_pipeline(synth_dir, tmp_path, monkeypatch):
                       kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
         ev = evaluate(data=data.output, tree=data.output, examples=data.output,
                       model=ft.outputs["model"], mlflow_uri=mlflow_uri, k=2)
-        return promote(mlflow_uri=mlflow_uri).after(ev).output
+        # the gate gets evaluate's baselines (issue 15); 4 steps rarely beat them: forced
+        return promote(mlflow_uri=mlflow_uri, baselines=ev.outputs["Output"], force=True).output
 
     local.init(runner=local.SubprocessRunner(use_venv=False),
                pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
     task = stage(data_uri=str(wd), mlflow_uri=uri)
     result = json.loads(task.output)
     assert result["promoted"] and result["champion"] == "1"
+    assert result["baseline"]["method"] in ("most_frequent", "random_sibling")
+    assert result["baseline"]["source"].startswith("evaluate step")
     # issue 17 item 6: the KFP run (kfp.local resolves the placeholders) is on the version,
     # its MLflow run, and the run names its training tables as dataset inputs
     from mlflow import MlflowClient

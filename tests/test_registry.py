@@ -28,6 +28,12 @@ def store(synth_dir, tmp_path_factory):
         os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
+def _with_baseline(metrics: dict) -> dict:
+    """Registration metrics with a recorded baseline below the recall (the gate also needs
+    the challenger to beat its best baseline; tests/test_gate.py covers that side)."""
+    return {**metrics, "baseline_random_sibling_recall": metrics["recall_constrained"] - 0.2}
+
+
 def _inputs(examples, n=4):
     test = split(examples, "test").slice(0, n)
     return [{"title": "t", "context_description": "d", "images": imgs}
@@ -49,7 +55,8 @@ def test_register_then_load_champion_gives_identical_outputs(store, monkeypatch)
     monkeypatch.chdir(wd)
     with registry.start_run("serendip-mllm", wd, run_name="t", params={"a": {"b": 1}}) as run:
         registry.log_metrics({"recall": 0.5, "step": 3, "flag": True}, step=1)
-        version = registry.register_mllm(res.model_dir, metrics=res.metrics, workdir=wd)
+        version = registry.register_mllm(res.model_dir, metrics=_with_baseline(res.metrics),
+                                         workdir=wd)
     assert version == "1"
     assert registry.alias_version(registry.MLLM, "challenger") == "1"
     first = registry.promote(workdir=wd)
@@ -87,7 +94,8 @@ def test_gate_refuses_a_worse_challenger(store, monkeypatch, capsys):
     base = res.metrics["recall_constrained"]
     with registry.start_run("serendip-mllm", wd, run_name="worse"):
         worse = registry.register_mllm(res.model_dir,
-                                       metrics={**res.metrics, "recall_constrained": base - 0.1},
+                                       metrics=_with_baseline({**res.metrics,
+                                                               "recall_constrained": base - 0.1}),
                                        workdir=wd)
     champion = registry.alias_version(registry.MLLM, "champion")
     refused = registry.promote(workdir=wd)
@@ -100,7 +108,8 @@ def test_gate_refuses_a_worse_challenger(store, monkeypatch, capsys):
     assert registry.alias_version(registry.MLLM, "champion") == champion
 
     with registry.start_run("serendip-mllm", wd, run_name="equal"):
-        equal = registry.register_mllm(res.model_dir, metrics=res.metrics, workdir=wd)
+        equal = registry.register_mllm(res.model_dir, metrics=_with_baseline(res.metrics),
+                                       workdir=wd)
     assert cli.main(["promote", "--workdir", str(wd)]) == 0           # not worse: promoted
     assert registry.alias_version(registry.MLLM, "champion") == equal
 
@@ -123,7 +132,8 @@ def test_promote_unknown_version_name_or_alias_is_exit_2_one_line(store, capsys)
     registry.setup(wd)
     if registry.alias_version(registry.MLLM, "challenger") is None:
         with registry.start_run("serendip-mllm", wd, run_name="v"):
-            registry.register_mllm(res.model_dir, metrics=res.metrics, workdir=wd)
+            registry.register_mllm(res.model_dir, metrics=_with_baseline(res.metrics),
+                                   workdir=wd)
     champion = registry.alias_version(registry.MLLM, "champion")
     capsys.readouterr()
     cases = [(["--version", "99"], "no version 99"),

@@ -182,5 +182,5 @@ def test_register_gate_and_load_from_registry(trained, tmp_path):
     h = ic.column("item_id").to_pylist()[:5]
     cid = ic.column("c3")[0].as_py()
     assert champion.retrieve(h, cid, 5) == result.retriever.retrieve(h, cid, 5)
-    with pytest.raises(SerendipError, match="cannot load"):
+    with pytest.raises(SerendipError, match="no version with alias @nope"):
         load_retriever(f"models:/{RETRIEVER}@nope", workdir=tmp_path)

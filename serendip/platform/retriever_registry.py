@@ -4,7 +4,9 @@
 The saved retriever directory is logged as the artifact of a pyfunc *model from code*
 (:mod:`.retriever_pyfunc`): weights stay safetensors, nothing is pickled. A new version gets
 ``@challenger``; the gate moves ``@champion`` only when its held-out NDCG@10 within the true
-next cluster is not worse than the champion's.
+next cluster is not worse than the champion's **and** above popularity within that cluster on
+the same cases (``popularity_ndcg_at_10``, recorded by train-retriever) by more than a margin
+(issue 15).
 """
 
 from __future__ import annotations
@@ -91,17 +93,24 @@ def register_retriever(retriever_dir: str | os.PathLike, metrics: dict,
 
 def register_and_promote(retriever_dir: str | os.PathLike, metrics: dict, cfg,
                          workdir: str | os.PathLike, promote: bool = True,
-                         tables: dict | None = None) -> dict:
-    """Register (``@challenger``) and run the gate; returns what happened, for the CLI/KFP.
-    ``tables`` (name → parquet path) are logged as the run's dataset inputs."""
+                         tables: dict | None = None, margin: float = 0.0,
+                         force: bool = False) -> dict:
+    """Register (``@challenger``) and run the gate (not worse than the champion, above
+    in-cluster popularity by more than ``margin``; ``force`` overrides, recorded on the
+    version); returns what happened, for the CLI/KFP. ``tables`` (name → parquet path) are
+    logged as the run's dataset inputs."""
     from serendip.config import to_dict
 
     version = register_retriever(retriever_dir, metrics, workdir, params=to_dict(cfg),
                                  tables=tables)
     out = {"name": RETRIEVER, "version": version, "alias": registry.CHALLENGER}
     if promote:
-        res = registry.promote(RETRIEVER, version, metric=GATE_METRIC, workdir=workdir)
-        out.update(promoted=res.promoted, message=res.message, champion=res.champion_after)
+        res = registry.promote(RETRIEVER, version, metric=GATE_METRIC, workdir=workdir,
+                               margin=margin, force=force)
+        out.update(promoted=res.promoted, message=res.message, champion=res.champion_after,
+                   forced=res.forced)
+        if res.baseline is not None:
+            out["baseline"] = {"method": res.baseline.method, "value": res.baseline.value}
     return out
 
 
