@@ -85,7 +85,7 @@ def score_candidates(model, inputs: dict, candidates: Sequence[Sequence[int]],
         mrope.rope_deltas = None                 # recomputed from this prompt batch
     out = model(**kwargs, use_cache=True, logits_to_keep=1)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()       # (B, V)
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)             # (B, V)
     deltas = mrope.rope_deltas if mrope is not None else None
     try:
         tries = [_Packed([candidates[j] for j in row]) for row in pairs]
@@ -95,14 +95,26 @@ def score_candidates(model, inputs: dict, candidates: Sequence[Sequence[int]],
     finally:
         if mrope is not None:
             mrope.rope_deltas = None
-    result = []
-    for i, (row, t) in enumerate(zip(pairs, tries)):
-        sc = torch.tensor([float(first[i, candidates[j][0]]) for j in row], dtype=torch.float32)
-        if rest is not None:
-            for k, path in enumerate(t.paths):
-                sc[k] += sum(float(rest[i, node, tok]) for node, tok in path)
-        result.append(sc)
-    return result
+    # one gather for every (prompt, candidate) first token and every (prompt, node, token) step
+    prompt_of = [i for i, row in enumerate(pairs) for _ in row]
+    first_tok = [candidates[j][0] for row in pairs for j in row]
+    total = first[torch.tensor(prompt_of), torch.tensor(first_tok)]
+    if rest is not None:
+        owner, pi, ni, ti = [], [], [], []
+        flat = 0
+        for i, t in enumerate(tries):
+            for path in t.paths:
+                for node, tok in path:
+                    owner.append(flat)
+                    pi.append(i)
+                    ni.append(node)
+                    ti.append(tok)
+                flat += 1
+        if owner:
+            steps = rest[torch.tensor(pi), torch.tensor(ni), torch.tensor(ti)]
+            total = total.index_add(0, torch.tensor(owner, device=total.device), steps)
+    total = total.float().cpu()
+    return list(torch.split(total, [len(row) for row in pairs]))
 
 
 class _Packed:
@@ -161,4 +173,4 @@ def _tree_forward(model, cache, tries: list[_Packed], mask: torch.Tensor, deltas
         pos = pos[None].expand(3, -1, -1) + deltas[None]
     out = model(input_ids=ids.to(device), attention_mask=attn.to(device), position_ids=pos,
                 cache=cache, use_cache=True)
-    return torch.log_softmax(out.logits.float(), dim=-1).cpu()
+    return torch.log_softmax(out.logits.float(), dim=-1)
