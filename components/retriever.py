@@ -10,7 +10,8 @@ from components import COMPONENT_KW
 @dsl.component(**COMPONENT_KW)
 def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Output[Model],
                     metrics: Output[Metrics], mlflow_uri: str = "", settings: dict = None,
-                    register: bool = True, kfp_run_id: str = "", kfp_run_name: str = "") -> str:
+                    register: bool = True, kfp_run_id: str = "", kfp_run_name: str = "",
+                    force: bool = False) -> str:
     """Train on ``data`` (items, interactions) with ``tree``'s item_clusters.
 
     ``retriever`` becomes a directory with ``retriever/`` (safetensors weights, index parquet,
@@ -18,7 +19,7 @@ def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Outpu
     ``register`` (and ``mlflow_uri`` or ``MLFLOW_TRACKING_URI``) the model is registered and
     gated on held-out NDCG@10 within the true next cluster; the run and the version carry
     ``kfp_run_id`` / ``kfp_run_name`` tags and the training tables as dataset inputs. Returns
-    a JSON summary.
+    a JSON summary. ``force`` promotes past a refusing gate (recorded on the version).
     """
     import json
     import os
@@ -48,5 +49,6 @@ def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Outpu
         tables = {"interactions": table_path(data.path, "interactions"),
                   "item_clusters": table_path(tree.path, "item_clusters")}
         summary["registry"] = register_and_promote(result.out_dir, m, cfg, data.path,
-                                                   tables=tables)
+                                                   tables=tables,
+                                                   **({"force": True} if force else {}))
     return json.dumps(summary)
