@@ -136,18 +136,26 @@ def _pipeline_log(wd: Path, name: str) -> Path:
     return log
 
 
-def training(wd: Path, p: DemoSize, seed: int) -> dict:
-    """The training pipeline via kfp.local, then its artifacts published into ``wd``."""
+def training(wd: Path, p: DemoSize, seed: int, branching: str | None = None,
+             pipeline: dict | None = None) -> dict:
+    """The training pipeline via kfp.local, then its artifacts published into ``wd``.
+    ``branching``/``pipeline`` replace the preset's synthetic settings (``--data``)."""
     from serendip.platform.pipelines import run_local
 
     params = {
-        "branching": "/".join(str(b) for b in p.branching),
+        "branching": branching or "/".join(str(b) for b in p.branching),
         "finetune_settings": {"steps": p.finetune_steps, "seed": seed,
                               "batch_size": p.finetune_batch,
                               "eval_every": max(25, p.finetune_steps // 4)},
         "retriever_settings": {"epochs": p.retriever_epochs, "seed": seed},
-        **p.pipeline,
+        **(p.pipeline if pipeline is None else pipeline),
     }
+    from serendip.platform.pipelines import _params, _pipeline
+
+    if "force_promote" in _params(_pipeline("training")):
+        # The demo needs champions to serve and replay; the gate's own verdict is kept
+        # (the promote message says FORCED ... against the gate: <reasons>) and reported.
+        params["force_promote"] = True
     out = run_local("training", wd, None, params, log_path=_pipeline_log(wd, "training"))
     published = {}
     for key in ("tree", "examples"):
@@ -159,7 +167,22 @@ def training(wd: Path, p: DemoSize, seed: int) -> dict:
     shutil.copyfile(out["offline_report"], wd / "evaluation" / "mllm_offline.md")
     summary = {"published": published, "outputs": {k: str(v) for k, v in out.items()}}
     summary["registry"] = _registry_state()
+    summary["gate"] = _gate_outputs(Path(out["model"]).parents[1])
     return summary
+
+
+def _gate_outputs(run_dir: Path) -> dict:
+    """What the pipeline's gates said: the ``promote`` step (MLLM) and the retriever's gate
+    inside ``train-retriever`` (their KFP executor outputs)."""
+    gate = {}
+    for task, name in (("promote", "serendip-mllm"), ("train-retriever", "serendip-retriever")):
+        path = run_dir / task / "executor_output.json"
+        try:
+            doc = json.loads(json.loads(path.read_text())["parameterValues"]["Output"])
+        except (OSError, KeyError, ValueError):
+            continue
+        gate[name] = doc.get("registry", doc) if task == "train-retriever" else doc
+    return gate
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
@@ -298,6 +321,7 @@ def write_report(wd: Path, info: dict) -> Path:
            f"`evaluate`):\n\n{offline.read_text()}" if offline.exists() else "")
         + (f"\n\n![training curves]({curves.relative_to(wd)})" if curves.exists() else "")),
         {"metrics": m, "registry": info.get("training", {}).get("registry")})
+    rep.add("Promotion gate", *gate_section(info))
     rep.add("Batch scoring and Feast", markdown_table([info.get("scoring", {})]),
             info.get("scoring"))
     calls = info.get("serving", {}).get("calls", [])
@@ -353,3 +377,238 @@ def _verdict(sim: dict, metrics) -> str:
                      + ("at least the exploration baseline's" if a >= b
                         else "BELOW the exploration baseline's"))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ --data (your own tables)
+def replay_split(wd: Path, src: Path) -> dict:
+    """Hold out each user's last transition of ``src`` BEFORE any model is trained: ``items``
+    and the training interactions go into ``wd`` (every later stage reads only those), item
+    labels are copied for the tree's agreement report, and relative media paths keep
+    resolving against ``src`` (``media_base.txt``)."""
+    from serendip.data.media import MEDIA_BASE_FILE
+    from serendip.evaluation.replay import ReplayConfig, write_replay_split
+    from serendip.labels import ITEM_LABELS
+
+    out = write_replay_split(src, wd, ReplayConfig(progress=False))
+    labels = src / f"{ITEM_LABELS}.parquet"
+    if labels.is_file():
+        tmp = wd / f".{labels.name}.publish"
+        shutil.copy2(labels, tmp)
+        os.replace(tmp, wd / labels.name)
+        out["item_labels"] = True
+    (wd / MEDIA_BASE_FILE).write_text(str(src) + "\n")
+    print(f"  held out {out['heldout_transitions']} transitions ({out['holdout']}); training "
+          f"on {out['train_transitions']}")
+    return out
+
+
+def replay_evaluation(wd: Path, src: Path, seed: int) -> dict:
+    """The replay of ``src``'s held-out transitions through every arm (the fine-tuned model
+    ranks each context's candidate clusters by likelihood), and the cluster-choice baselines
+    against that model on the training split; both written under ``wd/evaluation``."""
+    from serendip.commands.evaluate import load_model
+    from serendip.data.io import atomic_write_bytes
+    from serendip.evaluation.baselines import baselines_stage
+    from serendip.evaluation.replay import ReplayConfig, replay_stage
+
+    level, delta = _level_delta(wd)
+    predictor = load_model(str(wd / "mllm" / "champion"), wd, use_mlflow=False)
+    rep = replay_stage(wd, src, ReplayConfig(level=level, delta=delta, seed=seed),
+                       predictor=predictor)
+    base = baselines_stage(wd, predictor=predictor)
+    atomic_write_bytes(wd / "evaluation" / "baselines.json",
+                       json.dumps(base, indent=2, default=str).encode())
+    return {"n_cases": rep["n_cases"], "heldout_in_training": rep["heldout_in_training"],
+            "seconds": rep["seconds"], "level": level, "delta": delta}
+
+
+def _ci(v: dict | None) -> str:
+    if not v or v.get("value") is None:
+        return "—"
+    lo, hi = v.get("ci95") or (None, None)
+    return f"{v['value']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{v['value']:.3f}"
+
+
+def _descriptions(wd: Path, per_level: int = 3) -> tuple[str, list[dict]]:
+    import pyarrow.parquet as pq
+
+    from serendip.report import markdown_table
+
+    clusters = pq.read_table(wd / "clusters.parquet").to_pandas()
+    rows = []
+    for level in (1, 2, 3, 4):
+        c = clusters[clusters.level == level].sort_values("size", ascending=False)
+        for _, r in c.head(per_level).iterrows():
+            rows.append({"level": level, "cluster": r["cluster_id"], "items": int(r["size"]),
+                         "description": r["description"]})
+    return markdown_table(rows), rows
+
+
+def _replay_headline(replay: dict) -> tuple[str, dict]:
+    arms = replay.get("subsets", {}).get("all", {}).get("arms", {})
+    fig: dict = {}
+    lines = []
+    if "blend" in arms and "exploitation" in arms:
+        b, e = arms["blend"], arms["exploitation"]
+        hr_b, hr_e = b["hr"]["value"] or 0.0, e["hr"]["value"] or 0.0
+        ratio = hr_b / hr_e if hr_e else None
+        fig["blend_hr_over_exploitation"] = ratio
+        for key in ("serendipity", "novel_impression_ratio", "cluster_serendipity"):
+            fig[f"blend_minus_exploitation_{key}"] = (
+                (b[key]["value"] or 0.0) - (e[key]["value"] or 0.0))
+        lines.append(
+            f"- blended slate vs exploitation: HR@10 {_ci(b['hr'])} vs {_ci(e['hr'])} "
+            f"({'—' if ratio is None else f'{ratio:.2f}×'}; target ≥ 0.9×); serendipity "
+            f"{_ci(b['serendipity'])} vs {_ci(e['serendipity'])}; novel impression ratio "
+            f"{_ci(b['novel_impression_ratio'])} vs {_ci(e['novel_impression_ratio'])}")
+    if "ours" in arms:
+        lines.append(f"- ours (MLLM cluster + cluster-restricted retriever): HR@10 "
+                     f"{_ci(arms['ours']['hr'])}, NDCG@10 {_ci(arms['ours']['ndcg'])}")
+    return "\n".join(lines), fig
+
+
+def _choice_headline(base: dict) -> tuple[str, dict]:
+    lines, fig = [], {}
+    for cs in base.get("case_sets", []):
+        model = cs.get("methods", {}).get("model")
+        best = cs.get("best_baseline")
+        if model is None or best is None:
+            continue
+        d = model["recall"]
+        lo, hi = d.get("diff_ci95") or (None, None)
+        verdict = ("above the best baseline" if lo is not None and lo > 0 else
+                   "BELOW the best baseline" if hi is not None and hi < 0 else
+                   "not separable from the best baseline")
+        fig[cs["cases"]] = {"model_recall": d["value"], "best_baseline": best,
+                            "best_baseline_recall": cs["methods"][best]["recall"]["value"],
+                            "diff": d.get("diff"), "diff_ci95": d.get("diff_ci95"),
+                            "verdict": verdict, "n_cases": cs["n_cases"]}
+        lines.append(f"- {cs['cases']} ({cs['n_cases']} cases): MLLM recall {_ci(d)} vs best "
+                     f"baseline {best} {_ci(cs['methods'][best]['recall'])}; difference "
+                     f"{d.get('diff', 0):+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}")
+    return "\n".join(lines), fig
+
+
+def gate_section(info: dict, choice: dict | None = None) -> tuple[str, dict]:
+    """The pipeline's gates (MLLM against the best cluster-choice baseline on the curated
+    held-out split, retriever against in-cluster popularity; issue 15 item 3), the registry
+    after them, and — with ``choice`` — the model against the best baseline on all
+    serendipitous pairs of held-out contexts."""
+    from serendip.report import markdown_table
+
+    training = info.get("training", {})
+    reg = training.get("registry") or {}
+    gate = training.get("gate") or {}
+    rows = []
+    for name, g in gate.items():
+        msg = g.get("message") or ""
+        rows.append({"model": name, "would the gate promote": (
+            "no (forced by the demo)" if msg.startswith("FORCED") else
+            "yes" if g.get("promoted") else "no"), "gate says": msg})
+    fig = {"registry": reg, "gate": gate,
+           "refused_by_gate": sorted(r["model"] for r in rows
+                                     if r["would the gate promote"] != "yes")}
+    text = ("The demo runs the pipeline with `force_promote` (as `serendip promote --force`: "
+            "recorded on the version as `promoted_forced`) so that the serving and replay "
+            "stages have models to run; the gate's own verdict:\n\n"
+            + (markdown_table(rows) if rows else "_(no gate output found)_")
+            + "\n\nRegistry after the pipeline: " + "; ".join(
+                f"{n} @champion v{a.get('champion')}, @challenger v{a.get('challenger')}"
+                for n, a in reg.items()) + ".")
+    all_pairs = next(iter(choice.values()), None) if choice else None
+    if all_pairs:
+        beats = all_pairs["verdict"] == "above the best baseline"
+        fig["mllm_vs_best_baseline"] = all_pairs
+        fig["beats_best_baseline"] = beats
+        text += (f"\n\nOn {all_pairs['n_cases']} serendipitous pairs of held-out contexts "
+                 f"the model is {all_pairs['verdict']} ({all_pairs['best_baseline']}): a gate "
+                 f"judging on them would {'promote' if beats else 'REFUSE'} it too.")
+    return text, fig
+
+
+def write_data_report(wd: Path, info: dict) -> Path:
+    """report.md / report.json of ``serendip demo --data``: the data and its split, the tree
+    (NMI vs labels when they exist, sample descriptions), curation, fine-tuning, the gate,
+    scoring, serving, the replay table (every arm, 95% intervals) and the baselines vs the
+    MLLM."""
+    from serendip.report import Report, markdown_table
+
+    rep = Report("Serendip demo report (your tables)")
+    split = info.get("split", {})
+    replay = _read_json(wd / "evaluation" / "replay.json")
+    rep.add("Data and replay split", (
+        f"Source `{info.get('data')}`. Each user's last transition was held out before any "
+        f"model was trained: {split.get('heldout_transitions')} held-out transitions, "
+        f"{split.get('train_transitions')} for training (`{wd}/interactions.parquet`); "
+        f"held-out transitions found in the training logs: "
+        f"{replay.get('heldout_in_training', '—')}.\n\n"
+        "Not run here: the online simulation and the ablations (paper Figs. 3–6) need the "
+        "synthetic platform's ground truth (true satisfaction of any item); the replay "
+        "evaluation below replaces them."), split)
+    tree_md, tree_fig = _tree_section(wd)
+    tree = _read_json(wd / "cluster_tree" / "tree.json")
+    labels = tree.get("stats", {}).get("labels") or {}
+    lab_md = ""
+    if any(k.startswith("level") for k in labels):
+        lab_md = ("\n\nAgreement with the item labels (primary label; labels never enter the "
+                  f"embedding), {labels.get('items')} items, {labels.get('labels')} labels:\n\n"
+                  + markdown_table([{"level": k[5:], "NMI": v.get("nmi"), "ARI": v.get("ari")}
+                                    for k, v in labels.items() if k.startswith("level")]))
+    else:
+        lab_md = "\n\nNo item labels in the data: no agreement figures."
+    desc_md, desc_rows = _descriptions(wd)
+    rep.add("Cluster tree", f"Branching `{tree.get('branching', tree.get('config', {}).get('branching'))}`"
+            f".\n\n{tree_md}{lab_md}\n\nSample descriptions (largest clusters per level):\n\n"
+            + desc_md, {**tree_fig, "labels": labels, "sample_descriptions": desc_rows})
+    cur = _read_json(wd / "curation.json")
+    pairs = cur.get("stats", {}).get("pairs", {})
+    chosen = cur.get("stats", {}).get("prompt", {}).get("chosen") or cur.get("prompt_chosen")
+    rep.add("Serendipitous curation", (
+        f"Level l={cur.get('level')}, δ={cur.get('delta')}, top {cur.get('top_k')} context items "
+        f"per next cluster, prompt strategy `{cur.get('strategy')}`"
+        + (f" ({chosen})" if chosen else "") + ".\n\n"
+        + markdown_table([{"pairs": k, "count": v.get("pairs"),
+                           "mean satisfaction": v.get("mean_satisfaction")}
+                          for k, v in pairs.items()])
+        + "\n\n" + _premise(cur)), cur.get("stats", {}))
+    meta = _read_json(wd / "mllm" / "champion" / "serendip.json")
+    m = meta.get("metrics", {})
+    offline = wd / "evaluation" / "mllm_offline.md"
+    rep.add("Fine-tuning (curated held-out split)", (
+        f"Base `{meta.get('base_model')}`, method `{meta.get('method')}`, "
+        f"{meta.get('trainable_params')} trainable parameters.\n\n"
+        + markdown_table([{"metric": k, "value": v} for k, v in m.items()])
+        + (f"\n\n{offline.read_text()}" if offline.exists() else "")), {"metrics": m})
+    base = _read_json(wd / "evaluation" / "baselines.json")
+    choice_md, choice_fig = _choice_headline(base)
+    rep.add("Baselines vs the MLLM (which candidate cluster users chose next)", (
+        "Baselines computed on the training logs only; the MLLM ranks each context's "
+        "candidate clusters by likelihood.\n\n" + choice_md + "\n\n"
+        + base.get("markdown", "_(not computed)_")), {"summary": choice_fig, "full": base})
+    gate_md, gate_fig = gate_section(info, choice_fig)
+    rep.add("Promotion gate", gate_md, gate_fig)
+    rep.add("Batch scoring and Feast", markdown_table([info.get("scoring", {})]),
+            info.get("scoring"))
+    calls = info.get("serving", {}).get("calls", [])
+    rep.add("Serving (recommend calls)", (
+        f"Server ready in {info.get('serving', {}).get('ready_s')} s.\n\n"
+        + markdown_table([{"context item": c["item"], "protocol": c["protocol"],
+                           "cluster": c.get("cluster_id"), "description": c.get("description"),
+                           "items": ", ".join(c.get("item_ids", [])[:5])} for c in calls])),
+        info.get("serving"))
+    head_md, head_fig = _replay_headline(replay)
+    replay_md = wd / "evaluation" / "replay.md"
+    rep.add("Replay evaluation (held-out last transitions)", (
+        f"{replay.get('n_cases')} held-out transitions replayed through every arm at "
+        f"l={replay.get('config', {}).get('level')}, δ={replay.get('config', {}).get('delta')} "
+        f"({replay.get('seconds')} s); value [95% bootstrap interval].\n\n" + head_md + "\n\n"
+        + (replay_md.read_text() if replay_md.exists() else "_(not run)_")),
+        {"headline": head_fig, "subsets": replay.get("subsets"), "mllm": replay.get("mllm"),
+         "n_cases": replay.get("n_cases"), "seconds": replay.get("seconds")})
+    rep.add("Run", markdown_table([{"step": k, "seconds": v}
+                                   for k, v in info.get("timings_s", {}).items()])
+            + f"\n\nCached steps reused: {info.get('cached_steps') or 'none'}.",
+            {"timings_s": info.get("timings_s"), "size": info.get("size"),
+             "preset": info.get("preset"), "data": info.get("data")})
+    md, _ = rep.write(wd)
+    return md
