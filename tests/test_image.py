@@ -57,9 +57,10 @@ def image(tmp_path_factory):
     return TAG
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def container(image):
-    """A working container of the image, removed afterwards."""
+    """A working container of the image (one per module: with vfs storage each one is a full
+    copy of the file system), removed afterwards."""
     made = _buildah("from", "--pull-never", image)
     assert made.returncode == 0, made.stderr
     name = made.stdout.strip().splitlines()[-1]
