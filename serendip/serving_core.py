@@ -5,10 +5,22 @@ fallback and the KServe transformer all call this module, so they answer identic
 Tensor contracts (v2 protocol; every input and output has a leading batch dimension, as Triton
 requires with ``max_batch_size > 0``):
 
-* ``mllm``      TITLE, CONTEXT_DESCRIPTION?, THUMBNAIL?, FRAMES?, K? →
-                CLUSTER_IDS, DESCRIPTIONS, SCORES, MODEL_VERSION
-* ``retriever`` HISTORY?, CLUSTER_ID, K? → ITEM_IDS, SCORES
-* ``recommend`` ITEM_ID, HISTORY?, K? → ITEM_IDS, SCORES, CLUSTER_ID, DESCRIPTION, SOURCE
+* ``mllm``      TITLE, CONTEXT_DESCRIPTION?, THUMBNAIL?, FRAMES?, K?, CANDIDATES? →
+                CLUSTER_IDS, DESCRIPTIONS, SCORES, MODEL_VERSION (CANDIDATES: the only
+                cluster ids the answer may name — the context's serendipitous candidates,
+                ranked by likelihood; the recommend flow always sends them when it knows them)
+* ``retriever`` HISTORY?, CLUSTER_ID, K? → ITEM_IDS, SCORES (an empty CLUSTER_ID: the whole
+                catalogue, the unrestricted exploitation retriever)
+* ``recommend`` ITEM_ID, HISTORY?, K?, SHARE? → ITEM_IDS, SCORES, CLUSTER_ID, DESCRIPTION,
+                SOURCE, ITEM_SOURCES
+
+``recommend`` answers the **blended slate** of the paper's live experiment (§4; issue 15): K
+items mixing the unrestricted retriever's top items (ITEM_SOURCES ``exploit``) with the
+retriever's top items inside the context's serendipitous cluster (``serendipitous``),
+``ceil(SHARE · K)`` of them serendipitous (:mod:`serendip.blend`: positions, no duplicates). SHARE
+(FP32 in [0, 1]) defaults to the server's setting (``SERENDIP_SERENDIPITOUS_SHARE``, else 0.2);
+SHARE = 1 is the cluster-only list. SOURCE says where the *cluster* came from (feast | table |
+cache | mllm); SCORES are each item's score in its own list.
 
 Images (THUMBNAIL, FRAMES) are encoded PNG/JPEG bytes or ``synth:`` URIs; an empty element is
 padding. File paths are refused: a client must never make the server read its disk.
@@ -92,7 +104,8 @@ MLLM = ModelSpec(
             TensorSpec("CONTEXT_DESCRIPTION", "BYTES", (1,), optional=True),
             TensorSpec("THUMBNAIL", "BYTES", (1,), optional=True),
             TensorSpec("FRAMES", "BYTES", (-1,), optional=True),
-            TensorSpec("K", "INT32", (1,), optional=True)),
+            TensorSpec("K", "INT32", (1,), optional=True),
+            TensorSpec("CANDIDATES", "BYTES", (-1,), optional=True)),
     outputs=(TensorSpec("CLUSTER_IDS", "BYTES", (-1,)),
              TensorSpec("DESCRIPTIONS", "BYTES", (-1,)),
              TensorSpec("SCORES", "FP32", (-1,)),
@@ -112,12 +125,14 @@ RECOMMEND = ModelSpec(
     "recommend",
     inputs=(TensorSpec("ITEM_ID", "BYTES", (1,)),
             TensorSpec("HISTORY", "BYTES", (-1,), optional=True),
-            TensorSpec("K", "INT32", (1,), optional=True)),
+            TensorSpec("K", "INT32", (1,), optional=True),
+            TensorSpec("SHARE", "FP32", (1,), optional=True)),
     outputs=(TensorSpec("ITEM_IDS", "BYTES", (-1,)),
              TensorSpec("SCORES", "FP32", (-1,)),
              TensorSpec("CLUSTER_ID", "BYTES", (1,)),
              TensorSpec("DESCRIPTION", "BYTES", (1,)),
-             TensorSpec("SOURCE", "BYTES", (1,))),
+             TensorSpec("SOURCE", "BYTES", (1,)),
+             TensorSpec("ITEM_SOURCES", "BYTES", (-1,))),
     max_batch_size=64)
 
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (MLLM, RETRIEVER, RECOMMEND)}
@@ -299,11 +314,27 @@ class MllmHandler:
 
         return cls(ClusterPredictor.load(model_dir, batch_size=batch_size))
 
+    def _candidates(self, row: np.ndarray | None) -> tuple[str, ...] | None:
+        """CANDIDATES of one row: cluster ids of this model (padding dropped), or None."""
+        if row is None:
+            return None
+        ids = [c for c in _ids(row, "CANDIDATES", MAX_K_ITEMS) if c]
+        if not ids:
+            return None
+        known = set(getattr(self.predictor, "cluster_ids", ()) or ())
+        unknown = [c for c in ids if known and c not in known]
+        if unknown:
+            raise SerendipError(f"{unknown[0]!r} is not a cluster of the served model",
+                                field="CANDIDATES",
+                                fix="send level-l cluster ids of the served tree (e.g. "
+                                    "the context's serendipitous candidates)")
+        return tuple(dict.fromkeys(ids))
+
     def _decode(self, arrays: Mapping[str, np.ndarray]) -> tuple[list[dict], list[int]]:
         batch = _batch_of(arrays, self.spec)
         rows, ks = [], []
-        for title, ctx, thumb, frames, k in zip(*(_rows(arrays, n, batch) for n in (
-                "TITLE", "CONTEXT_DESCRIPTION", "THUMBNAIL", "FRAMES", "K"))):
+        for title, ctx, thumb, frames, k, cand in zip(*(_rows(arrays, n, batch) for n in (
+                "TITLE", "CONTEXT_DESCRIPTION", "THUMBNAIL", "FRAMES", "K", "CANDIDATES"))):
             x = {"title": _text(np.asarray(title).reshape(-1)[0], "TITLE", MAX_TEXT_BYTES,
                                 allow_empty=True),
                  "context_description": "" if ctx is None else _text(
@@ -319,6 +350,7 @@ class MllmHandler:
                 if not self.predictor.prompt_config.use_thumbnail and not x["frames"]:
                     raise SerendipError("are required by this model (prompt uses frames)",
                                         field="FRAMES", fix="send the item's frames")
+            x["candidates"] = self._candidates(cand)
             rows.append(x)
             ks.append(_k(k, 1, self.max_k))
         return rows, ks
@@ -335,9 +367,17 @@ class MllmHandler:
         flat = [(ri, j, x, k) for ri, d in enumerate(decoded) if not isinstance(d, SerendipError)
                 for j, (x, k) in enumerate(zip(*d))]
         preds: dict[tuple[int, int], list] = {}
-        for k in sorted({f[3] for f in flat}):
-            group = [f for f in flat if f[3] == k]
-            out = self.predictor.predict([f[2] for f in group], k=k, constrained=True)
+        # one batched call per distinct k, with and without candidate restriction
+        for k, restricted in sorted({(f[3], f[2]["candidates"] is not None) for f in flat}):
+            group = [f for f in flat if f[3] == k
+                     and (f[2]["candidates"] is not None) == restricted]
+            inputs = [{n: v for n, v in f[2].items() if n != "candidates"} for f in group]
+            if restricted:
+                out = self.predictor.predict(inputs, k=k, constrained=True,
+                                             candidates=[list(f[2]["candidates"])
+                                                         for f in group])
+            else:
+                out = self.predictor.predict(inputs, k=k, constrained=True)
             for f, p in zip(group, out):
                 preds[(f[0], f[1])] = p
         results: list[Outputs | SerendipError] = []
@@ -355,7 +395,8 @@ class MllmHandler:
 
 
 class RetrieverHandler:
-    """``retriever``: history + cluster id → top-k items of that cluster, none already seen."""
+    """``retriever``: history + cluster id → top-k items of that cluster (an empty cluster id:
+    of the whole catalogue), none already seen."""
 
     spec = RETRIEVER
 
@@ -372,8 +413,9 @@ class RetrieverHandler:
         batch = _batch_of(arrays, self.spec)
         hist, cids, ks = [], [], []
         for h, c, k in zip(*(_rows(arrays, n, batch) for n in ("HISTORY", "CLUSTER_ID", "K"))):
-            cid = _text(np.asarray(c).reshape(-1)[0], "CLUSTER_ID", MAX_ID_BYTES)
-            if not self.retriever.has_cluster(cid):
+            cid = _text(np.asarray(c).reshape(-1)[0], "CLUSTER_ID", MAX_ID_BYTES,
+                        allow_empty=True) or None          # empty: the whole catalogue
+            if cid is not None and not self.retriever.has_cluster(cid):
                 raise UnknownCluster(f"unknown cluster {cid!r}", field="CLUSTER_ID",
                                     fix="use a cluster id of the served cluster tree "
                                         "(path ids like '3.1.0')")
@@ -487,7 +529,56 @@ class Recommendation:
     scores: list[float]
     cluster_id: str
     description: str
-    source: str
+    source: str                              # where the cluster came from
+    item_sources: list[str] = field(default_factory=list)   # exploit | serendipitous per item
+
+
+SHARE_ENV = "SERENDIP_SERENDIPITOUS_SHARE"
+
+
+def default_share() -> float:
+    """The server's serendipitous share of the blended slate: ``SERENDIP_SERENDIPITOUS_SHARE``
+    (a number in [0, 1]), else 0.2 (2 of 10 items).
+
+    Raises:
+        ConfigError: the variable is not a number in [0, 1]."""
+    import os
+
+    from serendip.blend import BlendConfig
+    from serendip.errors import ConfigError
+
+    raw = os.environ.get(SHARE_ENV, "").strip()
+    if not raw:
+        return BlendConfig().serendipitous_share
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    try:
+        return BlendConfig(1, value).serendipitous_share
+    except ConfigError:
+        raise ConfigError(f"{SHARE_ENV}={raw!r} is not a number in [0, 1]", field=SHARE_ENV,
+                          fix="set a share such as 0.2 (2 of 10 items serendipitous)") from None
+
+
+def _share(row: np.ndarray | None, default: float) -> float:
+    """The request's SHARE (FP32 in [0, 1]) or the server default; else a SerendipError."""
+    import math
+
+    if row is None:
+        return default
+    flat = np.asarray(row).reshape(-1)
+    if flat.size != 1 or flat.dtype.kind not in "fiu":
+        raise SerendipError(f"must be one number per row, got {flat.size} value(s) of "
+                            f"{flat.dtype}", field="SHARE",
+                            fix="send SHARE as FP32 [[0.2]] (the serendipitous share of K)")
+    v = float(flat[0])
+    if math.isfinite(v):      # FP32 on the wire: 0.3 arrives as 0.30000001 (ceil(3.0000001) = 4)
+        v = round(v, 6)
+    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise SerendipError(f"{v} is not in [0, 1]", field="SHARE",
+                            fix="send a share in [0, 1], e.g. 0.2 for 2 of 10 items")
+    return v
 
 
 class ClusterCache:
@@ -541,7 +632,15 @@ class RecommendFlow:
     cache: ClusterCache = field(default_factory=ClusterCache)
     on_phase: Callable[[str, float], None] | None = None   # (phase, seconds) per call
     on_store_error: Callable[[], None] | None = None       # a feature-store read failed
+    serendipitous_share: float | None = None   # blended slate default (None: default_share())
     _inflight: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from serendip.blend import BlendConfig
+
+        if self.serendipitous_share is None:
+            self.serendipitous_share = default_share()
+        BlendConfig(1, self.serendipitous_share)              # validated (ConfigError)
 
     async def cluster_of(self, item_id: str) -> ClusterChoice:
         hit = self.cache.get(item_id)
@@ -577,6 +676,10 @@ class RecommendFlow:
                                 "table)", field="ITEM_ID",
                                 fix="send an item id of the catalogue, or add the item and "
                                     "run `serendip score`")
+        if info.get("candidates") is not None and not info["candidates"]:
+            raise ServerFault(f"item {item_id!r} has no serendipitous candidate cluster (its "
+                              "cluster is alone under its level-(l-delta) ancestor)",
+                              fix="re-cluster with more branching or serve a larger delta")
         if item_id in self._inflight:
             return await asyncio.shield(self._inflight[item_id])
         fut = asyncio.ensure_future(self._timed_predict(item_id, info))
@@ -604,7 +707,43 @@ class RecommendFlow:
         finally:
             self.observe("retriever", time.perf_counter() - t0)
 
-    async def recommend(self, item_id: str, history: list[str], k: int) -> Recommendation:
+    async def recommend(self, item_id: str, history: list[str], k: int,
+                        share: float | None = None) -> Recommendation:
+        """The blended slate of ``k`` items (:mod:`serendip.blend`): ``ceil(share · k)`` from
+        the context's serendipitous cluster (:meth:`cluster_items`), the rest the unrestricted
+        retriever's top items (the context item itself left out); each labelled in
+        ``item_sources``. ``share`` defaults to the flow's ``serendipitous_share``; 1 gives the
+        cluster-only list.
+
+        Raises:
+            SerendipError: the client's own mistake (unknown item; HTTP 400).
+            ServerFault: the server's stores and models disagree or fail (HTTP 500).
+        """
+        from serendip.blend import EXPLOIT, BlendConfig, blend_slate
+
+        cfg = BlendConfig(k, self.serendipitous_share if share is None else share)
+        rec = await self.cluster_items(item_id, history, k)
+        exploit: list[tuple[str, float]] = []
+        if cfg.n_serendipitous < k or len(rec.item_ids) < k:
+            try:
+                # one more than k: the context item itself is left out
+                found = await self._retrieve(history, None, min(k + 1, MAX_K_ITEMS))
+            except ServerFault:
+                raise
+            except SerendipError as e:           # client inputs were checked before: ours
+                raise ServerFault(f"the unrestricted retriever refused item {item_id!r}'s "
+                                  f"request: {e}") from None
+            exploit = [(i, s) for i, s in found if i != item_id][:k]
+        ser_score = dict(zip(rec.item_ids, rec.scores))
+        exp_score = dict(exploit)
+        slate = blend_slate([i for i, _ in exploit], rec.item_ids, cfg)
+        rec.item_ids = [s.item_id for s in slate]
+        rec.scores = [exp_score[s.item_id] if s.source == EXPLOIT else ser_score[s.item_id]
+                      for s in slate]
+        rec.item_sources = [s.source for s in slate]
+        return rec
+
+    async def cluster_items(self, item_id: str, history: list[str], k: int) -> Recommendation:
         """Top-k of the item's first cluster the served retriever knows: the feature row's
         clusters in order, then the MLLM's; an unknown cluster is logged (the feature store
         and the served retriever disagree). Nothing known → :class:`ServerFault` (a 5xx).
@@ -638,7 +777,8 @@ class RecommendFlow:
                 if attempt or cid != choice.cluster_id:
                     self.cache.put(item_id, ClusterChoice(cid, desc, choice.source))
                 return Recommendation([i for i, _ in found], [s for _, s in found], cid, desc,
-                                      choice.source if not attempt else "mllm")
+                                      choice.source if not attempt else "mllm",
+                                      ["serendipitous"] * len(found))
             if attempt or choice.source == "mllm" or self.item_info(item_id) is None:
                 break
             choice = await self._predict_for(item_id)
@@ -656,9 +796,11 @@ class RecommendFlow:
         """One v2 request (B rows) → the RECOMMEND outputs; errors name the input."""
         batch = _batch_of(arrays, RECOMMEND)
         rows = []
-        for item, h, k in zip(*(_rows(arrays, n, batch) for n in ("ITEM_ID", "HISTORY", "K"))):
+        for item, h, k, share in zip(*(_rows(arrays, n, batch)
+                                       for n in ("ITEM_ID", "HISTORY", "K", "SHARE"))):
             rows.append((_text(np.asarray(item).reshape(-1)[0], "ITEM_ID", MAX_ID_BYTES),
-                         _ids(h, "HISTORY", MAX_HISTORY), _k(k, 10, MAX_K_ITEMS)))
+                         _ids(h, "HISTORY", MAX_HISTORY), _k(k, 10, MAX_K_ITEMS),
+                         _share(share, self.serendipitous_share)))
         recs = await asyncio.gather(*(self.recommend(*r) for r in rows))
         return recommend_outputs(recs)
 
@@ -668,7 +810,8 @@ def recommend_outputs(recs: Sequence[Recommendation]) -> Outputs:
             "SCORES": pad_rows([r.scores for r in recs], np.nan, np.float32),
             "CLUSTER_ID": _column([r.cluster_id for r in recs]),
             "DESCRIPTION": _column([r.description for r in recs]),
-            "SOURCE": _column([r.source for r in recs])}
+            "SOURCE": _column([r.source for r in recs]),
+            "ITEM_SOURCES": _bytes_rows([r.item_sources for r in recs])}
 
 
 def top_choice(cluster_ids: Sequence, descriptions: Sequence, source: str) -> ClusterChoice | None:
@@ -721,6 +864,9 @@ def mllm_request(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
     arrays = {"TITLE": np.array([[title.encode()]], dtype=np.object_),
               "CONTEXT_DESCRIPTION": np.array([[context.encode()]], dtype=np.object_),
               "K": np.array([[1]], dtype=np.int32)}
+    cands = list(info.get("candidates") or [])[:MAX_K_ITEMS]
+    if cands:           # only the context's serendipitous candidates may be answered
+        arrays["CANDIDATES"] = np.array([[c.encode() for c in cands]], dtype=np.object_)
     if info.get("thumbnail") is not None:
         arrays["THUMBNAIL"] = np.array([[media(info["thumbnail"])]], dtype=np.object_)
     if frames:
@@ -728,8 +874,10 @@ def mllm_request(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def retriever_request(history: Sequence[str], cluster_id: str, k: int) -> dict[str, np.ndarray]:
-    arrays = {"CLUSTER_ID": np.array([[cluster_id.encode()]], dtype=np.object_),
+def retriever_request(history: Sequence[str], cluster_id: str | None, k: int
+                      ) -> dict[str, np.ndarray]:
+    """The ``retriever`` input tensors (``cluster_id`` None: the whole catalogue)."""
+    arrays = {"CLUSTER_ID": np.array([[(cluster_id or "").encode()]], dtype=np.object_),
               "K": np.array([[k]], dtype=np.int32)}
     if history:
         arrays["HISTORY"] = np.array([[h.encode() for h in history]], dtype=np.object_)

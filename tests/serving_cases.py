@@ -54,7 +54,10 @@ def recommend_cases(wd: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     hit, miss = scored_items(wd)[0], unscored_items(wd)[0]
     hist = scored_items(wd)[1:4]
     good = [_rec(hit, hist, 5), _rec(miss, hist, 5), _rec(hit, None, 3),
-            _rec(hit, [], 4), _rec(hit, ["not-an-item"] * 3 + hist, 200)]
+            _rec(hit, [], 4), _rec(hit, ["not-an-item"] * 3 + hist, 200),
+            _rec(hit, hist, 10, SHARE=tensor([[0.4]], [1, 1], "FP32")),     # 4 of 10
+            _rec(hit, hist, 5, SHARE=tensor([[1.0]], [1, 1], "FP32")),      # cluster only
+            _rec(miss, hist, 6, SHARE=tensor([[0.0]], [1, 1], "FP32"))]     # exploit only
     bad = [
         (_rec(hit, hist, None, ITEM_ID=tensor([[7]], [1, 1], "INT32")), "ITEM_ID"),
         (_rec(hit, hist, 5, ITEM_ID=tensor([[hit, hit]], [1, 2])), "ITEM_ID"),
@@ -65,6 +68,9 @@ def recommend_cases(wd: Path) -> tuple[list[dict], list[tuple[str, str]]]:
         (_rec(hit, hist, 1_000_000_000), "K"),
         (_rec(hit, hist, None, K=tensor([[2.5]], [1, 1], "FP32")), "K"),
         (_rec(hit, None, 5, HISTORY=tensor([b"\xff\xfe"], [1, 1], binary=True)), "HISTORY"),
+        (_rec(hit, hist, 5, SHARE=tensor([[1.5]], [1, 1], "FP32")), "SHARE"),
+        (_rec(hit, hist, 5, SHARE=tensor([[-0.2]], [1, 1], "FP32")), "SHARE"),
+        (_rec(hit, hist, 5, SHARE=tensor([["lots"]], [1, 1])), "SHARE"),
     ]
     return good, bad
 
@@ -91,20 +97,41 @@ def model_cases(wd: Path) -> tuple[list[dict], list[tuple[str, str]]]:
 
 
 def check_recommend_answer(wd: Path, case: dict, res: dict) -> None:
+    """The blended slate (issue 15): ceil(share · k) items from the serendipitous cluster,
+    labelled ``serendipitous``, the rest ``exploit`` (the unrestricted retriever), no
+    duplicates, nothing already seen, each source's scores in descending order."""
+    import math
+
     assert res["ok"], res
     out = res["outputs"]
     cluster = out["CLUSTER_ID"][0][0]
     items = [i for i in out["ITEM_IDS"][0] if i]
+    sources = [s for s in out["ITEM_SOURCES"][0] if s][: len(items)]
     members = cluster_members(wd)
     assert cluster in members, cluster
     assert items, "no items recommended"
-    assert set(items) <= members[cluster], "an item outside the serendipitous cluster"
+    assert len(sources) == len(items) and set(sources) <= {"exploit", "serendipitous"}
+    assert len(set(items)) == len(items), "a duplicate on the slate"
+    ser = [i for i, s in zip(items, sources) if s == "serendipitous"]
+    assert set(ser) <= members[cluster], "a serendipitous item outside the cluster"
     history = set(case["inputs"].get("HISTORY", {}).get("data", [[]])[0])
     assert not set(items) & history, "an already-seen item was recommended"
+    item = case["inputs"]["ITEM_ID"]["data"][0][0]
+    assert item not in items, "the context item itself was recommended"
     k = case["inputs"].get("K", {}).get("data", [[10]])[0][0]
+    share = case["inputs"].get("SHARE", {}).get("data", [[0.2]])[0][0]
     assert len(items) <= k
+    n_s = math.ceil(share * k - 1e-9)
+    if len(items) == k and len(members[cluster] - history) >= k:
+        assert len(ser) == n_s, (share, k, sources)             # the share is kept
+    else:
+        assert len(ser) <= max(n_s, len(items) - sum(s == "exploit" for s in sources))
+    if share == 0:
+        assert not ser
     scores = [s for s in out["SCORES"][0][: len(items)]]
-    assert scores == sorted(scores, reverse=True)
+    for src in ("exploit", "serendipitous"):
+        mine = [sc for sc, s in zip(scores, sources) if s == src]
+        assert mine == sorted(mine, reverse=True), (src, mine)
     assert out["DESCRIPTION"][0][0]
     assert out["SOURCE"][0][0] in ("feast", "table", "cache", "mllm")
 
@@ -198,7 +225,9 @@ def check_plain_json(url: str, wd: Path, model: str = "recommend") -> None:
     assert status == 200, ans
     out = {o["name"]: o["data"] for o in ans["outputs"]}
     assert out["CLUSTER_ID"][0] in cluster_members(wd)
-    assert out["ITEM_IDS"] and set(out["ITEM_IDS"]) <= cluster_members(wd)[out["CLUSTER_ID"][0]]
+    ser = [i for i, s in zip(out["ITEM_IDS"], out["ITEM_SOURCES"]) if s == "serendipitous"]
+    assert len(out["ITEM_IDS"]) == 3 and len(ser) == 1          # ceil(0.2 · 3) of 3
+    assert set(ser) <= cluster_members(wd)[out["CLUSTER_ID"][0]]
     status, ans = post({"inputs": [
         {"name": "ITEM_ID", "shape": [1, 1], "datatype": "BYTES", "data": ["no-such-item"]}]})
     assert status == 400 and "ITEM_ID" in ans["error"], ans

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from serving_workdir import cluster_members, scored_items, served_workdir, unscored_items
@@ -29,7 +30,9 @@ from serendip.serving_core import (
     RetrieverHandler,
     check_tensors,
     config_pbtxt_io,
+    first_row_choice,
     first_row_items,
+    mllm_request,
     pad_rows,
     retriever_request,
 )
@@ -152,7 +155,8 @@ def test_recommend_flow_lookup_cache_and_mllm_fallback(wd, mllm, retr):
 
     r1, r2, r3 = asyncio.run(go())
     assert (r1.source, r2.source) == ("table", "cache")
-    assert r1.cluster_id == lookup(hit).cluster_id and set(r1.item_ids) <= members[r1.cluster_id]
+    ser = [i for i, s in zip(r1.item_ids, r1.item_sources) if s == "serendipitous"]
+    assert r1.cluster_id == lookup(hit).cluster_id and ser and set(ser) <= members[r1.cluster_id]
     assert calls["mllm"] == 1 and r3[0].source == "mllm"
     assert all(r.cluster_id == r3[0].cluster_id for r in r3)
     with pytest.raises(SerendipError) as e:
@@ -161,6 +165,100 @@ def test_recommend_flow_lookup_cache_and_mllm_fallback(wd, mllm, retr):
     out = asyncio.run(flow.infer({"ITEM_ID": _b([[hit], [miss]]),
                                   "K": np.array([[2], [3]], np.int32)}))
     assert out["ITEM_IDS"].shape[0] == 2 and out["SOURCE"][1, 0] == b"cache"
+
+
+def test_recommend_is_the_blended_slate_share_kept_and_sources_labelled(wd, mllm, retr,
+                                                                        monkeypatch):
+    """Issue 15 item 5: ceil(SHARE · K) items from the serendipitous cluster (labelled
+    ``serendipitous``), the rest from the unrestricted retriever (``exploit``, an empty
+    CLUSTER_ID); SHARE per request, else the server default; a bad SHARE names the field."""
+    import math
+
+    from serendip.errors import ConfigError
+    from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
+
+    asked: list = []
+
+    async def predict(info):
+        return first_row_choice(mllm.infer([mllm_request(info)])[0])
+
+    async def retrieve(history, cluster_id, k):
+        asked.append(cluster_id)
+        res = retr.infer([retriever_request(history, cluster_id, k)])[0]
+        assert not isinstance(res, SerendipError), res
+        return first_row_items(res)
+
+    flow = RecommendFlow(ClusterLookup(wd, "table"), ItemCatalog(wd), predict, retrieve,
+                         ClusterCache(ttl_s=60))
+    assert flow.serendipitous_share == 0.2
+    members = cluster_members(wd)
+    hit = scored_items(wd)[0]
+    unrestricted = [i for i, _ in retr.retriever.retrieve([], None, 30) if i != hit]
+    for share, k in ((None, 10), (0.4, 10), (0.5, 5), (1.0, 6), (0.0, 7)):
+        rec = asyncio.run(flow.recommend(hit, [], k, share))
+        n_s = math.ceil((0.2 if share is None else share) * k - 1e-9)
+        ser = [i for i, s in zip(rec.item_ids, rec.item_sources) if s == "serendipitous"]
+        exp = [i for i, s in zip(rec.item_ids, rec.item_sources) if s == "exploit"]
+        assert len(rec.item_ids) == len(set(rec.item_ids)) == k
+        assert len(ser) == n_s and len(exp) == k - n_s, (share, rec.item_sources)
+        assert set(ser) <= members[rec.cluster_id] and hit not in rec.item_ids
+        assert exp == [i for i in unrestricted if i not in ser][: len(exp)]
+    assert None in asked                                   # the unrestricted retriever
+    out = asyncio.run(flow.infer({"ITEM_ID": _b([[hit], [hit]]),
+                                  "K": np.array([[10], [4]], np.int32),
+                                  "SHARE": np.array([[0.3], [0.5]], np.float32)}))
+    srcs = [[x.decode() for x in row if x] for row in out["ITEM_SOURCES"]]
+    assert [r.count("serendipitous") for r in srcs] == [3, 2]
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(SerendipError) as e:
+            asyncio.run(flow.infer({"ITEM_ID": _b([[hit]]),
+                                    "SHARE": np.array([[bad]], np.float32)}))
+        assert e.value.field == "SHARE"
+    monkeypatch.setenv("SERENDIP_SERENDIPITOUS_SHARE", "0.5")
+    assert RecommendFlow(flow.lookup, flow.item_info, predict, retrieve).serendipitous_share \
+        == 0.5
+    monkeypatch.setenv("SERENDIP_SERENDIPITOUS_SHARE", "lots")
+    with pytest.raises(ConfigError, match="SERENDIP_SERENDIPITOUS_SHARE"):
+        RecommendFlow(flow.lookup, flow.item_info, predict, retrieve)
+
+
+def test_mllm_fallback_answers_only_the_contexts_candidates(wd, mllm, retr):
+    """Issue 15 item 1 in serving: the recommend flow's MLLM fallback sends the context's
+    serendipitous candidates (CANDIDATES) and the answer is one of them — never the item's own
+    cluster; the unrestricted model does name non-candidates for these items."""
+    from serendip.candidates import sibling_map
+    from serendip.platform.serving.lookup import ItemCatalog
+
+    catalog = ItemCatalog(wd)
+    cl, ic = pq.read_table(wd / "clusters.parquet"), pq.read_table(wd / "item_clusters.parquet")
+    sibs = sibling_map(cl, catalog.level, catalog.delta)
+    own = dict(zip(ic.column("item_id").to_pylist(),
+                   ic.column(f"c{catalog.level}").to_pylist()))
+    items = unscored_items(wd)[:6]
+    free = []
+    for item in items:
+        req = mllm_request({k: v for k, v in catalog(item).items() if k != "candidates"})
+        req["K"] = np.array([[mllm.max_k]], np.int32)
+        out = mllm.infer([req])[0]
+        free += [(item, c.decode()) for c in out["CLUSTER_IDS"][0] if c]
+    assert any(c not in sibs[own[i]] for i, c in free)       # the restriction matters
+
+    async def predict(info):
+        req = mllm_request(info)
+        assert "CANDIDATES" in req
+        return first_row_choice(mllm.infer([req])[0])
+
+    async def retrieve(history, cluster_id, k):
+        return first_row_items(retr.infer([retriever_request(history, cluster_id, k)])[0])
+
+    flow = RecommendFlow(lambda i: None, catalog, predict, retrieve, ClusterCache(ttl_s=60))
+    for item in items:
+        choice = asyncio.run(flow.cluster_of(item))
+        assert choice.source == "mllm" and choice.cluster_id != own[item]
+        assert {c for c, _ in choice.candidates()} <= set(sibs[own[item]])
+    bad = mllm.infer([{**mllm_request(catalog(items[0])),
+                       "CANDIDATES": _b([["no-such-cluster"]])}])[0]
+    assert isinstance(bad, SerendipError) and bad.field == "CANDIDATES"
 
 
 def test_feast_lookup_matches_the_scored_table(wd):

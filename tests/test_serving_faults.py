@@ -92,8 +92,11 @@ def test_unknown_feast_cluster_falls_back_to_the_next_cluster(wd, mllm, retr, ca
     with caplog.at_level(logging.WARNING, logger="serendip.serving"):
         rec = asyncio.run(flow.recommend(item, [], 5))
     assert (rec.cluster_id, rec.description, rec.source) == (good, desc, "feast")
-    assert rec.item_ids and set(rec.item_ids) <= cluster_members(wd)[good]
-    assert calls["retrieve"] == ["9.9.9", "8.8.8", good] and "mllm" not in calls  # 300 B id
+    ser = [i for i, s in zip(rec.item_ids, rec.item_sources) if s == "serendipitous"]
+    assert ser and set(ser) <= cluster_members(wd)[good]
+    # then one unrestricted call (None) for the blended slate's exploitation items
+    assert calls["retrieve"] == ["9.9.9", "8.8.8", good, None] and "mllm" not in calls  # 300 B
+
     # (longer than any id the server takes) is skipped without a call
     assert "'9.9.9'" in caplog.text and "unknown to the served retriever" in caplog.text
     again = asyncio.run(flow.recommend(item, [], 5))       # the working cluster is cached
@@ -108,7 +111,8 @@ def test_no_known_feast_cluster_asks_the_mllm(wd, mllm, retr):
     rec = asyncio.run(flow.recommend(item, [], 5))
     assert rec.source == "mllm" and calls["mllm"] == 1
     assert retr.retriever.has_cluster(rec.cluster_id)
-    assert set(rec.item_ids) <= cluster_members(wd)[rec.cluster_id]
+    ser = [i for i, s in zip(rec.item_ids, rec.item_sources) if s == "serendipitous"]
+    assert ser and set(ser) <= cluster_members(wd)[rec.cluster_id]
 
 
 def test_nothing_known_is_a_server_fault_not_a_client_error(wd, mllm, retr):

@@ -60,7 +60,8 @@ def test_metrics_transformer_and_triton(triton_server):
 
     before = {m: triton(m) for m in ("mllm", "retriever")}
     check_metrics(server, wd)
-    assert triton("retriever") - before["retriever"] == 4      # one per answered request
+    # two per answered request: the cluster's items and the blended slate's unrestricted ones
+    assert triton("retriever") - before["retriever"] == 8
     assert triton("mllm") - before["mllm"] == 1                # the unscored item
 
 
@@ -75,7 +76,9 @@ def test_recommend_cli_returns_items_of_the_returned_cluster(triton_server):
     members = cluster_members(wd)
     for protocol, item in (("http", scored_items(wd)[5]), ("grpc", unscored_items(wd)[3])):
         ans = cli_recommend(server, item, scored_items(wd)[6:8], protocol)
-        assert ans["item_ids"] and set(ans["item_ids"]) <= members[ans["cluster_id"]]
+        ser = [i for i, s in zip(ans["item_ids"], ans["item_sources"]) if s == "serendipitous"]
+        assert len(ans["item_ids"]) == 5 and len(ser) == 1            # ceil(0.2 · 5) of 5
+        assert set(ser) <= members[ans["cluster_id"]]
         assert ans["source"] in (("feast",) if protocol == "http" else ("mllm",))
 
 
@@ -106,8 +109,10 @@ def test_cluster_transformer_entry_point_against_triton(triton_server):
         members = cluster_members(wd)
         for r in res["results"]:
             assert r["ok"], r
-            items = [i for i in r["outputs"]["ITEM_IDS"][0] if i]
-            assert items and set(items) <= members[r["outputs"]["CLUSTER_ID"][0][0]]
+            out = r["outputs"]
+            ser = [i for i, s in zip(out["ITEM_IDS"][0], out["ITEM_SOURCES"][0])
+                   if i and s == "serendipitous"]
+            assert ser and set(ser) <= members[out["CLUSTER_ID"][0][0]]
         assert res["results"][0]["outputs"]["SOURCE"][0][0] == "mllm"
     finally:
         proc.terminate()

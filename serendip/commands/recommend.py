@@ -11,6 +11,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--history", nargs="*", default=[],
                    help="the user's recent item ids, oldest first (may be empty)")
     p.add_argument("--k", type=int, default=10, help="number of items (default 10)")
+    p.add_argument("--share", type=float, default=None,
+                   help="serendipitous share of the blended slate, in [0, 1] (default: the "
+                        "server's, 0.2 unless SERENDIP_SERENDIPITOUS_SHARE says otherwise; 1: "
+                        "only the serendipitous cluster's items)")
     p.add_argument("--url", default=None,
                    help="host:port of the recommend endpoint (default 127.0.0.1:8080 for http, "
                         "127.0.0.1:8081 for grpc)")
@@ -29,12 +33,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise SerendipError(f"k={args.k}", field="k", fix="ask for at least 1 item")
+    if args.share is not None and not 0.0 <= args.share <= 1.0:   # NaN fails this too
+        raise SerendipError(f"share={args.share}", field="--share",
+                            fix="pass a share in [0, 1], e.g. 0.2 for 2 of 10 items")
     client = V2Client(args.url, args.protocol, args.timeout)
     if not client.ready():
         raise SerendipError(f"no ready v2 server at {client.url} ({args.protocol})",
                             field="url", fix="start one with `serendip serve --workdir W`")
     try:
-        res = client.recommend(args.item, args.history, args.k)
+        res = client.recommend(args.item, args.history, args.k, args.share)
     except InferError as e:
         if not e.is_bad_input:         # the server's own fault: not the user's input (exit 1)
             print(f"serendip recommend: the server failed ({e.status}): {e.message} (fix: see "
@@ -47,10 +54,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0
+    n_ser = sum(s == "serendipitous" for s in res.item_sources)
     print(f"context item {args.item}: serendipitous cluster {res.cluster_id} "
-          f"({res.description}) [{res.source}]")
-    for rank, (item, score) in enumerate(zip(res.item_ids, res.scores), 1):
-        print(f"{rank:3d}. {item}  {score:.4f}")
+          f"({res.description}) [{res.source}]; {n_ser} of {len(res.item_ids)} items "
+          "serendipitous, the rest exploit (the unrestricted retriever)")
+    for rank, (item, score, src) in enumerate(zip(res.item_ids, res.scores,
+                                                  res.item_sources), 1):
+        print(f"{rank:3d}. {item}  {score:.4f}  {src}")
     if not res.item_ids:
-        print("  (the cluster has no unseen items)")
+        print("  (no unseen items)")
     return 0

@@ -8,7 +8,7 @@ protocol in a process that imported ``kserve`` (protobuf clash, DESIGN §7).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -36,7 +36,8 @@ class RecommendResult:
     scores: list[float]
     cluster_id: str
     description: str
-    source: str
+    source: str                       # where the cluster came from (feast | table | cache | mllm)
+    item_sources: list[str] = field(default_factory=list)   # exploit | serendipitous per item
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,19 +101,23 @@ class V2Client:
         names = [t.name for t in spec.outputs] if spec else []
         return {n: res.as_numpy(n) for n in names}
 
-    def recommend(self, item_id: str, history: Sequence[str] = (), k: int = 10
-                  ) -> RecommendResult:
+    def recommend(self, item_id: str, history: Sequence[str] = (), k: int = 10,
+                  share: float | None = None) -> RecommendResult:
+        """The blended slate (``share``: serendipitous share of k, None: the server's)."""
         arrays = {"ITEM_ID": np.array([[item_id.encode()]], dtype=np.object_),
                   "K": np.array([[k]], dtype=np.int32)}
+        if share is not None:
+            arrays["SHARE"] = np.array([[share]], dtype=np.float32)
         if history:
             arrays["HISTORY"] = np.array([[h.encode() for h in history]], dtype=np.object_)
         out = self.infer("recommend", arrays)
         ids = [_str(x) for x in out["ITEM_IDS"][0]]
         scores = [float(s) for s in out["SCORES"][0]]
+        srcs = [_str(x) for x in out["ITEM_SOURCES"][0]]
         keep = [j for j, i in enumerate(ids) if i]
         return RecommendResult([ids[j] for j in keep], [scores[j] for j in keep],
                                _str(out["CLUSTER_ID"][0][0]), _str(out["DESCRIPTION"][0][0]),
-                               _str(out["SOURCE"][0][0]))
+                               _str(out["SOURCE"][0][0]), [srcs[j] for j in keep])
 
     def close(self) -> None:
         try:

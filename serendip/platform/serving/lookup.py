@@ -138,6 +138,10 @@ class DirectOnline:
 class ItemCatalog:
     """Known items' media for the MLLM fallback (the serving process owns the items table).
 
+    Each known item's info carries its serendipitous ``candidates`` (paper §2, at
+    curation.json's level and δ) when the tree is at hand, so the MLLM fallback answers only
+    with them (``None``: unknown, e.g. in a cluster without the tree).
+
     ``workdir`` gives items + item_clusters + clusters (+ curation.json's level); in a cluster,
     ``items`` is a parquet path or URI (pyarrow filesystems: s3://, gs://, ...) and the own-
     cluster description comes from ``describe(item_id, level)`` (Feast's item_clusters view).
@@ -150,9 +154,11 @@ class ItemCatalog:
         self.items: dict[str, dict] = {}
         self.describe = describe
         wd = Path(workdir) if workdir else None
-        self.level = level or 3
-        if wd is not None and (wd / "curation.json").exists() and level is None:
-            self.level = int(json.loads((wd / "curation.json").read_text()).get("level", 3))
+        self.level, self.delta = level or 3, 1
+        if wd is not None and (wd / "curation.json").exists():
+            cur = json.loads((wd / "curation.json").read_text())
+            self.level = level or int(cur.get("level", 3))
+            self.delta = int(cur.get("delta", 1))
         table = None
         if items:   # validated like every table read: ids verbatim, parquet or CSV
             table = read_table_at(items, "items").select(["item_id", "title", "thumbnail",
@@ -162,13 +168,20 @@ class ItemCatalog:
         if table is None:
             return
         own: dict[str, str] = {}
+        cands: dict[str, list[str]] = {}
         if wd is not None and has_table(wd, "item_clusters") and has_table(wd, "clusters"):
+            from serendip.candidates import sibling_map
+
             cl = read_table(wd, "clusters")
             desc = dict(zip(cl.column("cluster_id").to_pylist(),
                             cl.column("description").to_pylist()))
             ic = read_table(wd, "item_clusters")
-            own = {i: desc.get(c, "") for i, c in zip(ic.column("item_id").to_pylist(),
-                                                     ic.column(f"c{self.level}").to_pylist())}
+            pairs = list(zip(ic.column("item_id").to_pylist(),
+                             ic.column(f"c{self.level}").to_pylist()))
+            own = {i: desc.get(c, "") for i, c in pairs}
+            # the MLLM fallback answers only with the item's serendipitous candidates (§2)
+            sibs = sibling_map(cl, self.level, self.delta)
+            cands = {i: sibs[c] for i, c in pairs if c in sibs}
         if base_dir is None and wd is not None:    # the one rule (serendip.data.media)
             from serendip.data.media import media_root
 
@@ -176,6 +189,7 @@ class ItemCatalog:
         base = str(base_dir) if base_dir else None
         for row in _rows(table):
             row["context_description"] = own.get(row["item_id"], "")
+            row["candidates"] = cands.get(row["item_id"]) if cands else None
             row["base_dir"] = base
             self.items[row.pop("item_id")] = row
 
