@@ -15,6 +15,13 @@
   in between only leaves rows the next run deduplicates by item id.
 * **Output** — ``item_serendipity`` holds exactly the selected items, in popularity order;
   items that fell out of the selection are dropped (serving asks the MLLM for them).
+* **Only serendipitous answers** — each item's answers are restricted to its candidate clusters
+  (paper §2, :mod:`serendip.candidates`): the level-l clusters that share its own cluster's
+  level-(l−δ) ancestor, its own cluster excluded (δ: ``ScoringConfig.delta``, else the work
+  directory's ``curation.json``, else 1). A predictor whose ``predict`` takes ``candidates``
+  ranks exactly them (likelihood over the subset); another one is asked for more answers and
+  its non-candidate answers are dropped. An item whose cluster has no candidate fails with a
+  reason; a reusable row that names a non-candidate is scored again.
 * **Batching** — the predictor decodes ``batch_size`` items at a time under the trie; items are
   ordered by prompt length inside a chunk so that left padding stays small.
 * **Row-level failures** — an item that cannot be scored (missing or unreadable media, no
@@ -71,6 +78,7 @@ class ScoringConfig:
     shard: int = 0                  # this worker's shard of the selected corpus ...
     num_shards: int = 1             # ... out of this many (KFP ParallelFor fans out over them)
     max_error_rate: float = 0.01    # fail the run above this share of failed items, in [0, 1]
+    delta: int | None = None        # candidates' δ (None: curation.json's, else 1)
 
     def check(self) -> None:
         if not (isinstance(self.coverage, (int, float)) and 0 < self.coverage <= 1):
@@ -88,6 +96,10 @@ class ScoringConfig:
             raise ConfigError(f"must be in [0, 1], got {self.max_error_rate!r}",
                               field="max_error_rate",
                               fix="use e.g. --max-error-rate 0.01 (1% of the selected items)")
+        if self.delta is not None and (isinstance(self.delta, bool)
+                                       or not isinstance(self.delta, int) or self.delta < 1):
+            raise ConfigError(f"must be an integer >= 1, got {self.delta!r}", field="delta",
+                              fix="use the δ the model was curated with (curation.json)")
 
 
 @dataclass
@@ -306,24 +318,73 @@ def _inputs(sel: pa.Table, item_clusters: pa.Table, clusters: pa.Table, level: i
     return inputs, hashes, failed
 
 
-def _predict_rows(predictor, batch_inputs: list[dict], k: int, constrained: bool
-                  ) -> tuple[list, dict[int, str]]:
+def takes_candidates(predictor) -> bool:
+    """Whether ``predictor.predict`` ranks a given candidate subset per input."""
+    import inspect
+
+    try:
+        return "candidates" in inspect.signature(predictor.predict).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def delta_of(workdir: str | os.PathLike, delta: int | None = None) -> int:
+    """δ of the candidates: ``delta`` when given, else the work directory's curation.json,
+    else 1."""
+    if delta is not None:
+        return int(delta)
+    path = Path(workdir) / "curation.json"
+    if path.exists():
+        try:
+            return int(json.loads(path.read_text()).get("delta", 1))
+        except (ValueError, TypeError, AttributeError):
+            return 1
+    return 1
+
+
+def _predict_rows(predictor, batch_inputs: list[dict], k: int, constrained: bool,
+                  candidates: list[list[str]] | None = None) -> tuple[list, dict[int, str]]:
     """Predictions for a batch; when the batch fails on an item's input (media missing or
     unreadable), each item is retried alone so that only the bad ones fail. Returns
-    (predictions, ``None`` where failed; ``{index in batch: reason}``)."""
+    (predictions, ``None`` where failed; ``{index in batch: reason}``).
+
+    ``candidates``: per input, the only clusters it may be answered with (its serendipitous
+    candidates): ranked exactly by a predictor that takes them, else filtered out of a longer
+    answer list (at most ``k`` kept)."""
+    ranked = candidates is not None and takes_candidates(predictor)
+
+    def call(inputs: list[dict], cands: list[list[str]] | None) -> list:
+        if cands is None:
+            return predictor.predict(inputs, k=k, constrained=constrained)
+        if ranked:
+            return predictor.predict(inputs, k=k, constrained=constrained, candidates=cands)
+        n = len(getattr(predictor, "cluster_ids", ()) or ()) or k + 1
+        wide = predictor.predict(inputs, k=min(n, max(k + 1, 2 * k)), constrained=constrained)
+        return [[p for p in ps if p.cluster_id in set(c)][:k] for ps, c in zip(wide, cands)]
+
+    def none_left(preds: list, failed: dict[int, str]) -> tuple[list, dict[int, str]]:
+        # a filtered answer list can come out empty: that item fails (never an empty row)
+        for j, p in enumerate(preds):
+            if p is not None and not p and candidates is not None:
+                preds[j] = None
+                failed[j] = (f"the model named none of the item's {len(candidates[j])} "
+                             "serendipitous candidates among its answers (fix: score with a "
+                             "model whose predict ranks candidates, or a larger k)")
+        return preds, failed
+
     try:
-        return predictor.predict(batch_inputs, k=k, constrained=constrained), {}
+        return none_left(call(batch_inputs, candidates), {})
     except ROW_ERRORS as e:
         if len(batch_inputs) == 1:
             return [None], {0: _reason(e)}
     preds, failed = [], {}
     for j, one in enumerate(batch_inputs):
         try:
-            preds += predictor.predict([one], k=k, constrained=constrained)
+            preds += call([one], [candidates[j]] if candidates is not None else None)
         except ROW_ERRORS as e:
             preds.append(None)
             failed[j] = _reason(e)
-    return preds, failed
+    return none_left(preds, failed)
 
 
 def _reason(e: BaseException) -> str:
@@ -411,6 +472,24 @@ def _score_locked(wd: Path, predictor, cfg: ScoringConfig, embed, store: ChunkSt
     level = int(predictor.level)
     inputs, hashes, bad_inputs = _inputs(selected, item_clusters, clusters, level,
                                          predictor.prompt_config.uses_images)
+    # only serendipitous answers (paper §2): each item's candidate clusters at (level, δ)
+    from serendip.candidates import sibling_map
+
+    delta = delta_of(wd, cfg.delta)
+    sibs = sibling_map(clusters, level, delta) if cfg.constrained else {}
+    own = dict(zip(item_clusters.column("item_id").to_pylist(),
+                   item_clusters.column(f"c{level}").to_pylist()))
+    cands: list[list[str] | None] = []
+    for j, i in enumerate(selected.column("item_id").to_pylist()):
+        c = sibs.get(own.get(i)) if cfg.constrained else None
+        if cfg.constrained and not c and j not in bad_inputs:
+            bad_inputs[j] = (f"item_clusters: its level-{level} cluster {own.get(i)!r} has no "
+                             f"serendipitous candidate (no other level-{level} cluster under "
+                             f"its level-{level - delta} ancestor) (fix: cluster with more "
+                             "branching, or curate and score with a larger delta)")
+        cands.append(c or None)
+    stats.update({"level": level, "delta": delta if cfg.constrained else None,
+                  "answers_restricted_to_candidates": bool(cfg.constrained)})
     base = media_root(wd)  # relative media paths: against the data directory, never the cwd
     for x in inputs:
         if x is None:
@@ -437,9 +516,17 @@ def _score_locked(wd: Path, predictor, cfg: ScoringConfig, embed, store: ChunkSt
                 pool[row["item_id"]] = row
     # a row is reusable when model, content and enough clusters (k may have grown) match
     need = min(cfg.k, len(getattr(predictor, "cluster_ids", ())) or cfg.k)
-    reuse = {i for j, (i, h) in enumerate(zip(ids, hashes)) if j not in bad_inputs
-             and i in pool and pool[i]["content_hash"] == h
-             and len(pool[i]["cluster_ids"] or []) >= need}
+
+    def reusable(j: int, i: str, h: str) -> bool:
+        row = pool.get(i)
+        if j in bad_inputs or row is None or row["content_hash"] != h:
+            return False
+        got = list(row["cluster_ids"] or [])
+        if cands[j] is not None:     # an older row naming a non-candidate is scored again
+            return set(got) <= set(cands[j]) and len(got) >= min(need, len(cands[j]))
+        return len(got) >= need
+
+    reuse = {i for j, (i, h) in enumerate(zip(ids, hashes)) if reusable(j, i, h)}
     todo = [j for j, i in enumerate(ids) if i not in reuse and j not in bad_inputs]
 
     def check_rate() -> None:
@@ -469,7 +556,8 @@ def _score_locked(wd: Path, predictor, cfg: ScoringConfig, embed, store: ChunkSt
         for b in range(0, len(chunk), cfg.batch_size):
             batch = chunk[b:b + cfg.batch_size]
             got, failed = _predict_rows(predictor, [inputs[j] for j in batch], cfg.k,
-                                        cfg.constrained)
+                                        cfg.constrained,
+                                        [cands[j] for j in batch] if cfg.constrained else None)
             when = datetime.now(timezone.utc)
             for n, (j, p) in enumerate(zip(batch, got)):
                 if n in failed:
@@ -549,6 +637,11 @@ def prepare_state(state_dir: str | os.PathLike, data_dir: str | os.PathLike,
         shutil.copytree(tree / "cluster_tree", tmp)
         shutil.rmtree(state / "cluster_tree", ignore_errors=True)
         os.replace(tmp, state / "cluster_tree")
+    for src in (tree, data):          # level and δ of the candidates (score_items)
+        if (src / "curation.json").is_file() and \
+                (src / "curation.json").resolve() != (state / "curation.json").resolve():
+            atomic_write_bytes(state / "curation.json", (src / "curation.json").read_bytes())
+            break
     if extra is not None:
         ic = read_table(state, "item_clusters")
         known = set(ic.column("item_id").to_pylist())

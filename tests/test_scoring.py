@@ -330,3 +330,46 @@ def test_bad_rows_go_to_the_error_table_and_a_rerun_retries_them(base, predictor
     with pytest.raises(SerendipError, match=r"of \d+ selected items failed.*max_error_rate"):
         score_items(wd, predictor, ScoringConfig(**CFG, max_error_rate=0.001))
     assert pq.read_table(wd / ERRORS_FILE).num_rows >= 1
+
+
+def test_answers_are_only_the_contexts_serendipitous_candidates(base, predictor, tmp_path):
+    """Issue 15 item 1: no scored answer is the item's own cluster or a non-sibling (paper §2,
+    delta 1 here: no curation.json); the unrestricted model does name such clusters, so the
+    restriction is what keeps them out — with a predictor that ranks candidates and with one
+    that cannot (its answers filtered)."""
+    from serendip.candidates import sibling_map
+    from serendip.scoring import _inputs
+
+    wd, _ = _copy(base, tmp_path)
+    level = predictor.level
+    clusters, ic = read_table(wd, "clusters"), read_table(wd, "item_clusters")
+    sibs = sibling_map(clusters, level, 1)
+    own = dict(zip(ic.column("item_id").to_pylist(), ic.column(f"c{level}").to_pylist()))
+    items = select_by_coverage(read_table(wd, "items"), 0.8)[0]
+    inputs, _, _ = _inputs(items, ic, clusters, level, predictor.prompt_config.uses_images)
+    free = predictor.predict([x for x in inputs if x], k=3, constrained=True)
+    ids = [i for i, x in zip(items.column("item_id").to_pylist(), inputs) if x]
+    assert any(p.cluster_id not in sibs[own[i]] for i, ps in zip(ids, free) for p in ps)
+
+    class NoCandidates:                      # a predictor without the candidates argument
+        def __init__(self, inner):
+            self.inner = inner
+            self.level, self.prompt_config = inner.level, inner.prompt_config
+            self.model_version, self.cluster_ids = "plain", inner.cluster_ids
+            self.batch_size = inner.batch_size
+
+        def predict(self, inputs, k=1, constrained=True):
+            return self.inner.predict(inputs, k=k, constrained=constrained)
+
+    for pred in (predictor, NoCandidates(predictor)):
+        # a filtered answer list may come out empty: that item fails (error table), never an
+        # empty row; the candidate-ranking predictor answers every item
+        res = score_items(wd, pred, ScoringConfig(**{**CFG, "k": 3, "max_error_rate": 1.0}))
+        assert res.stats["delta"] == 1 and res.stats["answers_restricted_to_candidates"]
+        rows = res.table.to_pylist()
+        assert rows and all(r["cluster_ids"] for r in rows)
+        if pred is predictor:
+            assert res.stats["failed"] == 0 and len(rows) == len(ids)
+        for r in rows:
+            assert own[r["item_id"]] not in r["cluster_ids"], r
+            assert set(r["cluster_ids"]) <= set(sibs[own[r["item_id"]]]), r
