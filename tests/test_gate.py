@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+import pyarrow.compute as pc
 import pytest
 
 from serendip import cli
@@ -146,3 +147,65 @@ def test_retriever_gate_refuses_a_retriever_that_loses_to_popularity(store, caps
     winner = _version(wd, RETRIEVER, {"ndcg_at_10": 0.30, "popularity_ndcg_at_10": 0.25})
     assert cli.main(["promote", "--workdir", str(wd), "--name", RETRIEVER]) == 0
     assert registry.alias_version(RETRIEVER, "champion") == winner
+
+
+class _RankCandidates:
+    """A stand-in challenger that ranks each context's candidates in reverse id order."""
+
+    model_version = "serendip-mllm/v1"
+
+    def __init__(self, clusters):
+        self.level = 3
+        from serendip.prompts import PromptConfig
+
+        self.prompt_config = PromptConfig("text")
+        self.cluster_ids = clusters.filter(pc.equal(clusters.column("level"), 3)) \
+            .column("cluster_id").to_pylist()
+
+    def predict(self, inputs, k=1, constrained=True, candidates=None):
+        from types import SimpleNamespace
+
+        return [[SimpleNamespace(cluster_id=c) for c in sorted(cs, reverse=True)[:k]]
+                for cs in candidates]
+
+
+def test_gate_on_a_workdir_uses_the_cluster_choice_baselines(synth_dir, store, capsys):
+    """Without --baselines the gate also measures transition statistics / random sibling on
+    the work directory's curated test split (training logs only) — a challenger whose recorded
+    recall is below them is refused although it beats its recorded baselines; a real
+    baselines_stage report (the challenger ranked on every held-out pair) is read as well."""
+    from synth_tree import synth_tree
+
+    from serendip.curation import CurationConfig, curate_stage
+    from serendip.data.io import write_table
+    from serendip.evaluation.baselines import baselines_stage
+
+    items, inter, clusters, ic = synth_tree(synth_dir)
+    wd = store
+    write_table(wd, "items", items)
+    write_table(wd, "interactions", inter, refs={"items": items})
+    write_table(wd, "clusters", clusters)
+    write_table(wd, "item_clusters", ic, refs={"items": items})
+    curate_stage(wd, wd, CurationConfig(seed=0))
+    cur = next(cs for cs in baselines_stage(wd, n_boot=1)["case_sets"]
+               if "curated" in cs["cases"])
+    best = cur["best_baseline"]
+    value = cur["methods"][best]["recall"]["value"]
+    v = _version(wd, registry.MLLM, {"recall_constrained": value - 0.01,
+                                     "baseline_random_sibling_recall": 0.0})
+    capsys.readouterr()
+    assert cli.main(["promote", "--workdir", str(wd)]) == 1
+    err = capsys.readouterr().err
+    assert f"best baseline {best} {value:.4f}" in err and "curated" in err, err
+    assert registry.alias_version(registry.MLLM, "champion") is None
+
+    rep = baselines_stage(wd, predictor=_RankCandidates(clusters), n_boot=1)
+    path = wd / "report.json"
+    path.write_text(json.dumps({k: x for k, x in rep.items() if k != "markdown"}))
+    base = registry.baseline_from_report(json.loads(path.read_text()), v)
+    allp = rep["case_sets"][0]
+    assert base.method == allp["best_baseline"]
+    assert base.challenger_value == allp["methods"]["model"]["recall"]["value"]
+    code = cli.main(["promote", "--workdir", str(wd), "--baselines", str(path)])
+    beats = base.challenger_value > base.value
+    assert code == (0 if beats else 1)
