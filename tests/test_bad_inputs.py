@@ -318,6 +318,16 @@ CASES: list[Case] = [
     Case("promote-metric-not-recorded", "registry", "gate on a metric no version recorded",
          ["promote", "--workdir", "{wd}", "--metric", "nope"], "metric",
          lambda wd: _registry_store(wd, 2, champion="1", challenger="2")),
+    Case("promote-margin-out-of-range", "registry", "a negative gate margin (the lead over "
+         "the best baseline)", ["promote", "--workdir", "{wd}", "--margin", "-0.1"], "--margin",
+         lambda wd: _registry_store(wd, 1, challenger="1")),
+    Case("promote-baselines-missing", "registry", "a baselines report that does not exist",
+         ["promote", "--workdir", "{wd}", "--baselines", "{wd}/nope.json"], "--baselines",
+         lambda wd: _registry_store(wd, 1, challenger="1")),
+    Case("promote-no-baseline", "registry", "gate a version with no baseline recorded and "
+         "no report to beat", ["promote", "--workdir", "{wd}"], "baselines",
+         lambda wd: _registry_store(wd, 1, challenger="1",
+                                    tags={"recall_constrained": 0.3})),
     Case("score-unknown-alias", "registry", "score with a registry alias no version has",
          ["score", "--workdir", "{wd}", "--model", "models:/serendip-mllm@nope"], "alias",
          lambda wd: _registry_store(wd, 1)),
@@ -347,6 +357,8 @@ CASES: list[Case] = [
          lambda wd: wd.mkdir(parents=True), run=lambda wd: _serve_on_busy_port(wd)),
     Case("recommend-k-zero", "serving", "ask for zero recommendations",
          ["recommend", "--item", "v1", "--k", "0"], "k"),
+    Case("recommend-share-out-of-range", "serving", "a serendipitous share of the blended "
+         "slate above 1", ["recommend", "--item", "v1", "--share", "1.5"], "--share"),
     Case("feast-redis-without-connection", "serving", "Redis online store chosen without a "
          "connection string (SERENDIP_FEAST_ONLINE_STORE=redis)", [],
          "FEAST_REDIS_CONNECTION_STRING", run=lambda wd: _feast_env(
@@ -360,9 +372,10 @@ CASES: list[Case] = [
 
 
 def _registry_store(wd: Path, versions: int, champion: str | None = None,
-                    challenger: str | None = None) -> None:
+                    challenger: str | None = None, tags: dict | None = None) -> None:
     """The work directory's own MLflow store with ``versions`` versions of serendip-mllm
-    (bare model versions: the registry calls under test never load them)."""
+    (bare model versions: the registry calls under test never load them), each with
+    ``tags``."""
     wd.mkdir(parents=True, exist_ok=True)
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
@@ -374,7 +387,9 @@ def _registry_store(wd: Path, versions: int, champion: str | None = None,
         client = MlflowClient()
         client.create_registered_model(registry.MLLM)
         for _ in range(versions):
-            client.create_model_version(registry.MLLM, source=(wd / "model").as_uri())
+            v = client.create_model_version(registry.MLLM, source=(wd / "model").as_uri())
+            for k, val in (tags or {}).items():
+                client.set_model_version_tag(registry.MLLM, v.version, k, str(val))
         for alias, version in (("champion", champion), ("challenger", challenger)):
             if version:
                 client.set_registered_model_alias(registry.MLLM, alias, version)
