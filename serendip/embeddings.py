@@ -48,6 +48,7 @@ interactions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -181,10 +182,28 @@ def _resolve_text_encoder(cfg: EmbeddingConfig) -> str:
     return cfg.text_encoder
 
 
+def _title_terms(title: str) -> list[str]:
+    """A title's terms for TF-IDF: the descriptions' Unicode-aware tokens (NFKC, accents kept,
+    CJK runs as character bigrams) less stop words of the common languages, units and numbers —
+    the same words a cluster description may use (scikit-learn's default pattern keeps a CJK
+    run as one token and knows only English stop words)."""
+    from serendip.descriptions import is_term, tokenize
+
+    stop = _title_stopwords()
+    return [t for t in tokenize(title) if is_term(t, stop)]
+
+
+@functools.lru_cache(maxsize=1)
+def _title_stopwords() -> frozenset[str]:
+    from serendip.descriptions import stopwords
+
+    return stopwords()
+
+
 def _tfidf_vectorizer(vocabulary=None):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(stop_words="english", min_df=1, sublinear_tf=True,
+    return TfidfVectorizer(analyzer=_title_terms, min_df=1, sublinear_tf=True,
                            vocabulary=vocabulary)
 
 

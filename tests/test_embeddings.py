@@ -278,3 +278,18 @@ def test_cluster_reports_block_weights_and_label_agreement(tmp_path, capsys):
     agree = summary["labels"]
     assert agree["items"] == 1126 and set(agree) >= {"level1", "level2", "level3", "level4"}
     assert all(0 <= agree[f"level{lvl}"]["nmi"] <= 1 for lvl in range(1, 5))
+
+
+def test_tfidf_fallback_tokenises_cjk_and_accents_like_descriptions():
+    """Issue 12 case 5, same kind in the text fallback: scikit-learn's default pattern kept a
+    CJK run as one token (two titles sharing 足球 had no term in common) and knew English stop
+    words only (French articles became terms)."""
+    from serendip.embeddings import EmbeddingConfig, fit_tfidf
+
+    titles = ["足球技巧教学", "足球比赛精彩", "吉他课程入门", "吉他独奏演示",
+              "la crème brûlée", "le café au lait"]
+    state = fit_tfidf(titles, EmbeddingConfig(text_encoder="tfidf", tfidf_dim=2))
+    vocab = set(state["vocab"])
+    assert {"足球", "吉他", "crème", "brûlée", "café"} <= vocab
+    assert not {"la", "le", "au"} & vocab
+    assert "足球技巧教学" not in vocab
