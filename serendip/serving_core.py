@@ -722,18 +722,21 @@ class RecommendFlow:
         from serendip.blend import EXPLOIT, BlendConfig, blend_slate
 
         cfg = BlendConfig(k, self.serendipitous_share if share is None else share)
-        rec = await self.cluster_items(item_id, history, k)
-        exploit: list[tuple[str, float]] = []
-        if cfg.n_serendipitous < k or len(rec.item_ids) < k:
-            try:
-                # one more than k: the context item itself is left out
-                found = await self._retrieve(history, None, min(k + 1, MAX_K_ITEMS))
-            except ServerFault:
-                raise
-            except SerendipError as e:           # client inputs were checked before: ours
-                raise ServerFault(f"the unrestricted retriever refused item {item_id!r}'s "
-                                  f"request: {e}") from None
-            exploit = [(i, s) for i, s in found if i != item_id][:k]
+        found: list[tuple[str, float]] | None = None
+        if cfg.n_serendipitous < k:      # both retriever calls at once: the slate needs both
+            choice = await self.cluster_of(item_id)          # an unknown item fails here
+            got = await asyncio.gather(self.cluster_items(item_id, history, k, choice),
+                                       self._unrestricted(item_id, history, k),
+                                       return_exceptions=True)
+            for g in got:                # the cluster's error first (e.g. an unknown item)
+                if isinstance(g, BaseException):
+                    raise g
+            rec, found = got
+        else:
+            rec = await self.cluster_items(item_id, history, k)
+        if found is None and len(rec.item_ids) < k:    # a short cluster list: fill it
+            found = await self._unrestricted(item_id, history, k)
+        exploit = found or []
         ser_score = dict(zip(rec.item_ids, rec.scores))
         exp_score = dict(exploit)
         slate = blend_slate([i for i, _ in exploit], rec.item_ids, cfg)
@@ -743,16 +746,31 @@ class RecommendFlow:
         rec.item_sources = [s.source for s in slate]
         return rec
 
-    async def cluster_items(self, item_id: str, history: list[str], k: int) -> Recommendation:
+    async def _unrestricted(self, item_id: str, history: list[str], k: int
+                            ) -> list[tuple[str, float]]:
+        """The exploitation list: the retriever's top-k over the whole catalogue, the context
+        item itself left out (one more asked for)."""
+        try:
+            found = await self._retrieve(history, None, min(k + 1, MAX_K_ITEMS))
+        except ServerFault:
+            raise
+        except SerendipError as e:           # client inputs were checked before: ours
+            raise ServerFault(f"the unrestricted retriever refused item {item_id!r}'s "
+                              f"request: {e}") from None
+        return [(i, sc) for i, sc in found if i != item_id][:k]
+
+    async def cluster_items(self, item_id: str, history: list[str], k: int,
+                            choice: ClusterChoice | None = None) -> Recommendation:
         """Top-k of the item's first cluster the served retriever knows: the feature row's
         clusters in order, then the MLLM's; an unknown cluster is logged (the feature store
         and the served retriever disagree). Nothing known → :class:`ServerFault` (a 5xx).
+        ``choice``: the item's cluster choice when the caller already looked it up.
 
         Raises:
             SerendipError: the client's own mistake (unknown item; HTTP 400).
             ServerFault: the server's stores and models disagree or fail (HTTP 500).
         """
-        choice = await self.cluster_of(item_id)
+        choice = choice or await self.cluster_of(item_id)
         tried: list[str] = []
         for attempt in range(2):
             for cid, desc in choice.candidates():
