@@ -261,6 +261,26 @@ def test_mllm_fallback_answers_only_the_contexts_candidates(wd, mllm, retr):
     assert isinstance(bad, SerendipError) and bad.field == "CANDIDATES"
 
 
+def test_cluster_catalog_gets_candidates_from_feast_and_the_clusters_table(wd):
+    """In a cluster (no work directory: items and clusters by path, each item's own cluster
+    from Feast's item_clusters view) the MLLM fallback gets the same candidates as from the
+    work directory's tree."""
+    from serendip.data.io import find_table
+    from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
+
+    ref = ItemCatalog(wd)
+    lookup = ClusterLookup(wd, "auto")
+    assert lookup.kind == "feast"
+    cat = ItemCatalog(None, items=str(find_table(wd, "items")),
+                      describe=lookup.own_description, clusters=str(find_table(wd, "clusters")),
+                      own_cluster=lookup.own_cluster, level=ref.level, delta=ref.delta)
+    for item in unscored_items(wd)[:4] + scored_items(wd)[:2]:
+        assert cat(item)["candidates"] and cat(item)["candidates"] == ref(item)["candidates"]
+        assert "CANDIDATES" in mllm_request(cat(item))
+    plain = ItemCatalog(None, items=str(find_table(wd, "items")))
+    assert plain(unscored_items(wd)[0])["candidates"] is None        # no tree: unknown
+
+
 def test_feast_lookup_matches_the_scored_table(wd):
     from serendip.platform.serving.lookup import ClusterLookup
 

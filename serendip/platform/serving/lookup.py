@@ -92,6 +92,18 @@ class ClusterLookup:
             return top_choice(row["cluster_ids"], row["descriptions"], "feast")
         return self._table.get(item_id)
 
+    def own_cluster(self, item_id: str, level: int) -> str | None:
+        """The item's own level-``level`` cluster id from Feast's item_clusters view (None if
+        unknown or the store is down)."""
+        if self._online is None:
+            return None
+        try:
+            row = self._read(item_id, ("item_clusters",))
+        except ServerFault:
+            return None
+        value = row.get(f"c{level}")
+        return str(value) if value else None
+
     def own_description(self, item_id: str, level: int) -> str:
         """The item's own level-``level`` cluster description from Feast (``""`` if unknown
         or the store is down)."""
@@ -139,8 +151,10 @@ class ItemCatalog:
     """Known items' media for the MLLM fallback (the serving process owns the items table).
 
     Each known item's info carries its serendipitous ``candidates`` (paper §2, at
-    curation.json's level and δ) when the tree is at hand, so the MLLM fallback answers only
-    with them (``None``: unknown, e.g. in a cluster without the tree).
+    curation.json's level and δ, or ``level``/``delta``) when the tree is at hand — the work
+    directory's, or in a cluster the ``clusters`` table (path or URI) with each item's own
+    cluster from ``own_cluster(item_id, level)`` (Feast's item_clusters view) — so the MLLM
+    fallback answers only with them (``None``: unknown).
 
     ``workdir`` gives items + item_clusters + clusters (+ curation.json's level); in a cluster,
     ``items`` is a parquet path or URI (pyarrow filesystems: s3://, gs://, ...) and the own-
@@ -150,15 +164,24 @@ class ItemCatalog:
 
     def __init__(self, workdir: str | os.PathLike | None = None, items: str | None = None,
                  describe=None, level: int | None = None,
-                 base_dir: str | os.PathLike | None = None):
+                 base_dir: str | os.PathLike | None = None, clusters: str | None = None,
+                 own_cluster=None, delta: int | None = None):
         self.items: dict[str, dict] = {}
         self.describe = describe
+        self.own_cluster = own_cluster
+        self._sibs: dict[str, list[str]] = {}
         wd = Path(workdir) if workdir else None
-        self.level, self.delta = level or 3, 1
+        self.level, self.delta = level or 3, delta or 1
         if wd is not None and (wd / "curation.json").exists():
             cur = json.loads((wd / "curation.json").read_text())
             self.level = level or int(cur.get("level", 3))
-            self.delta = int(cur.get("delta", 1))
+            self.delta = delta or int(cur.get("delta", 1))
+        if clusters and own_cluster is not None:
+            # in a cluster: the tree's clusters table + each item's own cluster from Feast
+            from serendip.candidates import sibling_map
+
+            self._sibs = sibling_map(read_table_at(clusters, "clusters"), self.level,
+                                     self.delta)
         table = None
         if items:   # validated like every table read: ids verbatim, parquet or CSV
             table = read_table_at(items, "items").select(["item_id", "title", "thumbnail",
@@ -197,6 +220,10 @@ class ItemCatalog:
         info = self.items.get(item_id)
         if info is not None and not info["context_description"] and self.describe is not None:
             info = dict(info, context_description=self.describe(item_id, self.level))
+        if info is not None and info.get("candidates") is None and self._sibs:
+            own = self.own_cluster(item_id, self.level)
+            if own in self._sibs:
+                info = dict(info, candidates=self._sibs[own])
         return info
 
     def __len__(self) -> int:

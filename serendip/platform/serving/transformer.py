@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Feast repo with feature_store.yaml (online store + registry)")
     p.add_argument("--items", default=None,
                    help="items parquet (path or URI) for items Feast has not scored yet")
+    p.add_argument("--clusters", default=None,
+                   help="clusters parquet (path or URI) of the served tree: with Feast's "
+                        "item_clusters view, the MLLM fallback answers only with the item's "
+                        "serendipitous candidates (paper §2)")
+    p.add_argument("--level", type=int, default=3, help="candidates' level l (default 3)")
+    p.add_argument("--delta", type=int, default=1, help="candidates' delta (default 1)")
     p.add_argument("--workdir", default=None, help="a local work directory instead")
     p.add_argument("--features", choices=("auto", "feast", "table"), default="auto",
                    help="feast (the feature repo), or table (item_serendipity of --workdir)")
@@ -54,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
     lookup = ClusterLookup(args.workdir, args.features, feature_repo=args.feature_repo
                            if not args.workdir else None)
-    catalog = ItemCatalog(args.workdir, items=args.items, describe=lookup.own_description)
+    catalog = ItemCatalog(args.workdir, items=args.items, describe=lookup.own_description,
+                          clusters=args.clusters, own_cluster=lookup.own_cluster,
+                          level=None if args.workdir else args.level,
+                          delta=None if args.workdir else args.delta)
     host = args.predictor_host if ":" in args.predictor_host else f"{args.predictor_host}:80"
     model = RecommendTransformer.for_triton(lookup, catalog, host,
                                             cache=ClusterCache(ttl_s=args.cache_ttl),
