@@ -79,7 +79,10 @@ def model_cases(wd: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     frames = [f"synth:1.90.2.1.0.{i}#f{i}" for i in range(3)]
     members = cluster_members(wd)
     cluster = sorted(c for c in members if c.count(".") == 2)[0]
+    level3 = sorted(c for c in members if c.count(".") == 2)
+    two = level3[-2:]                  # the only clusters the answer may name (CANDIDATES)
     good = [_mllm(frames), _mllm([_png(32, 32)] * 2, binary=True, k=1), _mllm(frames, k=3),
+            _mllm(frames, k=2, CANDIDATES=tensor([two], [1, 2])),
             _retr(cluster, scored_items(wd)[:3], 5), _retr(cluster.split(".")[0], (), 7)]
     bad = [
         (_mllm([b"\x89PNG\r\n\x1a\n garbage"], binary=True), "FRAMES[0]"),
@@ -91,6 +94,7 @@ def model_cases(wd: Path) -> tuple[list[dict], list[tuple[str, str]]]:
         (_mllm(frames, k=50), "K"),
         (_mllm(frames, TITLE=tensor([[1.0]], [1, 1], "FP32")), "TITLE"),
         (_retr("9.9.9"), "CLUSTER_ID"),
+        (_mllm(frames, CANDIDATES=tensor([["9.9.9"]], [1, 1])), "CANDIDATES"),
         (_retr(cluster, (), 0), "K"),
     ]
     return good, bad
@@ -178,6 +182,8 @@ def check_models(url: str, protocol: str, wd: Path) -> int:
             k = case["inputs"].get("K", {}).get("data", [[1]])[0][0]
             assert len(cids) == len(set(cids)) == k, cids          # top-k distinct clusters
             assert all(c in members and c.count(".") == 2 for c in cids)   # level 3
+            allowed = case["inputs"].get("CANDIDATES", {}).get("data", [None])[0]
+            assert allowed is None or set(cids) <= set(allowed), (cids, allowed)
             assert r["outputs"]["MODEL_VERSION"][0][0]
         else:
             cluster = case["inputs"]["CLUSTER_ID"]["data"][0][0]
