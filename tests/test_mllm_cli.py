@@ -51,6 +51,11 @@ def test_finetune_evaluate_promote(workdir, capsys, monkeypatch):
     assert "baseline: random sibling" in out and "recall (trie)" in out
     rep = json.loads((workdir / "evaluation" / "mllm_offline.json").read_text())
     assert rep["match_rate_constrained"] == 1.0 and "recall_at_3_constrained" in rep
+    # the baselines the gate compares with: every serendipitous pair of held-out contexts
+    choice = rep["choice_baselines"]["case_sets"][0]
+    assert {"random_sibling", "transition", "model"} <= set(choice["methods"])
+    assert choice["best_baseline"] in choice["methods"]
+    assert "transition" in out
 
     # 12 steps rarely beat the baselines: the gate's refusal is tests/test_gate.py's subject
     assert cli.main(["promote", "--workdir", str(workdir), "--force"]) == 0

@@ -175,6 +175,7 @@ def evaluate_stage(workdir, model: str | None = None, k: int = 5,
     from pathlib import Path
 
     from serendip.data.io import atomic_write_bytes
+    from serendip.evaluation.baselines import baselines_stage
     from serendip.mllm.evaluation import offline_report, report_markdown
     from serendip.mllm.workdir import load_inputs, rebuild_examples
 
@@ -183,9 +184,15 @@ def evaluate_stage(workdir, model: str | None = None, k: int = 5,
     examples = rebuild_examples(inp, predictor.prompt_config)
     rep = offline_report(predictor, examples, inp.item_clusters, inp.clusters, inp.delta,
                          k=k, max_examples=max_examples, truth_dir=inp.workdir)
+    # The baselines a platform team tries first (issue 15), on all serendipitous pairs of
+    # held-out context items: the promotion gate reads them from here (``choice_baselines``).
+    choice = baselines_stage(inp.workdir, predictor, tree_dir=tree_dir,
+                             examples_dir=examples_dir)
+    choice_md = choice.pop("markdown")
+    rep["choice_baselines"] = choice
     out = Path(out_dir) if out_dir else inp.workdir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    md = report_markdown(rep)
+    md = report_markdown(rep) + "\n\n" + choice_md
     atomic_write_bytes(out / "mllm_offline.json", json.dumps(rep, indent=2).encode())
     atomic_write_bytes(out / "mllm_offline.md", (md + "\n").encode())
     if use_mlflow:

@@ -344,14 +344,17 @@ def baselines_markdown(rep: dict) -> str:
 
 
 def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
-                    n_boot: int = 1000, answers: int = 10) -> dict:
+                    n_boot: int = 1000, answers: int = 10, tree_dir=None,
+                    examples_dir=None) -> dict:
     """:func:`evaluate_baselines` on a work directory, for ``serendip evaluate`` and the
     promotion gate: level, δ, test fraction and seed from ``curation.json`` (the same split as
     the curated examples); the retriever baseline when ``<workdir>/retriever`` exists; the
     model's candidate rankings from ``predictor`` (a loaded ``ClusterPredictor``: its top
     ``max(answers, max(ks))`` constrained answers per held-out context, non-candidates dropped
     — until the trie itself is restricted to the context's candidates, asking for more answers
-    keeps a candidate in the list). Adds ``markdown``.
+    keeps a candidate in the list). ``tree_dir`` (clusters, item_clusters) and
+    ``examples_dir`` (curation.json, curated_pairs) default to ``workdir``, as KFP passes them
+    as separate artifacts. Adds ``markdown``.
 
     Raises:
         SerendipError: curation.json or a table is missing (names the stage to run).
@@ -364,19 +367,20 @@ def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
     from serendip.data.io import read_table
 
     wd = Path(workdir)
-    cur_path = wd / "curation.json"
+    tree, exd = Path(tree_dir or wd), Path(examples_dir or wd)
+    cur_path = exd / "curation.json"
     if not cur_path.exists():
         raise SerendipError(f"{cur_path} is missing", field="curation.json",
-                            fix=f"run `serendip curate --data {wd}` first")
+                            fix=f"run `serendip curate --data {exd}` first")
     cur = json.loads(cur_path.read_text())
     conf = cur.get("config", {})
     level, delta = int(cur.get("level", 3)), int(cur.get("delta", 1))
     test_fraction, seed = float(conf.get("test_fraction", 0.2)), int(conf.get("seed", 0))
     items = read_table(wd, "items", columns=["item_id"])
     inter = read_table(wd, "interactions", refs={"items": items})
-    ic, cl = read_table(wd, "item_clusters"), read_table(wd, "clusters")
-    curated = pq.read_table(wd / "curated_pairs.parquet") \
-        if (wd / "curated_pairs.parquet").exists() else None
+    ic, cl = read_table(tree, "item_clusters"), read_table(tree, "clusters")
+    curated = pq.read_table(exd / "curated_pairs.parquet") \
+        if (exd / "curated_pairs.parquet").exists() else None
     retriever = None
     if (wd / "retriever" / "config.json").exists():
         from serendip.retriever import Retriever
@@ -392,7 +396,8 @@ def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
         ctx = sorted(held_ctx | cur_test)
         model_rankings, model_stats = mllm_cluster_rankings(wd, ctx, index, predictor,
                                                             max(answers, *ks),
-                                                            use_scored=False)
+                                                            use_scored=False,
+                                                            tree_dir=tree)
     rep = evaluate_baselines(inter, ic, cl, level, delta, test_fraction, seed, retriever,
                              curated, model_rankings, ks, n_boot)
     rep["model"] = model_stats

@@ -302,14 +302,15 @@ def retrieve_lists(retriever, cases: Sequence[ReplayCase], clusters: Sequence[st
 
 
 def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: CandidateIndex,
-                          predictor=None, k: int = 5, use_scored: bool = True
-                          ) -> tuple[dict[str, list[str]], dict]:
+                          predictor=None, k: int = 5, use_scored: bool = True,
+                          tree_dir: Path | None = None) -> tuple[dict[str, list[str]], dict]:
     """context → the MLLM's ranked candidate clusters: batch-scored ``item_serendipity`` rows
     first (unless ``use_scored`` is false — e.g. to judge a challenger that did not write
     them), then ``predictor`` (if given) for contexts scoring did not cover — asked to rank
     exactly each context's candidates when its ``predict`` takes ``candidates`` (likelihood
     over the subset), else for its top-``k`` answers. Non-candidate answers are dropped
-    (counted in the returned stats, with the model versions used)."""
+    (counted in the returned stats, with the model versions used). ``tree_dir`` holds
+    ``clusters``/``item_clusters`` when they are not in ``workdir`` (KFP artifacts)."""
     from serendip.data.io import has_table, read_table
 
     raw: dict[str, list[str]] = {}
@@ -339,8 +340,9 @@ def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: Candida
         from serendip.prompts import select_images
 
         items = read_table(workdir, "items").to_pandas().set_index("item_id").loc[missing]
-        ic = read_table(workdir, "item_clusters").to_pandas().set_index("item_id")
-        desc = read_table(workdir, "clusters").to_pandas().set_index("cluster_id").description
+        tree = tree_dir or workdir
+        ic = read_table(tree, "item_clusters").to_pandas().set_index("item_id")
+        desc = read_table(tree, "clusters").to_pandas().set_index("cluster_id").description
         lvl = predictor.level
         inputs = [{"title": r.title,
                    "context_description": desc[ic.loc[i, f"c{lvl}"]],
