@@ -23,15 +23,17 @@ def finetune(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
     import json
     import os
 
-    from serendip.commands.finetune import finetune_config, finetune_stage
+    from serendip.mllm.stage import finetune_config, finetune_stage
     from serendip.platform.registry import set_kfp_run
+    from serendip.platform.tracking import MLflowTracker
 
     set_kfp_run(kfp_run_id, kfp_run_name)
     if mlflow_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
     cfg = finetune_config(settings=settings or {})
-    summary = finetune_stage(data.path, cfg, out_dir=model.path, tree_dir=tree.path,
-                             examples_dir=examples.path, register=register, progress=False)
+    summary = finetune_stage(data.path, model.path, cfg, tree_dir=tree.path,
+                             examples_dir=examples.path, progress=False,
+                             tracker=MLflowTracker(data.path) if register else None)
     model.metadata.update({"strategy": summary["strategy"], "method": summary["method"],
                            "registered_version": summary.get("registered_version", "")})
     for key, value in summary["metrics"].items():
@@ -53,18 +55,19 @@ def evaluate(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
     import os
     import tempfile
 
-    from serendip.commands.evaluate import evaluate_stage
+    from serendip.evaluation.offline import evaluate_stage
     from serendip.platform.registry import set_kfp_run
+    from serendip.platform.tracking import MLflowTracker
 
     set_kfp_run(kfp_run_id, kfp_run_name)
 
     if mlflow_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+    use_mlflow = bool(mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     out = tempfile.mkdtemp(prefix="serendip-eval-")
-    rep = evaluate_stage(data.path, model.path, k=k, out_dir=out, tree_dir=tree.path,
-                         examples_dir=examples.path, use_mlflow=bool(mlflow_uri or
-                                                                      os.environ.get(
-                                                                          "MLFLOW_TRACKING_URI")))
+    rep = evaluate_stage(data.path, model.path, out, k=k, tree_dir=tree.path,
+                         examples_dir=examples.path, model_name=model.path,
+                         tracker=MLflowTracker(data.path) if use_mlflow else None)
     with open(report.path, "w") as f:
         f.write(rep.pop("markdown"))
     for key, value in rep.items():

@@ -8,10 +8,10 @@ import torch
 from mllm_truth import TEST_TINY, write_truth_workdir
 from safetensors.torch import load_file
 
-from serendip.commands.finetune import finetune_config, finetune_stage
 from serendip.errors import ConfigError
 from serendip.mllm.distributed import Context, resolve_nproc
 from serendip.mllm.inference import read_meta
+from serendip.mllm.stage import finetune_config, finetune_stage
 from serendip.prompts import PromptConfig
 
 SETTINGS = {"steps": 4, "batch_size": 6, "eval_every": 4, "save_every": 4,
@@ -21,10 +21,10 @@ SETTINGS = {"steps": 4, "batch_size": 6, "eval_every": 4, "save_every": 4,
 
 def test_two_workers_match_one_process(synth_dir, tmp_path):
     wd = write_truth_workdir(synth_dir, tmp_path / "wd", PromptConfig("video", 1), n_items=48)
-    one = finetune_stage(wd, finetune_config(settings={**SETTINGS, "nproc": 1}),
-                         run_name="one", register=False, progress=False)
-    two = finetune_stage(wd, finetune_config(settings={**SETTINGS, "nproc": 2}),
-                         run_name="two", register=False, progress=False)
+    one = finetune_stage(wd, None, finetune_config(settings={**SETTINGS, "nproc": 1}),
+                         run_name="one", progress=False)
+    two = finetune_stage(wd, None, finetune_config(settings={**SETTINGS, "nproc": 2}),
+                         run_name="two", progress=False)
     assert read_meta(one["model_dir"])["world_size"] == 1
     assert read_meta(two["model_dir"])["world_size"] == 2
     assert two["metrics"]["step"] == 4 and two["metrics"]["match_rate_constrained"] == 1.0

@@ -239,9 +239,9 @@ def test_curation_json_records_the_strategy(csv_wd):
 
 def test_registry_dataset_inputs_name_the_csv_files(csv_wd):
     """MLflow dataset inputs listed <table>.parquet paths: a CSV work dir logged nothing."""
-    from serendip.commands.finetune import _training_tables
+    from serendip.mllm.stage import training_tables
 
-    tables = _training_tables(csv_wd)
+    tables = training_tables(csv_wd)
     assert tables["items"] == csv_wd / "items.csv"
     assert tables["clusters"] == csv_wd / "clusters.csv"
     assert "examples" not in tables                     # not curated yet: nothing to log

@@ -1,7 +1,11 @@
 """``serendip evaluate``: offline metrics of a fine-tuned MLLM on the held-out split (match rate
 and recall with and without the trie, recall@k, two baselines); ``--ablation`` runs the paper's
 Figures 3-5 on the work directory; ``--online-sim`` compares recommenders on the synthetic
-platform's ground truth."""
+platform's ground truth.
+
+A thin wrapper: the offline stage is :func:`serendip.evaluation.offline.evaluate_stage`; the
+model spec (registry URI or directory) is resolved by
+:func:`serendip.platform.tracking.load_model`."""
 
 from __future__ import annotations
 
@@ -98,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
     mode = "replay" if getattr(args, "replay", False) else mode
     with workdir_lock(args.workdir, mode, "evaluate"):
         if mode == "replay":
-            from serendip.evaluation.replay import replay_command
-
-            return replay_command(args)
+            return _replay(args)
         if args.online_sim:
             return _online_sim(args)
         if args.ablation:
@@ -110,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _online_sim(args: argparse.Namespace) -> int:
     """Replay contexts on the synthetic ground truth and compare recommenders (paper §4)."""
-    import json
     from pathlib import Path
 
     from serendip.evaluation.online_sim import OnlineSimConfig
@@ -130,86 +131,15 @@ def _online_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _newest_model_dir(workdir):
-    from pathlib import Path
-
-    from serendip.errors import SerendipError
-
-    dirs = sorted((p for p in (Path(workdir) / "mllm").glob("*") if (p / "serendip.json").exists()),
-                  key=lambda p: p.stat().st_mtime)
-    if not dirs:
-        raise SerendipError(f"no fine-tuned model under {workdir}/mllm", field="--model",
-                            fix=f"run `serendip finetune --workdir {workdir}` or pass --model")
-    return dirs[-1]
-
-
-def load_model(spec: str | None, workdir, use_mlflow: bool = True):
-    """A ClusterPredictor from a models:/ URI, a directory, or the registry's champion."""
-    from pathlib import Path
-
-    from serendip.mllm.inference import ClusterPredictor
-
-    if spec and not spec.startswith("models:/"):
-        return ClusterPredictor.load(spec, base_dir=str(workdir))
-    if use_mlflow:
-        from serendip.platform import registry
-
-        if spec:
-            predictor = registry.load_predictor(spec, workdir)
-        else:
-            registry.setup(workdir)
-            if registry.alias_version(registry.MLLM, registry.CHAMPION) is None:
-                return ClusterPredictor.load(_newest_model_dir(workdir), base_dir=str(workdir))
-            predictor = registry.load_predictor(workdir=workdir)
-        predictor.encoder.base_dir = str(Path(workdir))
-        return predictor
-    return ClusterPredictor.load(_newest_model_dir(workdir), base_dir=str(workdir))
-
-
-def evaluate_stage(workdir, model: str | None = None, k: int = 5,
-                   max_examples: int | None = None, out_dir=None, tree_dir=None,
-                   examples_dir=None, use_mlflow: bool = True) -> dict:
-    """Offline report of a model on the held-out split (+ baselines); writes
-    ``mllm_offline.json``/``.md`` to ``out_dir`` (default ``<workdir>/evaluation``) and logs
-    an MLflow run. Shared by the CLI and the KFP component."""
-    from pathlib import Path
-
-    from serendip.data.io import atomic_write_bytes
-    from serendip.evaluation.baselines import baselines_stage
-    from serendip.mllm.evaluation import offline_report, report_markdown
-    from serendip.mllm.workdir import load_inputs, rebuild_examples
-
-    inp = load_inputs(workdir, tree_dir, examples_dir)
-    predictor = load_model(model, inp.workdir, use_mlflow=use_mlflow)
-    examples = rebuild_examples(inp, predictor.prompt_config)
-    rep = offline_report(predictor, examples, inp.item_clusters, inp.clusters, inp.delta,
-                         k=k, max_examples=max_examples, truth_dir=inp.workdir)
-    # The baselines a platform team tries first (issue 15), on all serendipitous pairs of
-    # held-out context items: the promotion gate reads them from here (``choice_baselines``).
-    choice = baselines_stage(inp.workdir, predictor, tree_dir=tree_dir,
-                             examples_dir=examples_dir)
-    choice_md = choice.pop("markdown")
-    rep["choice_baselines"] = choice
-    out = Path(out_dir) if out_dir else inp.workdir / "evaluation"
-    out.mkdir(parents=True, exist_ok=True)
-    md = report_markdown(rep) + "\n\n" + choice_md
-    atomic_write_bytes(out / "mllm_offline.json", json.dumps(rep, indent=2).encode())
-    atomic_write_bytes(out / "mllm_offline.md", (md + "\n").encode())
-    if use_mlflow:
-        from serendip.platform import registry
-
-        with registry.start_run("serendip-evaluate", inp.workdir, run_name="offline",
-                                params={"model": model or "champion",
-                                        "model_version": predictor.model_version, "k": k}):
-            registry.log_metrics({k_: v for k_, v in rep.items() if isinstance(v, (int, float))})
-            registry.log_artifact(out / "mllm_offline.md")
-    rep["markdown"] = md
-    return rep
-
-
 def _offline(args: argparse.Namespace) -> int:
-    rep = evaluate_stage(args.workdir, args.model, args.k, args.max_examples, args.out,
-                         use_mlflow=not args.no_mlflow)
+    from serendip.evaluation.offline import evaluate_stage
+    from serendip.platform.tracking import MLflowTracker, load_model
+
+    predictor = load_model(args.model, args.workdir, use_mlflow=not args.no_mlflow)
+    tracker = None if args.no_mlflow else MLflowTracker(args.workdir)
+    rep = evaluate_stage(args.workdir, predictor, args.out, k=args.k,
+                         max_examples=args.max_examples, tracker=tracker,
+                         model_name=args.model)
     print(rep["markdown"])
     return 0
 
@@ -217,8 +147,8 @@ def _offline(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from serendip.commands.finetune import finetune_config
     from serendip.mllm.ablation import AblationConfig, run_ablation
+    from serendip.mllm.stage import finetune_config
     from serendip.mllm.workdir import load_inputs, rebuild_examples
 
     inp = load_inputs(args.workdir)
@@ -256,3 +186,53 @@ def _ablation(args: argparse.Namespace) -> int:
                 registry.log_artifact(png, "plots")
     print((out / "table.md").read_text())
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``serendip evaluate --replay``: see serendip.evaluation.replay's module docstring for
+    the two-step flow."""
+    from pathlib import Path
+
+    from serendip.errors import SerendipError
+    from serendip.evaluation.replay import ReplayConfig, replay_stage, write_replay_split
+
+    wd = Path(args.workdir)
+    data = Path(args.data) if args.data else wd
+    level, delta = 3, 1
+    cur = wd / "curation.json"
+    if cur.exists():
+        doc = json.loads(cur.read_text())
+        level, delta = int(doc.get("level", 3)), int(doc.get("delta", 1))
+    cfg = ReplayConfig(holdout_days=args.holdout_days, k=args.k_items, level=level,
+                       delta=delta, serendipitous_share=args.share,
+                       seed=int(args.seeds[0]) if isinstance(args.seeds, (list, tuple))
+                       else int(str(args.seeds).split(",")[0]),
+                       progress=not args.quiet)
+    if args.write_split:
+        if data.resolve() == wd.resolve():
+            raise SerendipError("--write-split would overwrite the full logs with the "
+                                "training split", field="--workdir",
+                                fix="pass the full logs as --data and a new --workdir")
+        print(json.dumps(write_replay_split(data, wd, cfg), indent=2))
+        return 0
+    predictor = None
+    if args.model:     # CLI glue: the same model resolution as `serendip evaluate`
+        from serendip.platform.tracking import load_model
+
+        predictor = load_model(args.model, wd, use_mlflow=not args.no_mlflow)
+    summary = replay_stage(wd, data, cfg, predictor=predictor, out_dir=args.out)
+    print(summary["markdown"])
+    if summary["heldout_in_training"]:
+        print(f"warning: {summary['heldout_in_training']} held-out transitions are in "
+              f"{wd}'s interactions: the models saw them (use --write-split)")
+    print(f"\nwrote {Path(args.out) if args.out else wd / 'evaluation'}/replay.json and "
+          f"replay.md ({summary['n_cases']} cases, {summary['seconds']} s)")
+    return 0
+
+
+def load_model(spec: str | None, workdir, use_mlflow: bool = True):
+    """Kept for callers not yet moved (serendip/platform/demo_stages.py): use
+    :func:`serendip.platform.tracking.load_model`."""
+    from serendip.platform.tracking import load_model as _load
+
+    return _load(spec, workdir, use_mlflow=use_mlflow)

@@ -1,0 +1,233 @@
+"""The fine-tuning stage on a work directory (paper §3.3): read the curated examples and the
+cluster tree, fine-tune the MLLM (:func:`serendip.mllm.train.finetune`), evaluate on the
+held-out split every few steps, and hand the run to a tracker (MLflow: log + register as
+``serendip-mllm`` @challenger).
+
+:func:`finetune_stage` is the one entry called alike by ``serendip finetune``, the KFP
+``finetune`` component and the demo; :func:`finetune_config` turns settings into its config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+from serendip.errors import ConfigError, SerendipError
+from serendip.tracking import NullTracker, Tracker, is_tracking
+
+
+def nested(overrides: dict) -> dict:
+    """``{"tiny.text_hidden": 192}`` → ``{"tiny": {"text_hidden": 192}}``."""
+    out: dict = {}
+    for key, value in overrides.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def finetune_config(path: str | os.PathLike | None = None, sets: list[str] | None = None,
+                    settings: dict | None = None):
+    """FinetuneConfig from defaults < YAML ``path`` < ``settings`` < ``sets`` (``KEY=VALUE``
+    strings; dotted keys reach nested configs: ``prompt.strategy``, ``tiny.text_hidden``).
+
+    Raises:
+        ConfigError: the YAML file does not exist, an unknown field, or a value out of range.
+    """
+    import yaml
+
+    from serendip.config import from_dict, load_config, parse_overrides
+    from serendip.mllm.train import FinetuneConfig
+    from serendip.prompts import PromptConfig
+
+    if path and not Path(path).exists():
+        raise ConfigError(f"config file {path} does not exist", field="--config",
+                          fix="pass an existing YAML file")
+    data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    for source in (settings or {}, parse_overrides(sets)):
+        for key, value in nested(source).items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+    if isinstance(data.get("prompt"), dict):
+        data["prompt"] = from_dict(PromptConfig, data["prompt"])
+    cfg = load_config(FinetuneConfig, None, data)
+    cfg.check()
+    return cfg
+
+
+def run_name_for(cfg, prompt) -> str:
+    """``<strategy>-<method>-<8 hex digits of the config>``: the same config, the same folder
+    (so a re-run resumes from its checkpoints)."""
+    from serendip.config import to_dict
+
+    digest = hashlib.sha256(json.dumps([to_dict(cfg), to_dict(prompt)], sort_keys=True)
+                            .encode()).hexdigest()[:8]
+    return f"{prompt.strategy}-{cfg.resolved_method()}-{digest}"
+
+
+def newest_model_dir(workdir: str | os.PathLike) -> Path:
+    """The most recently written model directory ``<workdir>/mllm/*`` (one with
+    ``serendip.json``).
+
+    Raises:
+        SerendipError: no fine-tuned model under the work directory (field ``--model``).
+    """
+    dirs = sorted((p for p in (Path(workdir) / "mllm").glob("*")
+                   if (p / "serendip.json").exists()), key=lambda p: p.stat().st_mtime)
+    if not dirs:
+        raise SerendipError(f"no fine-tuned model under {workdir}/mllm", field="--model",
+                            fix=f"run `serendip finetune --workdir {workdir}` or pass --model")
+    return dirs[-1]
+
+
+def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                   cfg=None, *, tree_dir: str | os.PathLike | None = None,
+                   examples_dir: str | os.PathLike | None = None, run_name: str | None = None,
+                   resume: bool = True, progress: bool = True, tracker: Tracker | None = None,
+                   promote: bool = False) -> dict:
+    """Fine-tune on a work directory (or KFP's separate ``tree_dir`` / ``examples_dir``
+    artifacts) and return a JSON-able summary: ``model_dir``, ``metrics`` (held-out match rate
+    and recall, paper §4), ``baselines``, and with a tracker ``registered_version``.
+
+    Args:
+        workdir: directory with items (and, unless given separately, examples.parquet,
+            curation.json, clusters.parquet, item_clusters.parquet).
+        out_dir: the model directory; default ``<workdir>/mllm/<run_name>`` (locked while
+            training and registering, so a version never mixes two runs).
+        cfg: a FinetuneConfig (default: :func:`finetune_config` ()). ``cfg.prompt`` ``None``
+            takes the prompt curation chose. The caller's config is not changed.
+        tracker: where the run is logged and the model registered (default: nowhere).
+        promote: run the tracker's promotion gate right after registering.
+
+    With ``cfg.nproc`` > 1 (or 0 on a node with several GPUs) the work runs in that many
+    torchrun workers (data parallel, see serendip.mllm.distributed); rank 0 tracks.
+
+    Raises:
+        SchemaError: a missing or malformed input table. ConfigError: a bad setting.
+        SerendipError: the run folder is locked by another fine-tune, or a worker failed.
+    """
+    import dataclasses
+
+    from serendip.config import to_dict
+    from serendip.mllm.distributed import in_launched_worker, launch, resolve_nproc
+
+    cfg = finetune_config() if cfg is None else dataclasses.replace(cfg)
+    tracker = tracker if tracker is not None else NullTracker()
+    nproc = resolve_nproc(cfg.nproc, cfg.device)
+    if nproc > 1 and not in_launched_worker():
+        kind = type(tracker)
+        spec = {"workdir": str(workdir), "settings": {**to_dict(cfg), "nproc": nproc},
+                "out_dir": out_dir, "tree_dir": tree_dir, "examples_dir": examples_dir,
+                "run_name": run_name, "promote": promote, "resume": resume,
+                "progress": progress,
+                "tracker": f"{kind.__module__}:{kind.__qualname__}" if is_tracking(tracker)
+                else None}
+        return launch("serendip.mllm.stage:stage_worker", spec, nproc)
+    if int(os.environ.get("RANK", "0")) != 0:        # a torchrun worker other than rank 0
+        tracker, promote = NullTracker(), False
+    from serendip.mllm.workdir import load_inputs, rebuild_examples
+
+    inp = load_inputs(workdir, tree_dir, examples_dir)
+    prompt = cfg.prompt or inp.prompt
+    examples = rebuild_examples(inp, prompt)
+    cfg.prompt = None
+    name = run_name or run_name_for(cfg, prompt)
+    out = Path(out_dir) if out_dir else inp.workdir / "mllm" / name
+    lock = nullcontext()
+    if out_dir is None and int(os.environ.get("RANK", "0")) == 0:
+        # mllm/<name> is shared by every run with this name (and config): the lock spans
+        # training AND registration, so a version never mixes two runs (issue 12, case 9)
+        from serendip.locks import workdir_lock
+
+        lock = workdir_lock(inp.workdir, f"mllm-{name}", "finetune",
+                            fix="wait for it to finish, or pass another --run-name")
+    tables = training_tables(workdir, tree_dir, examples_dir)
+    with lock:
+        return _finetune_locked(inp, cfg, prompt, examples, name, out, tracker, promote,
+                                resume, progress, tables)
+
+
+def _finetune_locked(inp, cfg, prompt, examples, name, out, tracker: Tracker, promote,
+                     resume, progress, tables) -> dict:
+    from serendip.config import to_dict
+    from serendip.mllm.evaluation import baselines, plot_history
+    from serendip.mllm.train import finetune
+
+    summary: dict = {"run_name": name, "model_dir": str(out), "strategy": prompt.strategy,
+                     "n_frames": prompt.n_frames, "use_thumbnail": prompt.use_thumbnail}
+    has_test = _count(examples, "test") > 0
+    base_scores = (baselines(examples, inp.item_clusters, inp.clusters, inp.level, inp.delta)
+                   if has_test else {})
+
+    def train(on_eval=None):
+        return finetune(examples, inp.clusters, cfg, out, prompt_config=prompt, items=inp.items,
+                        on_eval=on_eval, resume=resume, base_dir=str(inp.workdir),
+                        progress=progress)
+
+    if not is_tracking(tracker):
+        result = train()
+    else:
+        params = {**to_dict(cfg), "prompt": to_dict(prompt), "level": inp.level,
+                  "delta": inp.delta, "train_examples": _count(examples, "train"),
+                  "test_examples": _count(examples, "test")}
+        with tracker.start_run("serendip-mllm", run_name=name, params=params) as run_id:
+            tracker.log_tables(tables)
+            result = train(on_eval=lambda step, m: tracker.log_metrics(m, step=step))
+            flat_base = {f"baseline_{k}_recall": v["recall"] for k, v in base_scores.items()}
+            tracker.log_metrics(flat_base)
+            plot = plot_history(result.history, out / "curves.png", base_scores,
+                                title=f"serendip-mllm {name}")
+            tracker.log_artifact(plot, "plots")
+            tracker.log_artifact(out / "history.json", "history")
+            version = tracker.register_model(out, {**result.metrics, **flat_base})
+            summary.update(mlflow_run_id=run_id, registered_version=version,
+                           alias=tracker.challenger_alias)
+        if promote:
+            promoted, message = tracker.promote(version)
+            summary.update(promoted=promoted, promotion=message)
+    best = max((b["recall"] for b in base_scores.values()), default=0.0)
+    summary.update(metrics=result.metrics, baselines=base_scores, method=result.method,
+                   trainable_params=result.trainable_params, total_params=result.total_params,
+                   seconds=result.seconds,
+                   lift_over_best_baseline=(result.metrics.get("recall_constrained", 0) / best
+                                            if best else None))
+    return summary
+
+
+def training_tables(workdir, tree_dir=None, examples_dir=None) -> dict:
+    """The tables a fine-tune reads (logged as dataset inputs): wherever they live (one work
+    directory, or KFP's separate data / tree / examples artifacts)."""
+    from serendip.data.io import find_table, has_table
+
+    dirs = {"examples": examples_dir or workdir, "clusters": tree_dir or workdir,
+            "item_clusters": tree_dir or workdir, "items": workdir}
+    return {name: find_table(d, name) for name, d in dirs.items() if has_table(d, name)}
+
+
+def stage_worker(spec: dict) -> dict:
+    """torchrun entry: rebuild the config (and the tracker, by class) from plain data and run
+    this rank's share."""
+    cfg = finetune_config(settings=spec.pop("settings"))
+    tracker_path = spec.pop("tracker", None)
+    tracker = None
+    if tracker_path and int(os.environ.get("RANK", "0")) == 0:
+        module, cls = tracker_path.split(":")
+        tracker = getattr(importlib.import_module(module), cls)(spec["workdir"])
+    paths = {k: (Path(v) if v else None) for k, v in spec.items()
+             if k in ("out_dir", "tree_dir", "examples_dir")}
+    rest = {k: v for k, v in spec.items() if k not in paths and k != "workdir"}
+    return finetune_stage(spec["workdir"], cfg=cfg, tracker=tracker, **paths, **rest)
+
+
+def _count(examples, split: str) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.equal(examples.column("split"), split)).as_py() or 0)
