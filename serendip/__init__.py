@@ -1,11 +1,94 @@
 """Serendip: a fine-tuned multimodal LLM steering a recommender toward serendipitous items.
 
-The core library (everything but ``serendip.platform``) imports no platform SDK, so every stage
-runs and tests without KFP, KServe, MLflow or Feast installed.
+The public face (issue 13). Every stage has a function on tables and an entry on a work
+directory, with one argument order: inputs…, output dir, config, keyword-only extras::
+
+    from serendip import (ClusterConfig, CurationConfig, FinetuneConfig, build_cluster_tree,
+                          cluster_stage, curate, curate_stage, finetune, finetune_stage,
+                          ClusterPredictor, score_items, train_retriever, match_rate, recall)
+
+==========================  ==========================================  ==============
+paper step                   on tables / objects                        on a work dir
+==========================  ==========================================  ==============
+cluster tree (§3.1)          ``build_cluster_tree`` (ClusterConfig,      ``cluster_stage``
+                             EmbeddingConfig)
+curation (§3.2)              ``curate`` (CurationConfig, PromptConfig)   ``curate_stage``
+fine-tuning (§3.3)           ``finetune`` (FinetuneConfig)               ``finetune_stage``
+inference (§3.4)             ``ClusterPredictor``                        ``score_items``
+                                                                         (ScoringConfig)
+retriever (§3.5)             ``train_retriever`` (RetrieverConfig)       ``retriever_stage``
+metrics (§4)                 ``match_rate``, ``recall``, ``recall_at_k`` ``evaluate_stage``
+==========================  ==========================================  ==============
+
+Names are loaded lazily (PEP 562), so ``import serendip`` (and ``serendip --help``) stays
+instant: torch, pandas and scikit-learn load on first use of a name that needs them. The core
+library (everything but ``serendip.platform``) imports no platform SDK, so every stage runs and
+tests without KFP, KServe, MLflow or Feast installed; stages log to a
+:class:`~serendip.tracking.Tracker` passed in (MLflow's lives in ``serendip.platform``).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from serendip.errors import ConfigError, SchemaError, SerendipError
 
 __version__ = "0.1.0"
 
-from serendip.errors import SchemaError, SerendipError  # noqa: E402
+#: public name → the module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    # cluster tree (paper §3.1)
+    "ClusterConfig": "serendip.tree",
+    "ClusterTree": "serendip.tree",
+    "build_cluster_tree": "serendip.tree",
+    "cluster_stage": "serendip.tree",
+    "EmbeddingConfig": "serendip.embeddings",
+    # curation (§3.2)
+    "CurationConfig": "serendip.curation",
+    "CurationResult": "serendip.curation",
+    "serendipitous_pairs": "serendip.curation",
+    "curate": "serendip.curation",
+    "curate_stage": "serendip.curation",
+    "PromptConfig": "serendip.prompts",
+    # fine-tuning (§3.3)
+    "FinetuneConfig": "serendip.mllm.train",
+    "FinetuneResult": "serendip.mllm.train",
+    "finetune": "serendip.mllm.train",
+    "finetune_config": "serendip.mllm.stage",
+    "finetune_stage": "serendip.mllm.stage",
+    # inference and scoring (§3.4)
+    "ClusterPredictor": "serendip.mllm.inference",
+    "ScoringConfig": "serendip.scoring",
+    "score_items": "serendip.scoring",
+    # retriever (§3.5)
+    "RetrieverConfig": "serendip.retriever.train",
+    "train_retriever": "serendip.retriever.train",
+    "retriever_stage": "serendip.retriever.train",
+    "Retriever": "serendip.retriever.index",
+    # metrics and evaluation (§4)
+    "match_rate": "serendip.metrics",
+    "recall": "serendip.metrics",
+    "recall_at_k": "serendip.metrics",
+    "evaluate_stage": "serendip.evaluation.offline",
+    # tracking interface
+    "Tracker": "serendip.tracking",
+    "NullTracker": "serendip.tracking",
+}
 
-__all__ = ["SerendipError", "SchemaError", "__version__"]
+__all__ = ["ConfigError", "SchemaError", "SerendipError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: import the defining module on first access and cache the name here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'serendip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
