@@ -1,7 +1,8 @@
 """``serendip demo``: every stage on the embedded default (or on your own tables), then a report.
 
-synth → training pipeline (kfp.local) → promotion gate → scoring pipeline (kfp.local, Feast)
-→ start the server → a few ``recommend`` calls → online simulation (+ ablations) → report.
+synth (into ``platform/``) → hold out each user's last transition → training pipeline
+(kfp.local) → promotion gate → scoring pipeline (kfp.local, Feast) → start the server → a few
+``recommend`` calls → online simulation (+ ablations) → replay evaluation → report.
 
 With ``--data DIR`` (your own tables, e.g. the output of ``serendip import recbole``) there is
 no synthetic ground truth: each user's last transition is held out FIRST (the replay split of
@@ -150,8 +151,17 @@ def _run_demo(wd: Path, preset: DemoSize, size: str, seed: int) -> Path:
     synth_key = {**_fields(preset, "items", "users", "interactions", "branching"), "seed": seed}
     train_key = {**synth_key, **_fields(preset, "finetune_steps", "finetune_batch",
                                         "retriever_epochs", "pipeline")}
-    info["synth"] = steps.run("synth", lambda: st.synth(wd, preset, seed), config=synth_key,
-                              outputs=[wd / "items.parquet", wd / "interactions.parquet"])
+    # The platform's full logs go to platform/; each user's last transition is held out
+    # before any model is trained (the replay evaluation at the end replays them).
+    platform = wd / "platform"
+    info["synth"] = steps.run("synth", lambda: st.synth(platform, preset, seed),
+                              config=synth_key,
+                              outputs=[platform / "items.parquet",
+                                       platform / "interactions.parquet", platform / "truth"])
+    info["split"] = steps.run("replay-split", lambda: st.replay_split(wd, platform),
+                              config=synth_key, inputs=_source_files(platform),
+                              outputs=[wd / "items.parquet", wd / "interactions.parquet",
+                                       wd / "truth"])
     data = [wd / "items.parquet", wd / "interactions.parquet"]
     info["training"] = steps.run("training-pipeline", lambda: st.training(wd, preset, seed),
                                  config=train_key, inputs=data,
@@ -173,6 +183,12 @@ def _run_demo(wd: Path, preset: DemoSize, size: str, seed: int) -> Path:
                                                        "ablation_batch"), "training": train_key},
                                      inputs=[wd / "examples.parquet"],
                                      outputs=[wd / "evaluation" / "ablation.json"])
+    info["replay"] = steps.run("replay-evaluation",
+                               lambda: st.replay_evaluation(wd, platform, seed),
+                               config={"training": info["training"], "seed": seed},
+                               inputs=[wd / "item_serendipity.parquet"],
+                               outputs=[wd / "evaluation" / "replay.json",
+                                        wd / "evaluation" / "baselines.json"])
     info["timings_s"] = {k: round(v, 1) for k, v in steps.timings.items()}
     info["cached_steps"] = steps.cached
     report = st.write_report(wd, info)

@@ -238,6 +238,14 @@ def ablation(wd: Path, p: DemoSize) -> dict:
     return {"variants": sorted(data.get("results", {}))}
 
 
+def _slate(call: dict, n: int = 5) -> str:
+    """A recommend answer's items, each with its source in the blended slate (``exploit`` or
+    ``serendipitous``) when the answer names them."""
+    ids = call.get("item_ids", [])[:n]
+    sources = call.get("item_sources") or [None] * len(ids)
+    return ", ".join(f"{i} ({s[:3] if s else '?'})" if s else i for i, s in zip(ids, sources))
+
+
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -329,7 +337,7 @@ def write_report(wd: Path, info: dict) -> Path:
         f"Server ready in {info.get('serving', {}).get('ready_s')} s.\n\n"
         + markdown_table([{"context item": c["item"], "protocol": c["protocol"],
                            "cluster": c.get("cluster_id"), "description": c.get("description"),
-                           "items": ", ".join(c.get("item_ids", [])[:5])} for c in calls])),
+                           "items (source)": _slate(c)} for c in calls])),
         info.get("serving"))
     sim_md = wd / "evaluation" / "online_sim.md"
     if sim_md.exists():
@@ -339,6 +347,9 @@ def write_report(wd: Path, info: dict) -> Path:
         rep.add("Online simulation vs baselines (paper Fig. 6)",
                 sim_md.read_text() + "\n\n" + _verdict(sim, METRICS)
                 + "\n\n![relative change](evaluation/online_sim.png)", sim)
+    replay_section = _replay_section(wd)
+    if replay_section is not None:
+        rep.add(*replay_section)
     table = wd / "evaluation" / "ablation" / "table.md"
     if table.exists():
         plots = sorted((wd / "evaluation" / "ablation").glob("*.png"))
@@ -383,13 +394,16 @@ def _verdict(sim: dict, metrics) -> str:
 def replay_split(wd: Path, src: Path) -> dict:
     """Hold out each user's last transition of ``src`` BEFORE any model is trained: ``items``
     and the training interactions go into ``wd`` (every later stage reads only those), item
-    labels are copied for the tree's agreement report, and relative media paths keep
+    labels (and a synthetic platform's ``truth/``) are copied, and relative media paths keep
     resolving against ``src`` (``media_base.txt``)."""
     from serendip.data.media import MEDIA_BASE_FILE
     from serendip.evaluation.replay import ReplayConfig, write_replay_split
     from serendip.labels import ITEM_LABELS
 
     out = write_replay_split(src, wd, ReplayConfig(progress=False))
+    truth = src / "truth"
+    if truth.is_dir():                  # the synthetic platform's ground truth
+        _replace_dir(truth, wd / "truth")
     labels = src / f"{ITEM_LABELS}.parquet"
     if labels.is_file():
         tmp = wd / f".{labels.name}.publish"
@@ -526,6 +540,25 @@ def gate_section(info: dict, choice: dict | None = None) -> tuple[str, dict]:
     return text, fig
 
 
+def _replay_section(wd: Path) -> tuple[str, str, dict] | None:
+    replay = _read_json(wd / "evaluation" / "replay.json")
+    if not replay:
+        return None
+    head_md, head_fig = _replay_headline(replay)
+    replay_md = wd / "evaluation" / "replay.md"
+    cfg = replay.get("config", {})
+    return ("Replay evaluation (held-out last transitions)", (
+        f"{replay.get('n_cases')} held-out transitions (each user's last, removed before any "
+        f"model was trained) replayed through every arm at l={cfg.get('level')}, "
+        f"δ={cfg.get('delta')} ({replay.get('seconds')} s); value [95% bootstrap "
+        f"interval]; held-out transitions found in the training logs: "
+        f"{replay.get('heldout_in_training')}.\n\n" + head_md + "\n\n"
+        + (replay_md.read_text() if replay_md.exists() else "")),
+        {"headline": head_fig, "subsets": replay.get("subsets"), "mllm": replay.get("mllm"),
+         "n_cases": replay.get("n_cases"), "seconds": replay.get("seconds"),
+         "heldout_in_training": replay.get("heldout_in_training")})
+
+
 def write_data_report(wd: Path, info: dict) -> Path:
     """report.md / report.json of ``serendip demo --data``: the data and its split, the tree
     (NMI vs labels when they exist, sample descriptions), curation, fine-tuning, the gate,
@@ -594,17 +627,10 @@ def write_data_report(wd: Path, info: dict) -> Path:
         f"Server ready in {info.get('serving', {}).get('ready_s')} s.\n\n"
         + markdown_table([{"context item": c["item"], "protocol": c["protocol"],
                            "cluster": c.get("cluster_id"), "description": c.get("description"),
-                           "items": ", ".join(c.get("item_ids", [])[:5])} for c in calls])),
+                           "items (source)": _slate(c)} for c in calls])),
         info.get("serving"))
-    head_md, head_fig = _replay_headline(replay)
-    replay_md = wd / "evaluation" / "replay.md"
-    rep.add("Replay evaluation (held-out last transitions)", (
-        f"{replay.get('n_cases')} held-out transitions replayed through every arm at "
-        f"l={replay.get('config', {}).get('level')}, δ={replay.get('config', {}).get('delta')} "
-        f"({replay.get('seconds')} s); value [95% bootstrap interval].\n\n" + head_md + "\n\n"
-        + (replay_md.read_text() if replay_md.exists() else "_(not run)_")),
-        {"headline": head_fig, "subsets": replay.get("subsets"), "mllm": replay.get("mllm"),
-         "n_cases": replay.get("n_cases"), "seconds": replay.get("seconds")})
+    rep.add(*(_replay_section(wd) or ("Replay evaluation (held-out last transitions)",
+                                        "_(not run)_", {})))
     rep.add("Run", markdown_table([{"step": k, "seconds": v}
                                    for k, v in info.get("timings_s", {}).items()])
             + f"\n\nCached steps reused: {info.get('cached_steps') or 'none'}.",
