@@ -33,7 +33,7 @@ def finetune(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
     cfg = finetune_config(settings=settings or {})
     summary = finetune_stage(data.path, model.path, cfg, tree_dir=tree.path,
                              examples_dir=examples.path, progress=False,
-                             tracker=MLflowTracker(data.path) if register else None)
+                             tracker=MLflowTracker(data.path).connect() if register else None)
     model.metadata.update({"strategy": summary["strategy"], "method": summary["method"],
                            "registered_version": summary.get("registered_version", "")})
     for key, value in summary["metrics"].items():

@@ -147,43 +147,20 @@ def _offline(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from serendip.mllm.ablation import AblationConfig, run_ablation
+    from serendip.mllm.ablation import AblationConfig, ablation_stage
     from serendip.mllm.stage import finetune_config
-    from serendip.mllm.workdir import load_inputs, rebuild_examples
 
-    inp = load_inputs(args.workdir)
-    ft = finetune_config(None, args.set)
     cfg = AblationConfig(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()),
                          steps=args.steps, eval_every=args.eval_every,
                          seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
-                         workers=args.workers, finetune=ft)
-    out = Path(args.out) if args.out else inp.workdir / "ablation"
+                         workers=args.workers, finetune=finetune_config(None, args.set))
+    out = Path(args.out) if args.out else Path(args.workdir) / "ablation"
+    tracker = None
+    if not args.no_mlflow:
+        from serendip.platform.tracking import MLflowTracker
 
-    def build(prompt):
-        return rebuild_examples(inp, prompt)
-
-    def go(on_variant=None):
-        return run_ablation(build, inp.clusters, cfg, out, items=inp.items,
-                            on_variant=on_variant, progress=not args.quiet,
-                            base_dir=str(inp.workdir))
-
-    if args.no_mlflow:
-        payload = go()
-    else:
-        from serendip.config import to_dict
-        from serendip.platform import registry
-
-        with registry.start_run("serendip-ablation", inp.workdir, run_name="ablation",
-                                params=to_dict(cfg)):
-            payload = go()
-            for name, res in payload["results"].items():
-                for row in res["history"]:
-                    registry.log_metrics({f"{name}.{k}": v for k, v in row.items()
-                                          if k in ("recall", "match_rate", "recall_constrained")},
-                                         step=row["step"])
-            registry.log_artifact(out / "table.md")
-            for png in payload["plots"].values():
-                registry.log_artifact(png, "plots")
+        tracker = MLflowTracker(args.workdir)
+    ablation_stage(args.workdir, out, cfg, progress=not args.quiet, tracker=tracker)
     print((out / "table.md").read_text())
     return 0
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_register:
         from serendip.platform.tracking import MLflowTracker
 
-        tracker = MLflowTracker(args.workdir)     # a bad tracking URI fails before training
+        tracker = MLflowTracker(args.workdir).connect()   # a bad URI fails before training
     summary = finetune_stage(args.workdir, None, cfg, run_name=args.run_name, tracker=tracker,
                              promote=args.promote, resume=not args.no_resume,
                              progress=not args.quiet)

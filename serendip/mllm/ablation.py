@@ -346,3 +346,44 @@ def plot_group(group: str, results: dict, path: Path) -> Path:
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def ablation_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                   cfg: AblationConfig | None = None, *, progress: bool = True,
+                   tracker=None) -> dict:
+    """The ablations of paper Figs. 3-5 on a work directory: every variant is fine-tuned on the
+    same curated selection (same pairs, same split) with its own prompt config; writes
+    ``results.json``, ``table.md`` and one plot per group to ``out_dir`` (default
+    ``<workdir>/ablation``) and returns the results payload. With a tracker
+    (:class:`serendip.tracking.Tracker`) each variant's curve, the table and the plots are
+    logged as a ``serendip-ablation`` run. The one entry shared by ``serendip evaluate
+    --ablation`` and the demo.
+
+    Raises:
+        SchemaError: a missing or malformed input table. ConfigError: a bad setting.
+    """
+    from serendip.config import to_dict
+    from serendip.mllm.workdir import load_inputs, rebuild_examples
+    from serendip.tracking import is_tracking
+
+    cfg = cfg or AblationConfig()
+    inp = load_inputs(workdir)
+    out = Path(out_dir) if out_dir else inp.workdir / "ablation"
+
+    def go() -> dict:
+        return run_ablation(lambda prompt: rebuild_examples(inp, prompt), inp.clusters, cfg,
+                            out, items=inp.items, progress=progress, base_dir=str(inp.workdir))
+
+    if not is_tracking(tracker):
+        return go()
+    with tracker.start_run("serendip-ablation", run_name="ablation", params=to_dict(cfg)):
+        payload = go()
+        for name, res in payload["results"].items():
+            for row in res["history"]:
+                tracker.log_metrics({f"{name}.{k}": v for k, v in row.items()
+                                     if k in ("recall", "match_rate", "recall_constrained")},
+                                    step=row["step"])
+        tracker.log_artifact(out / "table.md")
+        for png in payload["plots"].values():
+            tracker.log_artifact(png, "plots")
+    return payload

@@ -16,20 +16,28 @@ class MLflowTracker:
     """Logs to the tracking server of ``workdir`` (``MLFLOW_TRACKING_URI`` or the work
     directory's default store) and registers models as ``serendip-mllm`` @challenger.
 
+    Nothing is touched until the first run starts, so a stage's own input checks come first;
+    call :meth:`connect` to check the tracking URI up front (before a long training).
+
     Raises:
-        SerendipError: on construction, a tracking URI that cannot be reached or parsed (so a
-            bad URI fails before any training).
+        SerendipError: a tracking URI that cannot be reached or parsed (from :meth:`connect`
+            or the first run).
     """
 
     challenger_alias = registry.CHALLENGER
 
     def __init__(self, workdir: str | os.PathLike) -> None:
         self.workdir = Path(workdir)
+
+    def connect(self) -> MLflowTracker:
+        """Point MLflow at the store now (a bad URI fails here); returns ``self``."""
         registry.setup(self.workdir)
+        return self
 
     @contextmanager
     def start_run(self, experiment: str, run_name: str | None = None,
                   params: dict | None = None) -> Iterator[str]:
+        registry.setup(self.workdir)
         with registry.start_run(experiment, self.workdir, run_name=run_name,
                                 params=params) as run:
             yield run.info.run_id
