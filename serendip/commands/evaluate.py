@@ -205,11 +205,3 @@ def _replay(args: argparse.Namespace) -> int:
     print(f"\nwrote {Path(args.out) if args.out else wd / 'evaluation'}/replay.json and "
           f"replay.md ({summary['n_cases']} cases, {summary['seconds']} s)")
     return 0
-
-
-def load_model(spec: str | None, workdir, use_mlflow: bool = True):
-    """Kept for callers not yet moved (serendip/platform/demo_stages.py): use
-    :func:`serendip.platform.tracking.load_model`."""
-    from serendip.platform.tracking import load_model as _load
-
-    return _load(spec, workdir, use_mlflow=use_mlflow)

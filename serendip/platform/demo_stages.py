@@ -223,14 +223,16 @@ def scoring(wd: Path, p: DemoSize) -> dict:
 
 def ablation(wd: Path, p: DemoSize) -> dict:
     """The paper's prompt / frames / thumbnail ablations (Figures 3–5), at demo scale."""
-    from serendip.cli import main
+    from serendip.locks import workdir_lock
+    from serendip.mllm.ablation import AblationConfig, ablation_stage
+    from serendip.mllm.stage import finetune_config
+    from serendip.platform.tracking import MLflowTracker
 
-    code = main(["evaluate", "--workdir", str(wd), "--ablation", "--steps", str(p.ablation_steps),
-                 "--eval-every", str(max(25, p.ablation_steps // 4)),
-                 "--set", f"batch_size={p.ablation_batch}", "--workers", "0", "--out",
-                 str(wd / "evaluation" / "ablation")])
-    if code != 0:
-        raise RuntimeError(f"ablation failed with exit code {code}")
+    cfg = AblationConfig(steps=p.ablation_steps, eval_every=max(25, p.ablation_steps // 4),
+                         workers=0, finetune=finetune_config(
+                             settings={"batch_size": p.ablation_batch}))
+    with workdir_lock(wd, "ablation", "evaluate"):
+        ablation_stage(wd, wd / "evaluation" / "ablation", cfg, tracker=MLflowTracker(wd))
     summary_path = wd / "evaluation" / "ablation" / "results.json"
     data = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     (wd / "evaluation").mkdir(exist_ok=True)
@@ -420,13 +422,13 @@ def replay_evaluation(wd: Path, src: Path, seed: int) -> dict:
     """The replay of ``src``'s held-out transitions through every arm (the fine-tuned model
     ranks each context's candidate clusters by likelihood), and the cluster-choice baselines
     against that model on the training split; both written under ``wd/evaluation``."""
-    from serendip.commands.evaluate import load_model
     from serendip.data.io import atomic_write_bytes
     from serendip.evaluation.baselines import baselines_stage
     from serendip.evaluation.replay import ReplayConfig, replay_stage
+    from serendip.mllm.inference import ClusterPredictor
 
     level, delta = _level_delta(wd)
-    predictor = load_model(str(wd / "mllm" / "champion"), wd, use_mlflow=False)
+    predictor = ClusterPredictor.load(wd / "mllm" / "champion", base_dir=str(wd))
     rep = replay_stage(wd, src, ReplayConfig(level=level, delta=delta, seed=seed),
                        predictor=predictor)
     base = baselines_stage(wd, predictor=predictor)
