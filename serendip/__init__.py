@@ -10,15 +10,17 @@ directory, with one argument order: inputs…, output dir, config, keyword-only 
 ==========================  ==========================================  ==============
 paper step                   on tables / objects                        on a work dir
 ==========================  ==========================================  ==============
-cluster tree (§3.1)          ``build_cluster_tree`` (ClusterConfig,      ``cluster_stage``
+cluster tree (§2)            ``build_cluster_tree`` (ClusterConfig,      ``cluster_stage``
                              EmbeddingConfig)
-curation (§3.2)              ``curate`` (CurationConfig, PromptConfig)   ``curate_stage``
-fine-tuning (§3.3)           ``finetune`` (FinetuneConfig)               ``finetune_stage``
-inference (§3.4)             ``ClusterPredictor``                        ``score_items``
-                                                                         (ScoringConfig)
-retriever (§3.5)             ``train_retriever`` (RetrieverConfig)       ``retriever_stage``
-metrics (§4)                 ``match_rate``, ``recall``, ``recall_at_k`` ``evaluate_stage``
+serendipitous pairs (§2)     ``curate`` (CurationConfig, PromptConfig)   ``curate_stage``
+MLLM fine-tuning (§2, §3.1)  ``finetune`` (FinetuneConfig)               ``finetune_stage``
+controlled generation (§2)   ``ClusterPredictor``
+corpus inference (§3.2)      ``score_items`` (ScoringConfig)             ``score_items``
+sequence retriever (§2)      ``train_retriever`` (RetrieverConfig)       ``retriever_stage``
+offline metrics (§3.1)       ``match_rate``, ``recall``, ``recall_at_k`` ``evaluate_stage``
 ==========================  ==========================================  ==============
+
+Sections are those of the paper, "Serendipitous Recommendation with Multimodal LLM".
 
 Names are loaded lazily (PEP 562), so ``import serendip`` (and ``serendip --help``) stays
 instant: torch, pandas and scikit-learn load on first use of a name that needs them. The core
@@ -38,35 +40,35 @@ __version__ = "0.1.0"
 
 #: public name → the module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
-    # cluster tree (paper §3.1)
+    # cluster tree (paper §2)
     "ClusterConfig": "serendip.tree",
     "ClusterTree": "serendip.tree",
     "build_cluster_tree": "serendip.tree",
     "cluster_stage": "serendip.tree",
     "EmbeddingConfig": "serendip.embeddings",
-    # curation (§3.2)
+    # serendipitous pairs (§2)
     "CurationConfig": "serendip.curation",
     "CurationResult": "serendip.curation",
     "serendipitous_pairs": "serendip.curation",
     "curate": "serendip.curation",
     "curate_stage": "serendip.curation",
     "PromptConfig": "serendip.prompts",
-    # fine-tuning (§3.3)
+    # MLLM fine-tuning (§2, prompts §3.1)
     "FinetuneConfig": "serendip.mllm.train",
     "FinetuneResult": "serendip.mllm.train",
     "finetune": "serendip.mllm.train",
     "finetune_config": "serendip.mllm.stage",
     "finetune_stage": "serendip.mllm.stage",
-    # inference and scoring (§3.4)
+    # controlled generation (§2) and corpus inference (§3.2)
     "ClusterPredictor": "serendip.mllm.inference",
     "ScoringConfig": "serendip.scoring",
     "score_items": "serendip.scoring",
-    # retriever (§3.5)
+    # the sequence retriever below the cluster (§2)
     "RetrieverConfig": "serendip.retriever.train",
     "train_retriever": "serendip.retriever.train",
     "retriever_stage": "serendip.retriever.train",
     "Retriever": "serendip.retriever.index",
-    # metrics and evaluation (§4)
+    # offline metrics (§3.1)
     "match_rate": "serendip.metrics",
     "recall": "serendip.metrics",
     "recall_at_k": "serendip.metrics",

@@ -147,7 +147,14 @@ class _Coded:
 def serendipitous_pairs(interactions: pa.Table, item_clusters: pa.Table, level: int = 3,
                         delta: int = 1, drop_unknown_items: bool = False) -> pa.Table:
     """The logged (context, next) pairs that are serendipitous at (``level``, ``delta``), with
-    both items' level-``level`` cluster ids (context_cluster_id, next_cluster_id)."""
+    both items' level-``level`` cluster ids (context_cluster_id, next_cluster_id): different
+    clusters at level l, the same cluster at level l - δ (paper §2).
+
+    Raises:
+        ConfigError: ``level`` not in 1..4 or ``delta`` not in 1..level.
+        SchemaError: interactions naming items that are not in ``item_clusters`` (unless
+            ``drop_unknown_items``).
+    """
     CurationConfig(level=level, delta=delta).check()
     coded = _Coded(interactions, item_clusters, drop_unknown_items)
     _, serendip = coded.classify(level, delta)
@@ -323,7 +330,24 @@ def _check_media(prompt_cfg: PromptConfig, context_ids: list[str], index: dict[s
 
 def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
            item_clusters: pa.Table, cfg: CurationConfig | None = None) -> CurationResult:
-    """Serendipitous pairs → diversified top-k selection → held-out split → examples."""
+    """Serendipitous pairs → diversified top-k selection → held-out split → examples (paper §2,
+    "Serendipitous User Experience" and "MLLM Fine-Tuning": keep a logged (context, next) pair
+    only when the two items differ at level l but share the cluster at level l - δ).
+
+    Args:
+        items: item_id, title, media columns. interactions: user_id, context_item_id,
+            next_item_id, satisfaction in [0, 1]. clusters / item_clusters: the cluster tree.
+
+    Returns:
+        CurationResult: ``examples`` (one row per selected pair, split train/test by context
+        item), ``selected`` pairs and ``stats``.
+
+    Raises:
+        ConfigError: a setting out of range (``level``, ``delta``, ``top_k``, ...), no
+            interactions, or no serendipitous pair at (level, δ) (the fix names a smaller δ).
+        SchemaError: interactions naming items that are not in the tree (unless
+            ``cfg.drop_unknown_items``).
+    """
     cfg = cfg or CurationConfig()
     cfg.check()
     if interactions.num_rows == 0:
@@ -466,7 +490,11 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     """Read items + interactions from ``data_dir`` and clusters + item_clusters from
     ``clusters_dir`` (default: ``data_dir`` if it has them, else ``out_dir``); write
     examples.parquet, curated_pairs.parquet and curation.json to ``out_dir`` (default:
-    ``data_dir``)."""
+    ``data_dir``): :func:`curate` on a work directory (paper §2).
+
+    Raises:
+        SchemaError: a missing or malformed table. ConfigError: as :func:`curate`.
+    """
     import json
 
     from serendip.data.io import atomic_write_bytes, atomic_write_parquet, has_table, read_table, write_table

@@ -27,14 +27,23 @@ def _nonempty(values: Sequence, field: str) -> None:
 
 
 def match_rate(answers: Sequence[str | None], descriptions: Iterable[str]) -> float:
-    """Fraction of ``answers`` that are exactly one of ``descriptions``."""
+    """Fraction of ``answers`` that are exactly one of ``descriptions`` (paper §3.1), in [0, 1].
+
+    Raises:
+        SerendipError: no answers.
+    """
     _nonempty(answers, "answers")
     valid = {_norm(d) for d in descriptions}
     return sum(_norm(a) in valid for a in answers if a is not None) / len(answers)
 
 
 def recall(answers: Sequence[str | None], labels: Sequence[str]) -> float:
-    """Fraction of ``answers`` exactly equal to their label description (top-1 recall)."""
+    """Fraction of ``answers`` exactly equal to their label description (top-1 recall, paper
+    §3.1), in [0, 1].
+
+    Raises:
+        SerendipError: no answers, or not one label per answer.
+    """
     _nonempty(answers, "answers")
     if len(answers) != len(labels):
         raise SerendipError(f"{len(answers)} answers for {len(labels)} labels", field="labels",
@@ -44,7 +53,12 @@ def recall(answers: Sequence[str | None], labels: Sequence[str]) -> float:
 
 
 def recall_at_k(ranked: Sequence[Sequence[str | None]], labels: Sequence[str]) -> float:
-    """Fraction of examples whose label is among their top-k answers."""
+    """Fraction of examples whose label is among their top-k answers (paper §3.1's recall over
+    k answers), in [0, 1].
+
+    Raises:
+        SerendipError: no answer lists, or not one label per list.
+    """
     _nonempty(ranked, "ranked")
     if len(ranked) != len(labels):
         raise SerendipError(f"{len(ranked)} answer lists for {len(labels)} labels",

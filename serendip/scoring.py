@@ -429,7 +429,15 @@ def shard_of(item_id: str, num_shards: int) -> int:
 def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None = None,
                 embed: Callable[[pa.Table], np.ndarray] | None = None) -> ScoringResult:
     """Score the popular corpus of ``workdir`` with ``predictor`` (a ClusterPredictor) and
-    write ``item_serendipity.parquet``; see the module docstring for the guarantees."""
+    write ``item_serendipity.parquet``; see the module docstring for the guarantees. Paper
+    §3.2: the most popular items up to ``cfg.coverage`` of impressions (a fraction in (0, 1]),
+    incrementally (unchanged items keep their scores).
+
+    Raises:
+        SerendipError: a predictor without ``model_version``, or more failed items than
+            ``cfg.max_error_rate`` (every failure listed in scoring_errors.parquet).
+        ConfigError: a setting out of range. SchemaError: a missing or malformed table.
+    """
     cfg = cfg or ScoringConfig()
     cfg.check()
     t0 = time.perf_counter()

@@ -493,6 +493,9 @@ def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
     (:func:`auto_branching`); the tree's config holds the branching used and
     ``stats["branching"]`` says how it was chosen.
 
+    The tree-structured interest clusters of paper §2 (LLM-based hierarchical
+    recommendation): the MLLM answers with a cluster's description at level l.
+
     Raises:
         ConfigError: bad settings, embeddings not one row per item, too few items.
     """
@@ -785,7 +788,13 @@ def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     item_clusters.parquet to ``out_dir`` (default: ``data_dir``). ``tree.stats`` gains
     ``embedding.blocks`` (each block's weight, dim and distance share) and, when item labels
     exist (``item_labels.parquet`` or a ``labels`` column), ``labels``: NMI/ARI per level
-    against the primary label (:func:`serendip.labels.label_agreement`)."""
+    against the primary label (:func:`serendip.labels.label_agreement`). The tree-structured
+    clusters of paper §2.
+
+    Raises:
+        SchemaError: a missing or malformed table. ConfigError: as
+            :func:`build_cluster_tree`.
+    """
     from serendip.data.io import has_table, read_table, write_table
     from serendip.embeddings import EMBEDDINGS_FILE, embed_catalogue
     from serendip.labels import label_agreement, read_item_labels

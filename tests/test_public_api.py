@@ -56,6 +56,22 @@ def test_public_names_are_the_library_entries():
         serendip.no_such_name  # noqa: B018
 
 
+ENTRIES = ["build_cluster_tree", "cluster_stage", "serendipitous_pairs", "curate", "curate_stage",
+           "finetune", "finetune_stage", "ClusterPredictor", "score_items", "train_retriever",
+           "retriever_stage", "match_rate", "recall", "recall_at_k", "evaluate_stage"]
+
+
+def test_public_entries_document_errors_and_paper_section():
+    import inspect
+
+    import serendip
+
+    missing = {name: [part for part in ("Raises:", "§")
+                      if part not in (inspect.getdoc(getattr(serendip, name)) or "")]
+               for name in ENTRIES}
+    assert not {k: v for k, v in missing.items() if v}
+
+
 def _readme_python_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]

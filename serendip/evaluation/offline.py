@@ -1,7 +1,7 @@
-"""Offline evaluation of a fine-tuned MLLM on the held-out split of a work directory (paper §4):
-match rate and recall with and without the trie, recall@k, the two simple baselines, and the
-choice baselines of :func:`serendip.evaluation.baselines.baselines_stage` that the promotion
-gate compares with.
+"""Offline evaluation of a fine-tuned MLLM on the held-out split of a work directory (paper
+§3.1: match rate and recall, with and without the trie; recall@k), the two simple baselines,
+and the choice baselines of :func:`serendip.evaluation.baselines.baselines_stage` that the
+promotion gate compares with.
 
 :func:`evaluate_stage` is the one entry called alike by ``serendip evaluate``, the KFP
 ``evaluate`` component and the demo.
@@ -21,7 +21,7 @@ def evaluate_stage(workdir: str | os.PathLike, model, out_dir: str | os.PathLike
                    tree_dir: str | os.PathLike | None = None,
                    examples_dir: str | os.PathLike | None = None,
                    tracker: Tracker | None = None, model_name: str | None = None) -> dict:
-    """The offline report of ``model`` on the held-out split, written as ``mllm_offline.json``
+    """The offline report of ``model`` on the held-out split (paper §3.1), written as ``mllm_offline.json``
     and ``mllm_offline.md`` to ``out_dir`` (default ``<workdir>/evaluation``) and, with a
     tracker, logged as a ``serendip-evaluate`` run.
 

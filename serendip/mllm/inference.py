@@ -58,7 +58,14 @@ class Prediction:
 
 
 class ClusterPredictor:
-    """A fine-tuned VLM + its candidate clusters; ``predict`` returns top-k clusters per input."""
+    """A fine-tuned VLM + its candidate clusters; ``predict`` returns top-k clusters per input
+    by controlled generation (paper §2: a trie allows only cluster descriptions).
+
+    Raises:
+        ConfigError: from :meth:`load`, a directory that is not a saved model; from
+            :meth:`predict`, ``k`` < 1. SerendipError: an input that is not a mapping, or
+            images that cannot be read.
+    """
 
     def __init__(self, model, processor, cluster_ids: Sequence[str], descriptions: Sequence[str],
                  prompt_config: PromptConfig, level: int, model_version: str = "",

@@ -1,7 +1,7 @@
-"""The fine-tuning stage on a work directory (paper §3.3): read the curated examples and the
-cluster tree, fine-tune the MLLM (:func:`serendip.mllm.train.finetune`), evaluate on the
-held-out split every few steps, and hand the run to a tracker (MLflow: log + register as
-``serendip-mllm`` @challenger).
+"""The fine-tuning stage on a work directory (paper §2, "MLLM Fine-Tuning"; prompts §3.1):
+read the curated examples and the cluster tree, fine-tune the MLLM
+(:func:`serendip.mllm.train.finetune`), evaluate on the held-out split every few steps, and hand
+the run to a tracker (MLflow: log + register as ``serendip-mllm`` @challenger).
 
 :func:`finetune_stage` is the one entry called alike by ``serendip finetune``, the KFP
 ``finetune`` component and the demo; :func:`finetune_config` turns settings into its config.
@@ -95,7 +95,7 @@ def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
                    promote: bool = False) -> dict:
     """Fine-tune on a work directory (or KFP's separate ``tree_dir`` / ``examples_dir``
     artifacts) and return a JSON-able summary: ``model_dir``, ``metrics`` (held-out match rate
-    and recall, paper §4), ``baselines``, and with a tracker ``registered_version``.
+    and recall, paper §3.1), ``baselines``, and with a tracker ``registered_version``.
 
     Args:
         workdir: directory with items (and, unless given separately, examples.parquet,

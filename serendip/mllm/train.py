@@ -426,7 +426,21 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
     with the model so inference builds prompts the same way. ``items`` (optional) adds titles
     to the tiny tokenizer's corpus. ``on_eval(step, metrics)`` is called at every evaluation
     (the CLI logs it to MLflow). With ``resume``, training continues from the latest
-    checkpoint under ``out_dir/work``.
+    checkpoint under ``out_dir/work``. Paper §2 ("MLLM Fine-Tuning"), the prompt types of §3.1.
+
+    Args:
+        examples: the curated examples (split ``train`` / ``test``). clusters: the tree's
+            clusters; the model answers with their descriptions at the examples' level.
+
+    Returns:
+        FinetuneResult: held-out ``metrics`` (match rate and recall in [0, 1], with and without
+        the trie), the eval ``history``, method, parameter counts, seconds.
+
+    Raises:
+        ConfigError: a setting out of range, a prompt or strategy that disagrees with the
+            examples, a global batch smaller than the process count, or a checkpoint under
+            ``out_dir`` from another config (``resume``).
+        SerendipError: examples without a ``train`` split.
     """
     cfg.check()
     quiet_transformers()

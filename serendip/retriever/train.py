@@ -152,7 +152,14 @@ def evaluate(retriever: Retriever, cases: list[tuple[list[str], str]],
 def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
                     cfg: RetrieverConfig, out_dir: str | Path | None = None) -> RetrieverResult:
     """Train the SASRec retriever, evaluate it against popularity within the true next
-    cluster, and save it to ``out_dir`` (if given). Deterministic under ``cfg.seed``."""
+    cluster, and save it to ``out_dir`` (if given). Deterministic under ``cfg.seed``. The
+    low level of the paper's hierarchical framework (§2): a sequence model ranks the items of
+    the cluster the MLLM chose.
+
+    Raises:
+        ConfigError: a setting out of range. SerendipError: no user sequence long enough to
+            train on (field ``interactions``).
+    """
     cfg.check()
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -283,7 +290,12 @@ def retriever_stage(data_dir: str | Path, tree_dir: str | Path | None = None,
                     ) -> RetrieverResult:
     """Read interactions (``data_dir``) and item_clusters (``tree_dir``, default ``data_dir``),
     train, and save to ``<out_dir>/retriever`` (default ``data_dir``) — the entry point shared
-    by ``serendip train-retriever`` and the KFP component."""
+    by ``serendip train-retriever`` and the KFP component (paper §2).
+
+    Raises:
+        SchemaError: a missing or malformed table. ConfigError, SerendipError: as
+            :func:`train_retriever`.
+    """
     from serendip.data.io import read_table
 
     tree_dir = tree_dir or data_dir
