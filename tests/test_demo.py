@@ -37,7 +37,7 @@ def test_demo_writes_every_table_and_the_report(demo):
         assert (wd / path).exists(), path
     report = json.loads((wd / "report.json").read_text())
     sim = report["online_simulation_vs_baselines__paper_fig__6"]
-    assert set(sim["models"]) == {"exploitation", "exploration", "bandit", "serendip"}
+    assert {"exploitation", "exploration", "bandit", "serendip", "blend"} <= set(sim["models"])
     assert sim["models"]["serendip"]["novelty"]["mean"] > 0
     md = (wd / "report.md").read_text()
     for heading in ("Cluster tree", "Serendipitous curation", "Fine-tuning", "Serving",
@@ -45,6 +45,13 @@ def test_demo_writes_every_table_and_the_report(demo):
         assert f"## {heading}" in md
     assert "baseline: random sibling" in md and "the better baseline" in md
     assert "premise holds at" in md
+    # each user's last transition was held out before training and replayed at the end
+    replay = report["replay_evaluation__held_out_last_transitions"]
+    assert replay["heldout_in_training"] == 0 and replay["n_cases"] > 0
+    assert {"exploitation", "ours", "blend"} <= set(replay["subsets"]["all"]["arms"])
+    full = pq.read_table(wd / "platform" / "interactions.parquet")
+    assert pq.read_table(wd / "interactions.parquet").num_rows == full.num_rows - replay["n_cases"]
+    assert "## Promotion gate" in md and "## Replay evaluation" in md
 
 
 def test_demo_recommendations_lie_in_the_returned_cluster(demo):
@@ -54,9 +61,16 @@ def test_demo_recommendations_lie_in_the_returned_cluster(demo):
     assert {c["protocol"] for c in calls} == {"http", "grpc"}
     ic = pq.read_table(wd / "item_clusters.parquet").to_pandas().set_index("item_id")
     for call in calls:
-        level = call["cluster_id"].count(".") + 1
-        assert call["item_ids"], call
-        assert all(ic.loc[i, f"c{level}"] == call["cluster_id"] for i in call["item_ids"])
+        _assert_serendipitous_items_in_cluster(call, ic)
+
+
+def _assert_serendipitous_items_in_cluster(call, ic):
+    """The blended slate: the items labelled ``serendipitous`` lie in the returned cluster."""
+    level = call["cluster_id"].count(".") + 1
+    sources = call.get("item_sources") or ["serendipitous"] * len(call["item_ids"])
+    ours = [i for i, s in zip(call["item_ids"], sources) if s == "serendipitous"]
+    assert ours, call
+    assert all(ic.loc[i, f"c{level}"] == call["cluster_id"] for i in ours), call
 
 
 def test_demo_model_is_the_registry_champion(demo):
@@ -72,7 +86,8 @@ def test_rerun_reuses_cached_steps(demo):
     p = subprocess.run([sys.executable, "-m", "serendip.cli", "demo", "--workdir", str(wd),
                         "--size", "small"], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    for step in ("synth", "training-pipeline", "scoring-pipeline", "online-sim"):
+    for step in ("synth", "replay-split", "training-pipeline", "scoring-pipeline", "online-sim",
+                 "replay-evaluation"):
         assert f"[{step}] cached" in p.stdout
 
 
@@ -155,3 +170,6 @@ def test_demo_on_own_tables_trains_on_the_replay_split_and_reports(data_demo):
     assert "## Online simulation" not in md and not (wd / "truth").exists()
     calls = report["serving__recommend_calls"]["calls"]
     assert {c["protocol"] for c in calls} == {"http", "grpc"}
+    ic = pq.read_table(wd / "item_clusters.parquet").to_pandas().set_index("item_id")
+    for call in calls:
+        _assert_serendipitous_items_in_cluster(call, ic)
