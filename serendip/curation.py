@@ -485,7 +485,7 @@ def curation_config(settings: dict | None = None) -> CurationConfig:
 
 
 def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 cfg: CurationConfig | None = None,
+                 cfg: CurationConfig | None = None, *,
                  clusters_dir: str | os.PathLike | None = None) -> CurationResult:
     """Read items + interactions from ``data_dir`` and clusters + item_clusters from
     ``clusters_dir`` (default: ``data_dir`` if it has them, else ``out_dir``); write

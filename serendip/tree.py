@@ -782,7 +782,7 @@ def cluster_configs(settings: dict | None = None) -> tuple[ClusterConfig, Embedd
 
 def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   cfg: ClusterConfig | None = None, embedding: EmbeddingConfig | None = None,
-                  use_cache: bool = True) -> ClusterTree:
+                  *, use_cache: bool = True) -> ClusterTree:
     """Read ``items`` (and ``interactions`` when present: the behaviour block) from
     ``data_dir``; write embeddings.parquet, cluster_tree/, clusters.parquet and
     item_clusters.parquet to ``out_dir`` (default: ``data_dir``). ``tree.stats`` gains
