@@ -283,6 +283,12 @@ CASES: list[Case] = [
          ["synth", "--out", "{wd}", "--branching", "4/3/4"], "--branching"),
     Case("validate-without-data", "cli settings", "validate without --data",
          ["validate"], "--data"),
+    Case("demo-data-missing", "cli settings", "demo --data naming no directory",
+         ["demo", "--data", "{wd}/nope", "--workdir", "{wd}/w", "--size", "small"], "--data"),
+    Case("demo-data-without-tables", "cli settings", "demo --data on a directory without "
+         "items and interactions", ["demo", "--data", "{wd}", "--workdir", "{wd}/w",
+                                    "--size", "small"], "--data",
+         lambda wd: wd.mkdir(parents=True, exist_ok=True)),
     Case("score-coverage-out-of-range", "cli settings", "coverage above 1",
          ["score", "--workdir", "{wd}", "--coverage", "2"], "--coverage", tables()),
     Case("score-model-not-found", "cli settings", "--model naming no directory",
