@@ -35,11 +35,15 @@ def _interactions_csv() -> str:
     return "\n".join(rows) + "\n"
 
 
+# Two branches a and b that split at level 3 under one level-2 cluster (a2), so each level-3
+# cluster has the other as its serendipitous sibling (l=3, δ=1).
 CLUSTERS_CSV = ("cluster_id,level,parent_id,description,size,traffic\n"
-                + "".join(f"{b}{lvl},{lvl},{f'{b}{lvl - 1}' if lvl > 1 else ''},"
-                          f"topic {b} level {lvl},2,10\n" for b in "ab" for lvl in range(1, 5)))
+                "a1,1,,topic a level 1,4,20\n"
+                "a2,2,a1,topic a level 2,4,20\n"
+                + "".join(f"{b}{lvl},{lvl},{f'{b}{lvl - 1}' if lvl > 3 else 'a2'},"
+                          f"topic {b} level {lvl},2,10\n" for b in "ab" for lvl in (3, 4)))
 ITEM_CLUSTERS_CSV = ("item_id,c1,c2,c3,c4\n"
-                     + "".join(f"00{i},{b}1,{b}2,{b}3,{b}4\n"
+                     + "".join(f"00{i},a1,a2,{b}3,{b}4\n"
                                for i, b in zip(range(1, 5), "aabb")))
 
 
@@ -195,7 +199,8 @@ class _LoadingPredictor:
             for ref in select_images(self.prompt_config, x.get("thumbnail"), x.get("frames")):
                 load_image(ref)
                 self.loaded.append(ref)
-            out.append([Prediction("b3", "topic b level 3", 0.9)])
+            out.append([Prediction("b3", "topic b level 3", 0.9),
+                        Prediction("a3", "topic a level 3", 0.1)])
         return out
 
 
