@@ -166,7 +166,7 @@ def training(wd: Path, p: DemoSize, seed: int, branching: str | None = None,
     (wd / "evaluation").mkdir(exist_ok=True)
     shutil.copyfile(out["offline_report"], wd / "evaluation" / "mllm_offline.md")
     summary = {"published": published, "outputs": {k: str(v) for k, v in out.items()}}
-    summary["registry"] = _registry_state()
+    summary["registry"] = _registry_state(wd)
     summary["gate"] = _gate_outputs(Path(out["model"]).parents[1])
     return summary
 
@@ -194,9 +194,12 @@ def _replace_dir(src: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _registry_state() -> dict:
+def _registry_state(wd: Path) -> dict:
+    """The aliases in the demo's own store (``wd``'s, as the pipeline used): another store
+    set earlier in this process must not answer."""
     from serendip.platform import registry
 
+    registry.setup(wd)
     state = {}
     for name in ("serendip-mllm", "serendip-retriever"):
         state[name] = {alias: registry.alias_version(name, alias)
