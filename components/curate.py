@@ -10,21 +10,27 @@ from components import COMPONENT_KW
 @dsl.component(**COMPONENT_KW)
 def curate(data: Input[Dataset], tree: Input[Dataset], examples: Output[Dataset],
            metrics: Output[Metrics], level: int = 3, delta: int = 1, top_k: int = 10,
-           strategy: str = "cot", n_frames: int = 4, use_thumbnail: bool = False,
+           strategy: str = "auto", n_frames: int = 0, use_thumbnail: bool = False,
            settings: dict = None) -> str:
     """Curate training examples from ``data`` (items, interactions) and ``tree`` (clusters,
     item_clusters). ``examples`` becomes a directory with examples.parquet,
     curated_pairs.parquet and curation.json. Returns the curation statistics as JSON.
+    ``strategy="auto"``, ``n_frames=0`` and ``use_thumbnail=False`` leave the prompt to the
+    media present (frames → thumbnail → text), as the CLI does when no prompt flag is given;
+    any other value is the user's choice and is kept.
     """
     import json
 
     from serendip.curation import curate_stage, curation_config
 
+    chosen = {key: value for key, value, unset in (
+        ("prompt.strategy", strategy, "auto"), ("prompt.n_frames", n_frames, 0),
+        ("prompt.use_thumbnail", use_thumbnail, False)) if value != unset}
     cfg = curation_config({**(settings or {}), "level": level, "delta": delta, "top_k": top_k,
-                           "prompt.strategy": strategy, "prompt.n_frames": n_frames,
-                           "prompt.use_thumbnail": use_thumbnail})
+                           **chosen})
     result = curate_stage(data.path, examples.path, cfg, clusters_dir=tree.path)
-    examples.metadata.update({"level": level, "delta": delta, "strategy": strategy,
+    used = result.prompt or cfg.prompt
+    examples.metadata.update({"level": level, "delta": delta, "strategy": used.strategy,
                               "examples": result.examples.num_rows})
     pairs = result.stats["pairs"]
     for kind in ("similar", "serendipitous"):

@@ -48,7 +48,7 @@ class Outputs(NamedTuple):
 def training_pipeline(data_uri: str, mlflow_uri: str = "",
                       branching: str = "auto", cluster_settings: dict = {},
                       level: int = 3, delta: int = 1, top_k: int = 10,
-                      strategy: str = "cot", n_frames: int = 4, use_thumbnail: bool = False,
+                      strategy: str = "auto", n_frames: int = 0, use_thumbnail: bool = False,
                       curation_settings: dict = {}, finetune_settings: dict = {},
                       eval_k: int = 5, gate_metric: str = "recall_constrained",
                       gate_margin: float = 0.0, force_promote: bool = False,

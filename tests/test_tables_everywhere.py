@@ -289,3 +289,29 @@ def test_scoring_state_from_a_parquet_dataset_directory(tmp_path):
     (tree / "cluster_tree").mkdir()
     state = prepare_state(tmp_path / "state", data, tree)
     assert read_table(state, "items").column("item_id").to_pylist() == ["001"]
+
+
+def test_curate_component_defaults_adapt_to_a_text_only_catalogue(csv_wd, tmp_path):
+    """The KFP curate component always passed strategy=cot, n_frames=4 as explicit prompt
+    settings, which switched the media adaptation off: a text-only catalogue failed in the
+    pipeline (`--strategy text`) while the CLI adapted. Its defaults now mean "adapt"."""
+    pytest.importorskip("kfp")
+    from types import SimpleNamespace
+
+    from components.curate import curate
+
+    (csv_wd / "items.csv").write_text("item_id,title,impressions\n001,alpha one,40\n"
+                                      "002,alpha two,30\n003,beta one,20\n004,beta two,10\n")
+    out = tmp_path / "examples"
+    logged = {}
+    examples = SimpleNamespace(path=str(out), metadata={})
+    metrics = SimpleNamespace(log_metric=lambda k, v: logged.__setitem__(k, v))
+    data, tree = SimpleNamespace(path=str(csv_wd)), SimpleNamespace(path=str(csv_wd))
+    curate.python_func(data=data, tree=tree, examples=examples, metrics=metrics)
+    cur = json.loads((out / "curation.json").read_text())
+    assert cur["strategy"] == "text" and examples.metadata["strategy"] == "text"
+    assert logged["examples"] > 0
+    # an explicit choice is still the user's: a visual prompt on text-only items is refused
+    with pytest.raises(Exception, match="strategy text"):
+        curate.python_func(data=data, tree=tree, examples=examples, metrics=metrics,
+                           strategy="cot")
