@@ -183,17 +183,7 @@ def _run_demo(wd: Path, preset: DemoSize, size: str, seed: int) -> Path:
                                                        "ablation_batch"), "training": train_key},
                                      inputs=[wd / "examples.parquet"],
                                      outputs=[wd / "evaluation" / "ablation.json"])
-    info["replay"] = steps.run("replay-evaluation",
-                               lambda: st.replay_evaluation(wd, platform, seed),
-                               config={"training": info["training"], "seed": seed},
-                               inputs=[wd / "item_serendipity.parquet"],
-                               outputs=[wd / "evaluation" / "replay.json",
-                                        wd / "evaluation" / "baselines.json"])
-    info["timings_s"] = {k: round(v, 1) for k, v in steps.timings.items()}
-    info["cached_steps"] = steps.cached
-    report = st.write_report(wd, info)
-    print(f"\nreport: {report}")
-    return report
+    return _replay_and_report(wd, steps, info, platform, seed, st.write_report)
 
 
 def _source_files(src: Path) -> list[Path]:
@@ -226,13 +216,21 @@ def _run_data_demo(wd: Path, preset: DemoSize, size: str, seed: int, src: Path) 
                                 config={"coverage": preset.coverage, "training": info["training"]},
                                 inputs=data, outputs=[wd / "item_serendipity.parquet"])
     info["serving"] = st.serve_and_recommend(wd, _env(wd))
-    info["replay"] = steps.run("replay-evaluation", lambda: st.replay_evaluation(wd, src, seed),
+    return _replay_and_report(wd, steps, info, src, seed, st.write_data_report)
+
+
+def _replay_and_report(wd: Path, steps, info: dict, logs: Path, seed: int, write) -> Path:
+    """The replay evaluation of ``logs``' held-out transitions (after scoring), then the
+    report ``write(wd, info)`` with the step timings; prints and returns its path."""
+    from serendip.platform import demo_stages as st
+
+    info["replay"] = steps.run("replay-evaluation", lambda: st.replay_evaluation(wd, logs, seed),
                                config={"training": info["training"], "seed": seed},
                                inputs=[wd / "item_serendipity.parquet"],
                                outputs=[wd / "evaluation" / "replay.json",
                                         wd / "evaluation" / "baselines.json"])
     info["timings_s"] = {k: round(v, 1) for k, v in steps.timings.items()}
     info["cached_steps"] = steps.cached
-    report = st.write_data_report(wd, info)
+    report = write(wd, info)
     print(f"\nreport: {report}")
     return report

@@ -243,6 +243,21 @@ def ablation(wd: Path, p: DemoSize) -> dict:
     return {"variants": sorted(data.get("results", {}))}
 
 
+def _add_scoring_and_serving(rep, info: dict) -> None:
+    """The report's batch-scoring and serving sections (both demos)."""
+    from serendip.report import markdown_table
+
+    rep.add("Batch scoring and Feast", markdown_table([info.get("scoring", {})]),
+            info.get("scoring"))
+    calls = info.get("serving", {}).get("calls", [])
+    rep.add("Serving (recommend calls)", (
+        f"Server ready in {info.get('serving', {}).get('ready_s')} s.\n\n"
+        + markdown_table([{"context item": c["item"], "protocol": c["protocol"],
+                           "cluster": c.get("cluster_id"), "description": c.get("description"),
+                           "items (source)": _slate(c)} for c in calls])),
+        info.get("serving"))
+
+
 def _slate(call: dict, n: int = 5) -> str:
     """A recommend answer's items, each with its source in the blended slate (``exploit`` or
     ``serendipitous``) when the answer names them."""
@@ -335,15 +350,7 @@ def write_report(wd: Path, info: dict) -> Path:
         + (f"\n\n![training curves]({curves.relative_to(wd)})" if curves.exists() else "")),
         {"metrics": m, "registry": info.get("training", {}).get("registry")})
     rep.add("Promotion gate", *gate_section(info))
-    rep.add("Batch scoring and Feast", markdown_table([info.get("scoring", {})]),
-            info.get("scoring"))
-    calls = info.get("serving", {}).get("calls", [])
-    rep.add("Serving (recommend calls)", (
-        f"Server ready in {info.get('serving', {}).get('ready_s')} s.\n\n"
-        + markdown_table([{"context item": c["item"], "protocol": c["protocol"],
-                           "cluster": c.get("cluster_id"), "description": c.get("description"),
-                           "items (source)": _slate(c)} for c in calls])),
-        info.get("serving"))
+    _add_scoring_and_serving(rep, info)
     sim_md = wd / "evaluation" / "online_sim.md"
     if sim_md.exists():
         from serendip.evaluation.online_sim import METRICS
@@ -625,15 +632,7 @@ def write_data_report(wd: Path, info: dict) -> Path:
         + base.get("markdown", "_(not computed)_")), {"summary": choice_fig, "full": base})
     gate_md, gate_fig = gate_section(info, choice_fig)
     rep.add("Promotion gate", gate_md, gate_fig)
-    rep.add("Batch scoring and Feast", markdown_table([info.get("scoring", {})]),
-            info.get("scoring"))
-    calls = info.get("serving", {}).get("calls", [])
-    rep.add("Serving (recommend calls)", (
-        f"Server ready in {info.get('serving', {}).get('ready_s')} s.\n\n"
-        + markdown_table([{"context item": c["item"], "protocol": c["protocol"],
-                           "cluster": c.get("cluster_id"), "description": c.get("description"),
-                           "items (source)": _slate(c)} for c in calls])),
-        info.get("serving"))
+    _add_scoring_and_serving(rep, info)
     rep.add(*(_replay_section(wd) or ("Replay evaluation (held-out last transitions)",
                                         "_(not run)_", {})))
     rep.add("Run", markdown_table([{"step": k, "seconds": v}
