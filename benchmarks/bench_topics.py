@@ -143,6 +143,36 @@ def synthetic_ari() -> dict:
     return out
 
 
+def representation_cost(n_items: int = 600) -> dict:
+    """Milliseconds per item of the whole clustering representation on one thread, fresh (no
+    image cache; models loaded beforehand): the blocks before issue 14 (text + hand-made
+    visual) vs the defaults (+ pretrained image, + behaviour), on the synthetic platform."""
+    import torch
+
+    from serendip.data.io import read_table
+    from serendip.data.synth import SynthConfig, write_synth
+    from serendip.embeddings import _IMAGE_MEMO, EmbeddingConfig, embed_catalogue
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out: dict = {"items": n_items, "threads": 1}
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            write_synth(SynthConfig(items=n_items, users=200, interactions=8000, seed=7), d)
+            items, inter = read_table(d, "items"), read_table(d, "interactions")
+            embed_catalogue(items.slice(0, 8), EmbeddingConfig(), base_dir=d)   # model loads
+            for name, over, it in (("before_ms", {"w_image": 0, "w_behaviour": 0}, None),
+                                   ("default_ms", {}, inter)):
+                _IMAGE_MEMO.clear()
+                t0 = time.perf_counter()
+                embed_catalogue(items, EmbeddingConfig(**over), base_dir=d, interactions=it)
+                out[name] = round((time.perf_counter() - t0) / n_items * 1000, 2)
+    finally:
+        torch.set_num_threads(threads)
+    out["ratio"] = round(out["default_ms"] / out["before_ms"], 2)
+    return out
+
+
 def run(quick: bool = False) -> dict:
     from serendip.data.io import read_table
     from serendip.data.recbole import import_recbole
@@ -180,5 +210,6 @@ def run(quick: bool = False) -> dict:
                                  v["need_vs_shuffled_now"]) for v in result["targets"].values())
     if not quick:
         result["image_cost"] = image_cost()
+        result["representation_cost"] = representation_cost()
         result["synthetic_ari"] = synthetic_ari()
     return result
