@@ -158,9 +158,11 @@ def export_repository(sources: list[ExportSource], repository: str | os.PathLike
 
 
 def latest_mllm_dir(workdir: str | os.PathLike) -> Path | None:
-    """The most recently written ``<workdir>/mllm/<run>`` model directory, if any."""
-    runs = [p.parent for p in Path(workdir, "mllm").glob("*/serendip.json")]
-    return max(runs, key=lambda p: (p / "serendip.json").stat().st_mtime) if runs else None
+    """The latest ``<workdir>/mllm/<run>`` model directory, if any
+    (:func:`serendip.mllm.workdir.latest_model_dir`)."""
+    from serendip.mllm.workdir import latest_model_dir
+
+    return latest_model_dir(workdir)
 
 
 def exported_versions(repository: str | os.PathLike) -> dict[str, dict]:

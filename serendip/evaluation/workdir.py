@@ -10,13 +10,8 @@ from serendip.data.io import atomic_write_bytes, read_table
 from serendip.evaluation.online_sim import METRICS, OnlineSimConfig, run_online_sim
 from serendip.evaluation.recommenders import load_embeddings, make_recommender_factory, serendipitous_clusters
 from serendip.evaluation.truth import GroundTruth
+from serendip.mllm.workdir import latest_model_dir
 from serendip.report import bar_chart_relative, markdown_table
-
-
-def latest_model_dir(workdir: Path) -> Path | None:
-    """The fine-tuned model a local run left in the work directory, if any."""
-    candidates = sorted((workdir / "mllm").glob("*/")) if (workdir / "mllm").exists() else []
-    return candidates[-1] if candidates else None
 
 
 def online_sim(workdir: str | Path, cfg: OnlineSimConfig, model_dir: str | Path | None = None,

@@ -80,12 +80,13 @@ def newest_model_dir(workdir: str | os.PathLike) -> Path:
     Raises:
         SerendipError: no fine-tuned model under the work directory (field ``--model``).
     """
-    dirs = sorted((p for p in (Path(workdir) / "mllm").glob("*")
-                   if (p / "serendip.json").exists()), key=lambda p: p.stat().st_mtime)
-    if not dirs:
+    from serendip.mllm.workdir import latest_model_dir
+
+    found = latest_model_dir(workdir)
+    if found is None:
         raise SerendipError(f"no fine-tuned model under {workdir}/mllm", field="--model",
                             fix=f"run `serendip finetune --workdir {workdir}` or pass --model")
-    return dirs[-1]
+    return found
 
 
 def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None,

@@ -17,6 +17,18 @@ from serendip.prompts import PromptConfig
 SELECTION = ["context_item_id", "target_cluster_id", "satisfaction", "split"]
 
 
+def latest_model_dir(workdir: str | os.PathLike) -> Path | None:
+    """The fine-tuned model a local run left in ``<workdir>/mllm``: the directory whose
+    ``serendip.json`` (written last, atomically, when a model is saved) is newest — the one
+    rule for "the latest model" used by evaluate, export, serve and the online simulation.
+    Working folders (``.<run>.work``) and directories without ``serendip.json`` are never
+    models. None when there is none."""
+    runs = [p.parent for p in Path(workdir, "mllm").glob("*/serendip.json")
+            if not p.parent.name.startswith(".")]
+    return max(runs, key=lambda p: ((p / "serendip.json").stat().st_mtime_ns, p.name)) \
+        if runs else None
+
+
 @dataclass
 class StageInputs:
     workdir: Path
