@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 SYNTH_FRAMES = [f"synth:{s}.{h}.{t}.0.1.{i}#f{i}" for i, (s, h, t) in
                 enumerate([(0, 30, 1), (1, 90, 2), (2, 150, 3), (3, 210, 0)])]
@@ -155,22 +156,14 @@ def _measure_redis(wd: Path, tmp: Path, n: int, quick: bool, backend: str) -> di
     rwd = tmp / "wd-redis"
     shutil.copytree(wd, rwd, ignore=shutil.ignore_patterns(
         "feature_repo", "model_repository", ".serve", "*.log"))
-    keys = ("SERENDIP_FEAST_ONLINE_STORE", "FEAST_REDIS_CONNECTION_STRING")
-    saved = {k: os.environ.get(k) for k in keys}
-    with RedisServer(workdir=tmp) as redis:
-        os.environ.update(dict(zip(keys, ("redis", redis.connection_string))))
-        try:
-            t0 = time.perf_counter()
-            features.sync(rwd)
-            out = {"materialize_s": round(time.perf_counter() - t0, 2),
-                   "lookup_ms": _lookup_ms(rwd)}
-            out[backend] = _measure_backend(rwd, backend, n, quick, recommend_only=True)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with RedisServer(workdir=tmp) as redis, mock.patch.dict(os.environ, {
+            "SERENDIP_FEAST_ONLINE_STORE": "redis",
+            "FEAST_REDIS_CONNECTION_STRING": redis.connection_string}):
+        t0 = time.perf_counter()
+        features.sync(rwd)
+        out = {"materialize_s": round(time.perf_counter() - t0, 2),
+               "lookup_ms": _lookup_ms(rwd)}
+        out[backend] = _measure_backend(rwd, backend, n, quick, recommend_only=True)
     return out
 
 

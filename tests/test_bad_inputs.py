@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -407,18 +408,10 @@ def _registry_store(wd: Path, versions: int, champion: str | None = None,
 def _with_env(env: dict, argv: list[str]) -> tuple[int, str]:
     from serendip.cli import main
 
-    saved = {k: os.environ.get(k) for k in env}
     err = io.StringIO()
-    try:
-        os.environ.update(env)
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with mock.patch.dict(os.environ, env), contextlib.redirect_stderr(err), \
+            contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
     return code, err.getvalue()
 
 
@@ -453,24 +446,18 @@ def _feast_env(wd: Path, env: dict) -> tuple[int, str]:
     from serendip.errors import SerendipError
     from serendip.platform import features
 
-    saved = {k: os.environ.get(k) for k in env}
-    try:
+    with mock.patch.dict(os.environ):          # restored whole on exit
         for k, v in env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        features.prepare_repo(wd)
-        features.open_store(wd)
-        return 0, ""
-    except SerendipError as e:
-        return 2, str(e)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        try:
+            features.prepare_repo(wd)
+            features.open_store(wd)
+            return 0, ""
+        except SerendipError as e:
+            return 2, str(e)
 
 
 # ---------------------------------------------------------------- running and rendering
