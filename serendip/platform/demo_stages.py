@@ -44,14 +44,6 @@ def _publish(artifact_dir: str | Path, wd: Path) -> list[str]:
     return copied
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
     import urllib.request
 
@@ -73,7 +65,9 @@ def serve_and_recommend(wd: Path, env: dict[str, str], n_calls: int = 3) -> dict
     """Start ``serendip serve`` in a subprocess, print a few ``recommend`` answers, stop it."""
     import pyarrow.parquet as pq
 
-    ports = {k: _free_port() for k in ("http", "grpc", "thttp", "tgrpc", "tmetrics")}
+    from serendip.platform.serving.ports import free_ports
+
+    ports = dict(zip(("http", "grpc", "thttp", "tgrpc", "tmetrics"), free_ports(5)))
     log = (wd / "logs")
     log.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "serendip.cli", "serve", "--workdir", str(wd),

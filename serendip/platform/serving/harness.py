@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,19 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serendip.platform.serving.ports import owned_by_tree
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
+from serendip.platform.serving.ports import free_ports, owned_by_tree
 
 
 def _ready(port: int) -> bool:

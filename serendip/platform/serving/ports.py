@@ -13,6 +13,27 @@ from pathlib import Path
 from serendip.errors import ConfigError
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports the OS reports free on ``host`` now (all sockets held until each
+    is chosen, so the ports differ); the one helper for test servers, benchmarks and the demo."""
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind((host, 0))
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One port the OS reports free on ``host`` now (:func:`free_ports`)."""
+    return free_ports(1, host)[0]
+
+
 def port_free(host: str, port: int) -> bool:
     """True when a listening socket can bind ``host:port`` now (SO_REUSEADDR like the servers:
     a TIME_WAIT leftover does not count as busy; no SO_REUSEPORT: a listener does)."""

@@ -17,14 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serendip.errors import ConfigError
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    s = socket.socket()
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from serendip.platform.serving.ports import free_port
 
 
 def redis_server_binary() -> str | None:
