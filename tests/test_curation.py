@@ -15,20 +15,14 @@ from serendip.curation import (
 )
 from serendip.data.io import read_table
 from serendip.data.schemas import validate
-from serendip.embeddings import EmbeddingConfig, item_embeddings
 from serendip.errors import ConfigError, SchemaError
 from serendip.prompts import PromptConfig
-from serendip.tree import ClusterConfig, build_cluster_tree
-from tests.conftest import SMALL
+from tests.synth_tree import synth_tree
 
 
 @pytest.fixture(scope="module")
 def platform(synth_dir):
-    items = read_table(synth_dir, "items")
-    inter = read_table(synth_dir, "interactions", refs={"items": items})
-    emb = item_embeddings(items, EmbeddingConfig(text_encoder="tfidf"))
-    tree = build_cluster_tree(items, emb, ClusterConfig(branching=SMALL["branching"]))
-    return items, inter, tree.clusters, tree.item_clusters
+    return synth_tree(synth_dir)
 
 
 def _frame(platform):
