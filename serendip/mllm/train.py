@@ -82,6 +82,10 @@ class FinetuneConfig:
     eval_batch_size: int = 32
     save_every: int = 100
     keep_checkpoints: int = 2
+    # Compute budget: training stops (evaluated and saved) once its steps have used this many
+    # CPU seconds of this process (time.process_time: all threads; evaluation and checkpoints
+    # not counted). 0 = none, ``steps`` alone decides. Same budget, fair model comparison.
+    time_budget_s: float = 0.0
     reasoning_tokens: int = 24      # CoT: free tokens before the answer marker is forced
     seed: int = 0
     device: str = "auto"            # auto (cuda when visible) | cpu | cuda
@@ -99,7 +103,7 @@ class FinetuneConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr}", field="lr", fix="use a positive learning rate")
-        for name in ("weight_decay", "warmup_steps", "seed"):
+        for name in ("weight_decay", "warmup_steps", "seed", "time_budget_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 0")
         if not self.grad_clip > 0:
@@ -356,7 +360,7 @@ def _config_key(cfg: FinetuneConfig) -> dict:
     """Settings that must not change across a resume (cadence and length may)."""
     d = asdict(cfg)
     for k in ("steps", "eval_every", "eval_max_examples", "eval_batch_size", "save_every",
-              "keep_checkpoints", "device", "nproc", "precision"):
+              "keep_checkpoints", "device", "nproc", "precision", "time_budget_s"):
         d.pop(k)
     return json.loads(json.dumps(d, default=str))
 
@@ -413,6 +417,17 @@ def _batch_indices(step: int, n: int, bs: int, seed: int) -> list[int]:
         out.extend(int(i) for i in perm[offset:offset + take])
         pos += take
     return out
+
+
+def _over_budget(cfg: FinetuneConfig, cpu_s: float, ctx) -> bool:
+    """Whether training has used its CPU budget (``cfg.time_budget_s``); data-parallel
+    processes stop together, when any of them is over."""
+    over = cfg.time_budget_s > 0 and cpu_s >= cfg.time_budget_s
+    if ctx.distributed and cfg.time_budget_s > 0:
+        flag = torch.tensor([float(over)], device=ctx.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        over = bool(flag.item())
+    return over
 
 
 def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
@@ -529,7 +544,8 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
 
     def evaluate(step: int) -> dict:
         row = {"step": step, "train_loss": loss_sum / max(loss_n, 1),
-               "elapsed_s": round(time.perf_counter() - t0, 2)}
+               "elapsed_s": round(time.perf_counter() - t0, 2),
+               "train_cpu_s": round(train_cpu[0], 2)}
         if test.num_rows:
             predictor = make_predictor()
             row.update(evaluate_predictor(predictor, test, cfg.eval_max_examples))
@@ -544,7 +560,10 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
     where += ", bf16" if amp is not None else ""
     bar = tqdm(range(start, cfg.steps), desc=f"finetune ({method}{where})",
                disable=not progress or not ctx.is_main, initial=start, total=cfg.steps)
+    train_cpu = [history[-1].get("train_cpu_s", 0.0) if history else 0.0]
+    done = start
     for step in bar:
+        c0 = time.process_time()
         every = _batch_indices(step, len(encoded), cfg.batch_size, cfg.seed)
         idx = ctx.shard(every)
         batch = to_device(collate_train([encoded[i] for i in idx], tokenizer.pad_token_id),
@@ -568,23 +587,27 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
         loss_n += 1
         bar.set_postfix(loss=f"{loss_value:.3f}")
         done = step + 1
-        if (done % cfg.eval_every == 0 or done == cfg.steps) and ctx.is_main:
+        train_cpu[0] += time.process_time() - c0
+        over = _over_budget(cfg, train_cpu[0], ctx)
+        if (done % cfg.eval_every == 0 or done == cfg.steps or over) and ctx.is_main:
             evaluate(done)
             loss_sum, loss_n = 0.0, 0
-        if (done % cfg.save_every == 0 or done == cfg.steps) and ctx.is_main:
+        if (done % cfg.save_every == 0 or done == cfg.steps or over) and ctx.is_main:
             _save_checkpoint(work, done, model, opt,
                              {"step": done, "history": history, "config": _config_key(cfg)},
                              cfg.keep_checkpoints)
-        if done % cfg.eval_every == 0 or done % cfg.save_every == 0:
+        if done % cfg.eval_every == 0 or done % cfg.save_every == 0 or over:
             ctx.barrier()
+        if over:
+            break
     bar.close()
     if not ctx.is_main:              # rank 0 saves, registers and reports
         ctx.barrier()
         teardown(ctx)
         return FinetuneResult(out, {}, [], n_train, n_total, method,
                               round(time.perf_counter() - t0, 2))
-    if not history or history[-1]["step"] != cfg.steps:
-        evaluate(cfg.steps)
+    if not history or history[-1]["step"] != done:
+        evaluate(done)
 
     predictor = make_predictor()
     final = {k: v for k, v in history[-1].items() if k != "elapsed_s"}
