@@ -610,7 +610,7 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
         evaluate(done)
 
     predictor = make_predictor()
-    final = {k: v for k, v in history[-1].items() if k != "elapsed_s"}
+    final = {k: v for k, v in history[-1].items() if k not in ("elapsed_s", "train_cpu_s")}
     meta = {"base_model": cfg.base_model, "method": method, "config": to_jsonable(cfg),
             "metrics": final, "trainable_params": n_train, "total_params": n_total,
             "world_size": ctx.world, "device": ctx.device.type}
