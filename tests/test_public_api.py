@@ -43,7 +43,7 @@ def test_public_names_are_the_library_entries():
     where = json.loads(_python(code))
     assert where["finetune"] == "serendip.mllm.train"
     assert where["curate"] == "serendip.curation"
-    assert where["build_cluster_tree"] == "serendip.tree"
+    assert where["build_cluster_tree"] == "serendip.tree.build"
     assert where["finetune_stage"] == "serendip.mllm.stage"
     assert where["evaluate_stage"] == "serendip.evaluation.offline"
     assert where["match_rate"] == where["recall"] == "serendip.metrics"
