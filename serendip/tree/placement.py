@@ -1,0 +1,71 @@
+"""Place (new) items in a fitted tree: nearest centroid per level, top-down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from serendip.data.schemas import SCHEMAS
+from serendip.errors import SerendipError
+from serendip.tree.cluster_tree import EMBEDDER_SUBDIR, TREE_DIR, TREE_JSON, ClusterTree
+from serendip.tree.config import LEVELS
+from serendip.tree.kmeans import sq_dists
+
+
+def assign_items(tree: ClusterTree, item_ids, embeddings: np.ndarray) -> pa.Table:
+    """item_clusters rows for (new) items: nearest centroid per level, top-down."""
+    x = np.ascontiguousarray(embeddings, np.float32)
+    ids = list(item_ids.to_pylist() if hasattr(item_ids, "to_pylist") else item_ids)
+    if x.ndim != 2 or x.shape[0] != len(ids):
+        raise SerendipError(f"{x.shape[0] if x.ndim else 0} embeddings for {len(ids)} items",
+                            field="embeddings", fix="pass one embedding row per item id")
+    if len(ids) and x.shape[1] != tree.dim:
+        raise SerendipError(f"embedding dim {x.shape[1]} != tree dim {tree.dim}",
+                            field="embeddings",
+                            fix="embed new items with the same EmbeddingConfig as the tree")
+    n = len(ids)
+    node = np.zeros(n, np.int64)
+    cols = []
+    for lvl in range(LEVELS):
+        level_ids = tree.ids[lvl]
+        cents = tree.centroids[lvl]
+        if lvl == 0:
+            child_start = np.zeros(1, np.int64)
+            child_count = np.array([len(level_ids)])
+        else:
+            parents = tree.ids[lvl - 1]
+            pos = {pid: i for i, pid in enumerate(parents)}
+            parent_idx = np.array([pos[c.rsplit(".", 1)[0]] for c in level_ids])
+            child_start = np.searchsorted(parent_idx, np.arange(len(parents)))
+            child_count = np.bincount(parent_idx, minlength=len(parents))
+        new = np.zeros(n, np.int64)
+        for p in np.unique(node) if n else []:
+            rows = np.flatnonzero(node == p)
+            s, c = int(child_start[p]), int(child_count[p])
+            d = sq_dists(x[rows], cents[s:s + c])
+            new[rows] = s + np.argmin(d, axis=1)
+        node = new
+        cols.append(np.asarray(level_ids, dtype=object)[node] if n else np.array([], object))
+    return pa.table({"item_id": pa.array(ids, pa.string()),
+                     **{f"c{lvl + 1}": pa.array(list(cols[lvl]), pa.string())
+                        for lvl in range(LEVELS)}}, schema=SCHEMAS["item_clusters"])
+
+
+
+def assign_new_items(tree_dir: str | os.PathLike, items: pa.Table,
+                     base_dir: str | os.PathLike | None = None) -> pa.Table:
+    """item_clusters rows for ``items`` (e.g. new uploads before batch scoring): embed them
+    with the embedder saved beside the tree (same statistics as the catalogue it was built
+    on), then place them with :func:`assign_items`. ``tree_dir`` is the ``cluster_tree/``
+    folder or the work directory holding it."""
+    from serendip.embeddings import Embedder
+
+    d = Path(tree_dir)
+    if not (d / TREE_JSON).exists() and (d / TREE_DIR / TREE_JSON).exists():
+        d = d / TREE_DIR
+    tree = ClusterTree.load(d)
+    embedder = Embedder.load(d / EMBEDDER_SUBDIR)
+    return assign_items(tree, items.column("item_id"), embedder.transform(items, base_dir))
