@@ -36,7 +36,7 @@ from serendip.mllm.data import collate_generate
 from serendip.mllm.inference import ClusterPredictor
 from serendip.mllm.trie import candidate_trie
 from serendip.prompts import PromptConfig, build_prompt
-from serendip.scoring import _inputs
+from serendip.scoring.inputs import predictor_inputs
 from serendip.scoring_fixture import ScoringFixtureConfig, build_scoring_workdir
 
 
@@ -157,7 +157,7 @@ def run(quick: bool = False) -> dict:
         items = read_table(base, "items")
         clusters, ic = read_table(base, "clusters"), read_table(base, "item_clusters")
         p = ClusterPredictor.load(model_dir)
-        inputs, _, _ = _inputs(items, ic, clusters, p.level, p.prompt_config.uses_images)
+        inputs, _, _ = predictor_inputs(items, ic, clusters, p.level, p.prompt_config.uses_images)
         keep = [(x, r) for x, r in zip(inputs, items.to_pylist()) if x is not None]
         n = 64 if quick else 192
         sample = [x for x, _ in keep[:n]]

@@ -18,7 +18,8 @@ from serendip.data.synth import SynthConfig, write_synth
 from serendip.mllm.data import collate_generate
 from serendip.mllm.inference import ClusterPredictor
 from serendip.prompts import build_prompt
-from serendip.scoring import ScoringConfig, _inputs, score_items, select_by_coverage
+from serendip.scoring import ScoringConfig, score_items, select_by_coverage
+from serendip.scoring.inputs import predictor_inputs
 from serendip.scoring_fixture import ScoringFixtureConfig, build_scoring_workdir, topic_embedding
 
 
@@ -78,8 +79,9 @@ def run(quick: bool = False) -> dict:
 
         # ---- batched vs naive generation (same model, same inputs)
         p = ClusterPredictor.load(model_dir)
-        inputs, _ = _inputs(sel, read_table(base, "item_clusters"), read_table(base, "clusters"),
-                            p.level, p.prompt_config.uses_images)
+        inputs, _, _ = predictor_inputs(sel, read_table(base, "item_clusters"),
+                                        read_table(base, "clusters"), p.level,
+                                        p.prompt_config.uses_images)
         n = min(len(inputs), 64 if quick else 192)
         sample = inputs[:n]
         p.predict(sample[:8], k=1)                           # warm-up (lazy init)
