@@ -338,7 +338,7 @@ def test_answers_are_only_the_contexts_serendipitous_candidates(base, predictor,
     restriction is what keeps them out — with a predictor that ranks candidates and with one
     that cannot (its answers filtered)."""
     from serendip.candidates import sibling_map
-    from serendip.scoring import _inputs
+    from serendip.scoring.inputs import predictor_inputs
 
     wd, _ = _copy(base, tmp_path)
     level = predictor.level
@@ -346,7 +346,7 @@ def test_answers_are_only_the_contexts_serendipitous_candidates(base, predictor,
     sibs = sibling_map(clusters, level, 1)
     own = dict(zip(ic.column("item_id").to_pylist(), ic.column(f"c{level}").to_pylist()))
     items = select_by_coverage(read_table(wd, "items"), 0.8)[0]
-    inputs, _, _ = _inputs(items, ic, clusters, level, predictor.prompt_config.uses_images)
+    inputs, _, _ = predictor_inputs(items, ic, clusters, level, predictor.prompt_config.uses_images)
     free = predictor.predict([x for x in inputs if x], k=3, constrained=True)
     ids = [i for i, x in zip(items.column("item_id").to_pylist(), inputs) if x]
     assert any(p.cluster_id not in sibs[own[i]] for i, ps in zip(ids, free) for p in ps)
