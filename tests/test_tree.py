@@ -281,8 +281,39 @@ def test_pipeline_and_component_default_branching_is_auto():
     """The same default everywhere a tree is built (the KFP component and training pipeline
     defaulted to 8/8/8/8 before)."""
     pytest.importorskip("kfp")
-    from components.cluster import cluster
-    from pipelines.training import training_pipeline
+    from serendip.platform.kfp.components.cluster import cluster
+    from serendip.platform.kfp.pipelines.training import training_pipeline
 
     assert cluster.component_spec.inputs["branching"].default == "auto"
     assert training_pipeline.component_spec.inputs["branching"].default == "auto"
+
+
+def test_scoring_places_new_items_exactly_as_assign_new_items(synth_dir, tmp_path):
+    """One new-item placement (issue 13): the scoring pipeline's first step
+    (:func:`serendip.scoring.place_new_items`, which ``score_items`` shares) places items the
+    tree has not seen exactly as :func:`serendip.tree.assign_new_items` does — with the embedder
+    saved beside the tree. The old scoring copy re-fitted the embedding on the new items plus a
+    sample of old ones: another TF-IDF basis, and no behaviour block (no interactions), so the
+    embeddings no longer matched the tree."""
+    import pyarrow as pa
+
+    from serendip.data.io import write_table
+    from serendip.scoring import place_new_items
+    from serendip.tree import assign_new_items, cluster_stage
+
+    tree_wd = tmp_path / "tree"
+    cluster_stage(synth_dir, tree_wd, ClusterConfig(
+        branching=BRANCHING, embedding=EmbeddingConfig(text_encoder="tfidf", w_image=0.0)))
+    items = read_table(synth_dir, "items")
+    fresh = items.slice(0, 12)
+    pos = fresh.schema.get_field_index("item_id")
+    fresh = fresh.set_column(pos, "item_id", pa.array([f"{i}~new" for i in
+                                                       fresh.column("item_id").to_pylist()]))
+    data = tmp_path / "data"
+    write_table(data, "items", pa.concat_tables([items, fresh]))
+    stats = place_new_items(data, tree_wd, tmp_path / "placed")
+    assert stats["assigned_new_items"] == fresh.num_rows
+    placed = read_table(tmp_path / "placed", "item_clusters")
+    tested = assign_new_items(tree_wd, fresh, base_dir=synth_dir)
+    assert placed.slice(items.num_rows).equals(tested)
+    assert placed.slice(0, items.num_rows).equals(read_table(tree_wd, "item_clusters"))

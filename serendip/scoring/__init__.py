@@ -3,7 +3,8 @@
 * **Coverage** — the most popular items until ``coverage`` of all impressions (default 0.8, the
   paper's figure) is reached; the long tail is left to on-demand inference at serving.
 * **New items** — items missing from ``item_clusters`` are first placed in the existing tree
-  (:func:`serendip.tree.assign_items`), since the prompt carries the item's own cluster.
+  (:func:`serendip.tree.add_new_items`: embedded with the embedder saved beside the tree, then
+  nearest centroid per level), since the prompt carries the item's own cluster.
 * **Incremental** — an item is re-scored only when no row with the same model version and the
   same content hash (title, media references, context description) exists (with at least
   ``k`` clusters; rows with more are cut to ``k``); a new model version rescores everything.

@@ -22,8 +22,8 @@ from serendip.scoring.config import ScoringConfig
 from serendip.scoring.coverage import select_by_coverage, shard_of
 from serendip.scoring.failures import write_errors
 from serendip.scoring.inputs import predictor_inputs
-from serendip.scoring.new_items import assign_new_items
 from serendip.scoring.predict import delta_of, predict_rows, result_rows
+from serendip.tree.placement import add_new_items
 
 
 @dataclass
@@ -38,7 +38,9 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
     """Score the popular corpus of ``workdir`` with ``predictor`` (a ClusterPredictor) and
     write ``item_serendipity.parquet``; see the module docstring for the guarantees. Paper
     §3.2: the most popular items up to ``cfg.coverage`` of impressions (a fraction in (0, 1]),
-    incrementally (unchanged items keep their scores).
+    incrementally (unchanged items keep their scores). Items missing from item_clusters are
+    placed in the saved tree first (``cfg.assign_new``; :func:`serendip.tree.add_new_items`,
+    with ``embed(items) -> (n × d)`` instead of the saved embedder when given).
 
     Raises:
         SerendipError: a predictor without ``model_version``, or more failed items than
@@ -73,7 +75,7 @@ def _score_locked(wd: Path, predictor, cfg: ScoringConfig, embed, store: ChunkSt
     missing = items.num_rows - len(set(item_clusters.column("item_id").to_pylist())
                                    & set(items.column("item_id").to_pylist()))
     if missing and cfg.assign_new:
-        item_clusters = assign_new_items(wd, items, item_clusters, embed)
+        item_clusters = add_new_items(wd, items, item_clusters, media_root(wd), embed=embed)
         write_table(wd, "item_clusters", item_clusters, refs={"items": items})
     assigned = item_clusters.num_rows - n_known
 

@@ -16,7 +16,7 @@ from serendip.errors import SerendipError
 from serendip.scoring.config import ScoringConfig
 from serendip.scoring.failures import ERRORS_FILE, write_errors
 from serendip.scoring.loop import ScoringResult, score_items
-from serendip.scoring.new_items import assign_new_items
+from serendip.tree.placement import add_new_items
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -127,6 +127,6 @@ def place_new_items(data_dir: str | os.PathLike, tree_dir: str | os.PathLike,
     state = prepare_state(out_dir, data_dir, tree_dir)
     items = read_table(state, "items")
     ic = read_table(state, "item_clusters")
-    placed = assign_new_items(state, items, ic)
+    placed = add_new_items(state, items, ic, media_root(state))
     write_table(state, "item_clusters", placed, refs={"items": items})
     return {"items": items.num_rows, "assigned_new_items": placed.num_rows - ic.num_rows}

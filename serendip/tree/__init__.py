@@ -33,10 +33,12 @@ k-means per node), :mod:`~serendip.tree.repair` (greedy balance repair),
 :mod:`~serendip.tree.cluster_tree` (the object, save/load), :mod:`~serendip.tree.placement`
 (new items), :mod:`~serendip.tree.stage` (the work-directory stage).
 
-Cluster ids are path-style (``"3.1.0.2"``, see INTERFACES.md). New items are placed with
-:func:`assign_items` (nearest centroid per level, top-down) or :func:`assign_new_items` (which
-also embeds them with the saved :class:`~serendip.embeddings.Embedder`); batch scoring needs
-it. The tree saves as ``tree.json`` + ``centroids.safetensors`` (no pickle).
+Cluster ids are path-style (``"3.1.0.2"``: a level-l id extends its parent's). New items are
+placed with :func:`assign_items` (nearest centroid per level, top-down, given embeddings) or
+:func:`assign_new_items` (which first embeds them with the :class:`~serendip.embeddings.Embedder`
+saved beside the tree); batch scoring places the items it has not seen with the latter
+(:func:`add_new_items`), so there is one placement path. The tree saves as ``tree.json`` +
+``centroids.safetensors`` (no pickle).
 """
 
 from __future__ import annotations
@@ -46,14 +48,14 @@ from serendip.tree.build import MAX_AUTO_BRANCHING, auto_branching, build_cluste
 from serendip.tree.cluster_tree import CENTROIDS_FILE, EMBEDDER_SUBDIR, TREE_DIR, TREE_JSON, ClusterTree
 from serendip.tree.config import LEVELS, ClusterConfig, parse_branching
 from serendip.tree.kmeans import kmeans_centroids, kmeans_plusplus, sinkhorn, split_node
-from serendip.tree.placement import assign_items, assign_new_items
+from serendip.tree.placement import add_new_items, assign_items, assign_new_items, tree_path
 from serendip.tree.repair import balance_assignment
 from serendip.tree.stage import cluster_configs, cluster_stage
 
 __all__ = [
     "CENTROIDS_FILE", "EMBEDDER_SUBDIR", "LEVELS", "MAX_AUTO_BRANCHING", "TREE_DIR", "TREE_JSON",
-    "ClusterConfig", "ClusterTree", "assign_items", "assign_new_items", "auto_branching",
+    "ClusterConfig", "ClusterTree", "add_new_items", "assign_items", "assign_new_items", "auto_branching",
     "balance_achievable", "balance_assignment", "balance_stats", "balanceable_ratio",
     "build_cluster_tree", "cluster_configs", "cluster_stage", "kmeans_centroids",
-    "kmeans_plusplus", "parse_branching", "sinkhorn", "split_node",
+    "kmeans_plusplus", "parse_branching", "sinkhorn", "split_node", "tree_path",
 ]

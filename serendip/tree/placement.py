@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,18 +56,58 @@ def assign_items(tree: ClusterTree, item_ids, embeddings: np.ndarray) -> pa.Tabl
                         for lvl in range(LEVELS)}}, schema=SCHEMAS["item_clusters"])
 
 
-
-def assign_new_items(tree_dir: str | os.PathLike, items: pa.Table,
-                     base_dir: str | os.PathLike | None = None) -> pa.Table:
-    """item_clusters rows for ``items`` (e.g. new uploads before batch scoring): embed them
-    with the embedder saved beside the tree (same statistics as the catalogue it was built
-    on), then place them with :func:`assign_items`. ``tree_dir`` is the ``cluster_tree/``
-    folder or the work directory holding it."""
-    from serendip.embeddings import Embedder
-
+def tree_path(tree_dir: str | os.PathLike) -> Path:
+    """The ``cluster_tree/`` folder: ``tree_dir`` itself or the work directory holding it."""
     d = Path(tree_dir)
     if not (d / TREE_JSON).exists() and (d / TREE_DIR / TREE_JSON).exists():
         d = d / TREE_DIR
+    return d
+
+
+def assign_new_items(tree_dir: str | os.PathLike, items: pa.Table,
+                     base_dir: str | os.PathLike | None = None, *,
+                     embed: Callable[[pa.Table], np.ndarray] | None = None) -> pa.Table:
+    """item_clusters rows for ``items`` (e.g. new uploads before batch scoring), one per row
+    in the same order: embed them with the :class:`~serendip.embeddings.Embedder` saved beside
+    the tree (the catalogue's block statistics, TF-IDF basis and behaviour map, so a new item
+    is embedded exactly like the items the tree was built on; new items are cold), then place
+    them with :func:`assign_items`. The one placement path: batch scoring
+    (:func:`serendip.scoring.score_items`) and the scoring pipeline's ``place_new_items`` step
+    call it.
+
+    Args:
+        tree_dir: the ``cluster_tree/`` folder or the work directory holding it.
+        items: an items table (item_id, title, thumbnail, ...).
+        base_dir: where relative media paths of ``items`` resolve (the data directory).
+        embed: ``embed(items) -> (n × d)`` float embeddings in the tree's space, instead of the
+            saved embedder (a test fixture's tree has none).
+
+    Raises:
+        SerendipError: no saved tree in ``tree_dir``; embeddings of another dimension.
+        ConfigError: no saved embedder beside the tree (and no ``embed``).
+    """
+    d = tree_path(tree_dir)
     tree = ClusterTree.load(d)
-    embedder = Embedder.load(d / EMBEDDER_SUBDIR)
-    return assign_items(tree, items.column("item_id"), embedder.transform(items, base_dir))
+    if embed is None:
+        from serendip.embeddings import Embedder
+
+        embed = functools.partial(Embedder.load(d / EMBEDDER_SUBDIR).transform, base_dir=base_dir)
+    return assign_items(tree, items.column("item_id"), embed(items))
+
+
+def add_new_items(tree_dir: str | os.PathLike, items: pa.Table, item_clusters: pa.Table,
+                  base_dir: str | os.PathLike | None = None, *,
+                  embed: Callable[[pa.Table], np.ndarray] | None = None) -> pa.Table:
+    """``item_clusters`` extended with rows for the items of ``items`` it lacks, placed by
+    :func:`assign_new_items` (the same arguments); returned unchanged when none is new.
+
+    Raises:
+        as :func:`assign_new_items`.
+    """
+    known = set(item_clusters.column("item_id").to_pylist())
+    new = items.filter(pa.array([i not in known for i in items.column("item_id").to_pylist()],
+                                pa.bool_()))
+    if new.num_rows == 0:
+        return item_clusters
+    rows = assign_new_items(tree_dir, new, base_dir, embed=embed)
+    return pa.concat_tables([item_clusters.cast(SCHEMAS["item_clusters"]), rows])
