@@ -26,7 +26,7 @@ from serendip.data.synth import SynthConfig, write_synth
 from serendip.mllm.ablation import AblationConfig, run_ablation
 from serendip.mllm.train import FinetuneConfig
 from serendip.prompts import PromptConfig
-from serendip.serving_fixture import truth_clusters
+from serendip.testing.truth import truth_clusters
 
 data, out, workers, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 write_synth(SynthConfig(items=600, users=200, interactions=8000, seed=7,

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from serendip.data.io import read_table, write_table
 from serendip.data.synth import SynthConfig, write_synth
-from serendip.serving_fixture import truth_clusters
+from serendip.testing.truth import truth_clusters
 
 
 def _percentiles(times: list[float]) -> dict:

@@ -30,7 +30,7 @@ from serendip.mllm.inference import ClusterPredictor
 from serendip.mllm.tiny import TinyVLMConfig, build_tiny_vlm, tokenizer_corpus
 from serendip.mllm.train import FinetuneConfig, _apply_lora, _loss, example_targets, split
 from serendip.prompts import PromptConfig
-from serendip.serving_fixture import truth_clusters
+from serendip.testing.truth import truth_clusters
 
 out, method, size, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 BS = 32  # the default FinetuneConfig.batch_size

@@ -37,7 +37,7 @@ from serendip.mllm.inference import ClusterPredictor
 from serendip.mllm.trie import candidate_trie
 from serendip.prompts import PromptConfig, build_prompt
 from serendip.scoring.inputs import predictor_inputs
-from serendip.scoring_fixture import ScoringFixtureConfig, build_scoring_workdir
+from serendip.testing.scoring import ScoringFixtureConfig, build_scoring_workdir
 
 
 def peak_rss_mb() -> float:

@@ -34,7 +34,7 @@ def _data(out: Path):
     from serendip.data.io import read_table
     from serendip.data.synth import SynthConfig, write_synth
     from serendip.prompts import PromptConfig
-    from serendip.serving_fixture import truth_clusters
+    from serendip.testing.truth import truth_clusters
 
     write_synth(SynthConfig(items=600, users=200, interactions=8000, seed=7,
                             branching=(2, 2, 3, 2)), out, with_ceiling=False)

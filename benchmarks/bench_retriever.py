@@ -15,7 +15,7 @@ import torch
 
 from serendip.data.synth import SynthConfig, write_synth
 from serendip.retriever import Retriever, RetrieverConfig, train_retriever
-from serendip.serving_fixture import truth_clusters
+from serendip.testing.truth import truth_clusters
 
 
 def _latency(fn, n: int) -> dict:

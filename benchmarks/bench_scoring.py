@@ -20,7 +20,8 @@ from serendip.mllm.inference import ClusterPredictor
 from serendip.prompts import build_prompt
 from serendip.scoring import ScoringConfig, score_items, select_by_coverage
 from serendip.scoring.inputs import predictor_inputs
-from serendip.scoring_fixture import ScoringFixtureConfig, build_scoring_workdir, topic_embedding
+from serendip.testing.scoring import ScoringFixtureConfig, build_scoring_workdir
+from serendip.testing.truth import topic_embedding
 
 
 def naive_predict(p: ClusterPredictor, inputs: list[dict]) -> list[str]:

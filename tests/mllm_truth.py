@@ -14,41 +14,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serendip.prompts import PromptConfig, build_prompt, select_images
+from serendip.prompts import PromptConfig, build_prompt, prompt_manifest, select_images
 
 
 def truth_tables(synth_dir: Path) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """(items, clusters, item_clusters) with path-style ids from truth/ (levels 1-4)."""
+    """(items, clusters, item_clusters) with path-style ids from truth/ (levels 1-4):
+    :func:`serendip.testing.truth.truth_clusters` plus the items."""
+    from serendip.testing.truth import truth_clusters
+
     d = Path(synth_dir)
-    items = pq.read_table(d / "items.parquet")
-    b1, b2, b3, b4 = json.loads((d / "truth" / "truth.json").read_text())["config"]["branching"]
-    tax = pq.read_table(d / "truth" / "taxonomy.parquet").to_pylist()
-
-    def path(level: int, node: int) -> str:
-        digits = []
-        sizes = [b1, b2, b3, b4][:level]
-        for s in reversed(sizes[1:]):
-            digits.append(node % s)
-            node //= s
-        digits.append(node)
-        return ".".join(str(x) for x in reversed(digits))
-
-    topics = pq.read_table(d / "truth" / "item_topics.parquet").to_pydict()
-    leaf = np.asarray(topics["leaf"])
-    rows = []
-    for t in tax:
-        lvl, node = t["level"], t["node"]
-        div = {1: b2 * b3 * b4, 2: b3 * b4, 3: b4, 4: 1}[lvl]
-        size = int((leaf // div == node).sum())
-        rows.append({"cluster_id": path(lvl, node), "level": lvl,
-                     "parent_id": path(lvl - 1, t["parent"]) if lvl > 1 else None,
-                     "description": t["name"], "size": size, "traffic": size})
-    clusters = pa.Table.from_pylist(rows)
-    ic = {"item_id": topics["item_id"]}
-    for lvl in (1, 2, 3, 4):
-        div = {1: b2 * b3 * b4, 2: b3 * b4, 3: b4, 4: 1}[lvl]
-        ic[f"c{lvl}"] = [path(lvl, int(x // div)) for x in leaf]
-    return items, clusters, pa.table(ic)
+    return (pq.read_table(d / "items.parquet"), *truth_clusters(d))
 
 
 def truth_examples(synth_dir: Path, prompt: PromptConfig, n_items: int = 200,

@@ -9,7 +9,7 @@ import pytest
 
 from serendip.data.io import read_table
 from serendip.errors import ConfigError, SerendipError
-from serendip.scoring_fixture import build_scoring_workdir
+from serendip.testing.scoring import build_scoring_workdir
 
 pytest.importorskip("feast")
 

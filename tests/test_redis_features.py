@@ -142,7 +142,7 @@ def test_score_cli_materializes_into_redis(tmp_path, redis_env):  # noqa: F811
     from serendip.cli import main
     from serendip.data.io import read_table
     from serendip.platform import features
-    from serendip.scoring_fixture import ScoringFixtureConfig, build_scoring_workdir
+    from serendip.testing.scoring import ScoringFixtureConfig, build_scoring_workdir
 
     wd, model = build_scoring_workdir(tmp_path / "wd", ScoringFixtureConfig(items=60))
     assert main(["score", "--workdir", str(wd), "--model", str(model), "--k", "2", "--quiet",

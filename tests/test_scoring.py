@@ -21,7 +21,8 @@ import pytest
 from serendip.data.io import read_table, write_table
 from serendip.errors import ConfigError, SerendipError
 from serendip.scoring import ChunkStore, ScoringConfig, score_items, select_by_coverage
-from serendip.scoring_fixture import build_scoring_workdir, topic_embedding
+from serendip.testing.scoring import build_scoring_workdir
+from serendip.testing.truth import topic_embedding
 
 CFG = dict(k=1, batch_size=8, chunk_size=32, progress=False)
 
