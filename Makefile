@@ -51,7 +51,7 @@ redis: venv
 	$(BIN)/python -m serendip.platform.serving.redis_server --port $(REDIS_PORT)
 
 lint: venv
-	$(BIN)/ruff check serendip components pipelines tests benchmarks
+	$(BIN)/ruff check serendip tests benchmarks
 
 # The Triton venv: a real tritonserver (nvidia-pytriton wheel) with numpy<2 for its Python
 # backend; `serendip serve` uses it when present (else the KServe fallback). ~2 min, ~2 GB.
@@ -70,15 +70,16 @@ $(TRITON_STAMP): requirements-triton.txt constraints.txt setup.cfg pyproject.tom
 	$(TRITON_VENV)/bin/python -c "import numpy, pytriton, serendip.serving_core; assert numpy.__version__ < '2', numpy.__version__"
 	@touch $(TRITON_STAMP)
 
-# The component image (components/Dockerfile): docker where its daemon answers, else buildah
-# with a debootstrap Debian base when Docker Hub is out of reach; PIP_FIND_LINKS (the torch
-# CPU wheel) and PIP_CERT are mounted into the build when set. IMAGE_VARIANT=cuda for the GPU
-# image; IMAGE_TAG defaults to SERENDIP_IMAGE / SERENDIP_GPU_IMAGE (components/__init__.py).
+# The project image the KFP components run in (docker/Dockerfile): docker where its daemon
+# answers, else buildah with a debootstrap Debian base when Docker Hub is out of reach;
+# PIP_FIND_LINKS (the torch CPU wheel) and PIP_CERT are mounted into the build when set.
+# IMAGE_VARIANT=cuda for the GPU image; IMAGE_TAG defaults to SERENDIP_IMAGE /
+# SERENDIP_GPU_IMAGE (serendip/platform/kfp/components/__init__.py).
 IMAGE_VARIANT ?= cpu
 IMAGE_TAG ?=
 
 image:
-	components/build_image.sh --variant $(IMAGE_VARIANT) $(if $(IMAGE_TAG),--tag $(IMAGE_TAG))
+	docker/build_image.sh --variant $(IMAGE_VARIANT) $(if $(IMAGE_TAG),--tag $(IMAGE_TAG))
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) serendip-demo .pytest_cache build *.egg-info

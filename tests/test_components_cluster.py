@@ -10,10 +10,10 @@ kfp = pytest.importorskip("kfp")
 from kfp import dsl, local  # noqa: E402
 from kfp.dsl import Dataset, Output  # noqa: E402
 
-from components import COMPONENT_KW, IMAGE  # noqa: E402
-from components.cluster import cluster  # noqa: E402
-from components.curate import curate  # noqa: E402
 from serendip.data.io import read_table  # noqa: E402
+from serendip.platform.kfp.components import COMPONENT_KW, IMAGE  # noqa: E402
+from serendip.platform.kfp.components.cluster import cluster  # noqa: E402
+from serendip.platform.kfp.components.curate import curate  # noqa: E402
 
 
 @dsl.component(**COMPONENT_KW)

@@ -1,6 +1,6 @@
 """The component image, built and run for real (issue 17 item 5).
 
-Builds the CPU image from ``components/Dockerfile`` with ``components/build_image.sh`` (buildah,
+Builds the CPU image from ``docker/Dockerfile`` with ``docker/build_image.sh`` (buildah,
 ``--isolation chroot``, a debootstrap Debian base where Docker Hub is out of reach; cached
 layers after the first build) and runs the ``cluster`` component inside it with
 ``buildah run --isolation chroot``: the command line is the one in the compiled KFP IR, the
@@ -44,14 +44,14 @@ def _skip_reason() -> str | None:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    """The CPU image, built (or refreshed from cached layers) by components/build_image.sh."""
+    """The CPU image, built (or refreshed from cached layers) by docker/build_image.sh."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
     log = tmp_path_factory.mktemp("image") / "build.log"
     env = {**os.environ, "SERENDIP_IMAGE_BUILDER": "buildah"}
     with open(log, "w") as fh:
-        proc = subprocess.run([str(ROOT / "components" / "build_image.sh"), "--tag", TAG],
+        proc = subprocess.run([str(ROOT / "docker" / "build_image.sh"), "--tag", TAG],
                               cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=5000)
     assert proc.returncode == 0, "image build failed:\n" + "".join(log.read_text().splitlines(True)[-30:])
     return TAG
@@ -74,7 +74,7 @@ def _run(container: str, *cmd: str, volumes=(), timeout=900) -> subprocess.Compl
 
 
 def test_image_has_cpu_torch_the_stack_and_a_non_root_user(container):
-    probe = ("import json, os, torch, kfp, serendip, components; "
+    probe = ("import json, os, torch, kfp, serendip, serendip.platform.kfp.pipelines.training; "
              "from serendip.platform.features import source_repo; "
              "from serendip.model_repository import template_dir; "
              "print(json.dumps(dict(torch=torch.__version__, cuda=torch.version.cuda, "
@@ -97,8 +97,8 @@ def test_cluster_component_runs_in_the_image_as_kfp_runs_it(container, synth_dir
     from kfp.components import load_component_from_file
     from kfp.local import executor_input_utils, placeholder_utils
 
-    from components.cluster import cluster
     from serendip.data.io import read_table
+    from serendip.platform.kfp.components.cluster import cluster
 
     ir = tmp_path / "cluster.yaml"
     compiler.Compiler().compile(cluster, str(ir))

@@ -16,7 +16,7 @@ def test_components_in_a_local_pipeline(synth_dir, tmp_path, monkeypatch):
     from kfp import dsl, local
     from kfp.dsl import Dataset
 
-    from components.finetune import evaluate, finetune, promote
+    from serendip.platform.kfp.components.finetune import evaluate, finetune, promote
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     wd = write_truth_workdir(synth_dir, tmp_path / "wd", PromptConfig("video", 1), n_items=60)

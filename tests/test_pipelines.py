@@ -24,7 +24,7 @@ def test_compiled_pipeline_loads_back(compiled, name):
 
     comp = components.load_component_from_file(str(compiled / f"{name}.yaml"))
     assert comp.name == f"serendip-{name}"
-    import pipelines
+    from serendip.platform.kfp import pipelines
 
     func = pipelines.load(name).pipeline_func
     assert set(comp.component_spec.inputs) == set(inspect.signature(func).parameters)
@@ -50,7 +50,7 @@ SERVICE_CLIENTS = {"training": {"finetune", "evaluate", "promote", "train-retrie
 @pytest.mark.parametrize("name", ["training", "scoring"])
 def test_every_task_runs_in_the_right_image(compiled, name):
     """Issue 12 case 17: the tasks that request nvidia.com/gpu ran on the CPU image."""
-    from components import GPU_IMAGE, IMAGE
+    from serendip.platform.kfp.components import GPU_IMAGE, IMAGE
 
     ir = yaml.safe_load((compiled / f"{name}.yaml").read_text())
     components = ir["components"]
@@ -128,7 +128,7 @@ def test_unknown_pipeline_parameter_is_a_clear_error(tmp_path, capsys):
 def test_task_log_keeps_everything_and_echoes_one_line_per_task(tmp_path):
     import io
 
-    from serendip.platform.pipelines import _TaskLog
+    from serendip.platform.kfp.runner import _TaskLog
 
     echo = io.StringIO()
     with open(tmp_path / "run.log", "w") as log:
@@ -166,7 +166,7 @@ def test_no_handler_writes_to_the_closed_pipeline_log(tmp_path, capfd):
 
     from kfp.local import logging_utils
 
-    from serendip.platform.pipelines import _captured
+    from serendip.platform.kfp.runner import _captured
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level

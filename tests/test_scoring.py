@@ -243,14 +243,15 @@ def test_errors(base, predictor, tmp_path):
 
 @pytest.mark.slow
 def test_kfp_components_local(base, tmp_path, monkeypatch):
-    """train_retriever → batch_score (persistent state dir) → materialize under kfp.local."""
+    """train_retriever → score_shard (one shard of one: the whole corpus; persistent state dir)
+    → materialize under kfp.local."""
     pytest.importorskip("kfp")
     from kfp import dsl, local
     from kfp.dsl import Dataset
 
-    from components.retriever import train_retriever
-    from components.scoring import batch_score, materialize
     from serendip.platform.features import OnlineFeatures
+    from serendip.platform.kfp.components.retriever import train_retriever
+    from serendip.platform.kfp.components.scoring import materialize, score_shard
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     wd, model_dir = _copy(base, tmp_path)
@@ -261,7 +262,7 @@ def test_kfp_components_local(base, tmp_path, monkeypatch):
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
         train_retriever(data=data.output, tree=data.output, mlflow_uri=mlflow_uri,
                         settings={"epochs": 2})
-        bs = batch_score(data=data.output, tree=data.output, model_uri=model_uri,
+        bs = score_shard(data=data.output, tree=data.output, model_uri=model_uri,
                          state_dir=state_dir, k=1, chunk_size=32)
         materialize(scores=bs.outputs["scores"], feature_root=state_dir)
 
@@ -269,7 +270,7 @@ def test_kfp_components_local(base, tmp_path, monkeypatch):
                pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
     scoring(data_uri=str(wd), model_uri=str(model_dir), state_dir=str(state),
             mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    scored = read_table(state, "item_serendipity")
+    scored = read_table(state / "shard-0", "item_serendipity")
     assert scored.num_rows == select_by_coverage(read_table(wd, "items"), 0.8)[0].num_rows
     row = OnlineFeatures(state).get(scored.column("item_id").to_pylist()[:1])[0]
     assert row["found"] and row["cluster_ids"] == scored.column("cluster_ids")[0].as_py()

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from serendip.config import parse_overrides
-    from serendip.platform import pipelines as kfp_adapter
+    from serendip.platform.kfp import runner as kfp_adapter
 
     if args.action == "compile":
         for path in kfp_adapter.compile_all(args.out, args.names or None):

@@ -123,7 +123,7 @@ def _level_delta(wd: Path) -> tuple[int, int]:
 
 
 def _pipeline_log(wd: Path, name: str) -> Path:
-    from serendip.platform.pipelines import log_path_for
+    from serendip.platform.kfp.runner import log_path_for
 
     log = log_path_for(wd, name)
     print(f"  kfp.local, one line per task; full log: {log}", flush=True)
@@ -134,7 +134,7 @@ def training(wd: Path, p: DemoSize, seed: int, branching: str | None = None,
              pipeline: dict | None = None) -> dict:
     """The training pipeline via kfp.local, then its artifacts published into ``wd``.
     ``branching``/``pipeline`` replace the preset's synthetic settings (``--data``)."""
-    from serendip.platform.pipelines import run_local
+    from serendip.platform.kfp.runner import run_local
 
     params = {
         "branching": branching or "/".join(str(b) for b in p.branching),
@@ -144,7 +144,7 @@ def training(wd: Path, p: DemoSize, seed: int, branching: str | None = None,
         "retriever_settings": {"epochs": p.retriever_epochs, "seed": seed},
         **(p.pipeline if pipeline is None else pipeline),
     }
-    from serendip.platform.pipelines import _params, _pipeline
+    from serendip.platform.kfp.runner import _params, _pipeline
 
     if "force_promote" in _params(_pipeline("training")):
         # The demo needs champions to serve and replay; the gate's own verdict is kept
@@ -204,7 +204,7 @@ def _registry_state(wd: Path) -> dict:
 def scoring(wd: Path, p: DemoSize) -> dict:
     """The scoring pipeline via kfp.local (incremental state under ``wd/scoring-state``), its
     merged table published into ``wd``, Feast materialized into ``wd/feature_repo``."""
-    from serendip.platform.pipelines import run_local
+    from serendip.platform.kfp.runner import run_local
 
     out = run_local("scoring", wd, None, {"tree_uri": str(wd), "coverage": p.coverage,
                                           "state_dir": str(wd / "scoring-state"),

@@ -5,7 +5,7 @@ InferenceService's ``storageUri``."""
 from kfp import dsl
 from kfp.dsl import Model, Output
 
-from components import COMPONENT_KW
+from serendip.platform.kfp.components import COMPONENT_KW
 
 
 @dsl.component(**COMPONENT_KW)

@@ -16,9 +16,14 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset
 
-from components import RETRY
-from components.scoring import materialize
-from components.shards import assign_new, merge_scores, plan_shards, score_shard
+from serendip.platform.kfp.components import RETRY
+from serendip.platform.kfp.components.scoring import (
+    assign_new,
+    materialize,
+    merge_scores,
+    plan_shards,
+    score_shard,
+)
 
 
 class Outputs(NamedTuple):

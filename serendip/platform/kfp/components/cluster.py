@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components import COMPONENT_KW
+from serendip.platform.kfp.components import COMPONENT_KW
 
 
 @dsl.component(**COMPONENT_KW)

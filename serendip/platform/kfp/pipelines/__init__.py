@@ -4,8 +4,8 @@
 """
 
 PIPELINES = {
-    "training": "pipelines.training:training_pipeline",
-    "scoring": "pipelines.scoring:scoring_pipeline",
+    "training": "serendip.platform.kfp.pipelines.training:training_pipeline",
+    "scoring": "serendip.platform.kfp.pipelines.scoring:scoring_pipeline",
 }
 
 

@@ -1,9 +1,9 @@
 """KFP v2 components: typed functions with artifacts in and out whose bodies only call
 ``serendip.*`` (all logic is testable without KFP).
 
-Components run in the project image, :data:`IMAGE` (built from ``components/Dockerfile``); the
-ones whose tasks request ``nvidia.com/gpu`` (``finetune``, ``score_shard``, ``batch_score``) run
-in its CUDA variant, :data:`GPU_IMAGE`. Set ``SERENDIP_IMAGE`` / ``SERENDIP_GPU_IMAGE`` when
+Components run in the project image, :data:`IMAGE` (built from ``docker/Dockerfile`` by
+``make image``); the ones whose tasks request ``nvidia.com/gpu`` (``finetune``, ``score_shard``)
+run in its CUDA variant, :data:`GPU_IMAGE`. Set ``SERENDIP_IMAGE`` / ``SERENDIP_GPU_IMAGE`` when
 compiling to point at your registry. The images already contain the project and kfp, so
 components install nothing at run time (``packages_to_install=None``,
 ``install_kfp_package=False``) — a cluster without internet access runs them as they are.

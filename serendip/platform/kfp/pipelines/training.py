@@ -22,12 +22,12 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Model
 
-from components import RETRY
-from components.cluster import cluster
-from components.curate import curate
-from components.export import export
-from components.finetune import evaluate, finetune, promote
-from components.retriever import train_retriever
+from serendip.platform.kfp.components import RETRY
+from serendip.platform.kfp.components.cluster import cluster
+from serendip.platform.kfp.components.curate import curate
+from serendip.platform.kfp.components.export import export
+from serendip.platform.kfp.components.finetune import evaluate, finetune, promote
+from serendip.platform.kfp.components.retriever import train_retriever
 
 GPU = "nvidia.com/gpu"
 RUN = dict(kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)

@@ -4,7 +4,7 @@ MLflow tracking, registration as ``serendip-mllm`` and the alias-based promotion
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from components import COMPONENT_KW, GPU_COMPONENT_KW
+from serendip.platform.kfp.components import COMPONENT_KW, GPU_COMPONENT_KW
 
 
 @dsl.component(**GPU_COMPONENT_KW)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Build the Serendip component image (components/Dockerfile) with docker, or with buildah
+# Build the Serendip component image (docker/Dockerfile) with docker, or with buildah
 # where no docker daemon answers (no root daemon, no Docker Hub: DESIGN.md section 8).
 #
-#   components/build_image.sh [--variant cpu|cuda] [--tag NAME] [--base IMAGE] [--no-cache]
+#   docker/build_image.sh [--variant cpu|cuda] [--tag NAME] [--base IMAGE] [--no-cache]
 #
 # Environment (all optional):
 #   SERENDIP_IMAGE / SERENDIP_GPU_IMAGE  tag of the CPU / CUDA image (defaults as in
-#                                         components/__init__.py)
+#                                         serendip/platform/kfp/components/__init__.py)
 #   SERENDIP_IMAGE_BASE                   base image (default python:3.11-slim); with buildah,
 #                                         when it cannot be pulled, a Debian bookworm root file
 #                                         system made by debootstrap is imported as
@@ -70,7 +70,7 @@ main() {
         fi
     fi
 
-    ARGS=(-f "$ROOT/components/Dockerfile" -t "$TAG" --build-arg "TORCH_INDEX=$TORCH_INDEX")
+    ARGS=(-f "$ROOT/docker/Dockerfile" -t "$TAG" --build-arg "TORCH_INDEX=$TORCH_INDEX")
     [ -n "$NO_CACHE" ] && ARGS+=(--no-cache)
 
     if [ "$BUILDER" = docker ]; then

@@ -23,7 +23,7 @@ from serendip.errors import SerendipError
 
 
 def _pipeline(name: str):
-    import pipelines
+    from serendip.platform.kfp import pipelines
 
     return pipelines.load(name)
 
@@ -44,7 +44,7 @@ def _check_params(name: str, func, params: dict[str, Any]) -> None:
 def compile_all(out_dir: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
     from kfp import compiler
 
-    import pipelines
+    from serendip.platform.kfp import pipelines
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
