@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serendip.data.io import has_table, read_table, write_table
 from serendip.prompts import PromptConfig
 from serendip.testing.serving import FixtureConfig
-from serendip.testing.truth import save_truth_tree, topic_embedding, truth_clusters
+from serendip.testing.truth import save_truth_tree, topic_embedding, write_truth_workdir
 
 
 @dataclass
@@ -42,20 +41,12 @@ def build_scoring_workdir(workdir: str | Path, cfg: ScoringFixtureConfig | None 
     saved MLLM into ``workdir``; returns (workdir, model_dir). Deterministic under the seed."""
     import torch
 
-    from serendip.data.synth import SynthConfig, write_synth
     from serendip.mllm.inference import ClusterPredictor
     from serendip.mllm.tiny import build_tiny_vlm, tokenizer_corpus
 
     cfg = cfg or ScoringFixtureConfig()
     wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    if not has_table(wd, "items"):
-        write_synth(SynthConfig(items=cfg.items, users=cfg.users, interactions=cfg.interactions,
-                                seed=cfg.seed, branching=cfg.branching), wd)
-    items = read_table(wd, "items")
-    clusters, item_clusters = truth_clusters(wd)
-    write_table(wd, "clusters", clusters)
-    write_table(wd, "item_clusters", item_clusters, refs={"items": items})
+    items, clusters, item_clusters = write_truth_workdir(wd, cfg)
     save_truth_tree(wd, clusters, item_clusters, topic_embedding(wd, item_clusters))
 
     torch.manual_seed(cfg.seed)

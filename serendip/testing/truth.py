@@ -4,6 +4,7 @@
 * :func:`truth_clusters` — the ``clusters`` and ``item_clusters`` tables, with the path ids the
   cluster stage writes (``"1.0.2.1"``).
 * :func:`topic_embedding` — a one-hot of each item's true leaf topic (a cheap embedding).
+* :func:`write_truth_workdir` — a work directory holding the platform and those two tables.
 * :func:`save_truth_tree` — a saved :class:`~serendip.tree.ClusterTree` (centroids: member means
   of an embedding) so new items can be placed (:func:`serendip.tree.assign_new_items` with
   ``embed``).
@@ -47,6 +48,26 @@ def truth_clusters(synth_dir: str | Path) -> tuple[pa.Table, pa.Table]:
                  "traffic": sizes.get(path[(r["level"], r["node"])], 0)} for r in tax]
     return pa.Table.from_pylist(clusters), pa.Table.from_pylist(rows)
 
+
+
+def write_truth_workdir(workdir: str | Path, cfg) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Write the synthetic platform of ``cfg`` (``items``, ``users``, ``interactions``,
+    ``seed``, ``branching``: a :class:`~serendip.testing.serving.FixtureConfig`) into
+    ``workdir`` unless it already holds items, then its ground-truth ``clusters`` and
+    ``item_clusters`` (:func:`truth_clusters`); returns (items, clusters, item_clusters)."""
+    from serendip.data.io import has_table, read_table, write_table
+    from serendip.data.synth import SynthConfig, write_synth
+
+    wd = Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    if not has_table(wd, "items"):
+        write_synth(SynthConfig(items=cfg.items, users=cfg.users, interactions=cfg.interactions,
+                                seed=cfg.seed, branching=cfg.branching), wd)
+    items = read_table(wd, "items")
+    clusters, item_clusters = truth_clusters(wd)
+    write_table(wd, "clusters", clusters)
+    write_table(wd, "item_clusters", item_clusters, refs={"items": items})
+    return items, clusters, item_clusters
 
 def topic_embedding(workdir: str | Path, items: pa.Table) -> np.ndarray:
     """One-hot of the item's true leaf topic (truth/), the embedding the fixture's tree uses.
