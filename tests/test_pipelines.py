@@ -187,3 +187,15 @@ def test_no_handler_writes_to_the_closed_pipeline_log(tmp_path, capfd):
     assert "Logging error" not in err and "closed file" not in err
     assert "library after the run" in err            # re-pointed at the real stderr
     assert "inside the run" in (tmp_path / "run.log").read_text()
+
+
+def test_one_scoring_component_whose_defaults_score_the_whole_corpus():
+    """Issue 13 step 3: ``batch_score`` repeated ``score_shard``'s body for the unsharded case
+    and no pipeline used it; ``score_shard``'s defaults (shard 0 of 1) are that case now."""
+    from serendip.platform.kfp.components import scoring
+
+    assert not hasattr(scoring, "batch_score")
+    inputs = scoring.score_shard.component_spec.inputs
+    assert (inputs["shard"].default, inputs["num_shards"].default) == (0, 1)
+    assert {n for n in dir(scoring) if not n.startswith("_")} >= {
+        "assign_new", "plan_shards", "score_shard", "merge_scores", "materialize"}
