@@ -33,8 +33,8 @@ def _prepare(base: Path) -> tuple[Path, Path]:
     raw, wd = base / "raw", base / "wd"
     import_recbole(SUBSET, raw)
     write_replay_split(raw, wd, ReplayConfig())
-    cluster_stage(wd, wd, ClusterConfig(branching=(4, 3, 4, 2)),
-                  EmbeddingConfig(text_encoder="tfidf"))
+    cluster_stage(wd, wd, ClusterConfig(branching=(4, 3, 4, 2),
+                                            embedding=EmbeddingConfig(text_encoder="tfidf")))
     retriever_stage(wd, wd, wd, RetrieverConfig(epochs=5, holdout=0, patience=0,
                                                 progress=False, torchscript=False))
     return raw, wd

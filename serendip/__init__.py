@@ -57,7 +57,6 @@ _LAZY: dict[str, str] = {
     "FinetuneConfig": "serendip.mllm.train",
     "FinetuneResult": "serendip.mllm.train",
     "finetune": "serendip.mllm.train",
-    "finetune_config": "serendip.mllm.stage",
     "finetune_stage": "serendip.mllm.stage",
     # controlled generation (§2) and corpus inference (§3.2)
     "ClusterPredictor": "serendip.mllm.inference",
@@ -73,6 +72,8 @@ _LAZY: dict[str, str] = {
     "recall": "serendip.metrics",
     "recall_at_k": "serendip.metrics",
     "evaluate_stage": "serendip.evaluation.offline",
+    # settings: one loader for every config (YAML + KEY=VALUE → nested dataclasses)
+    "load_config": "serendip.config",
     # tracking interface
     "Tracker": "serendip.tracking",
     "NullTracker": "serendip.tracking",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serendip.errors import ConfigError
 
@@ -36,12 +36,12 @@ class BlendConfig:
     """k: slate size (>= 1); serendipitous_share: share of the slate from the serendipitous
     cluster, in [0, 1] (default 0.2: at least 2 of 10 items, the issue's target share)."""
 
-    k: int = 10
-    serendipitous_share: float = 0.2
+    k: int = field(default=10, metadata={"help": "slate size, in items; >= 1"})
+    serendipitous_share: float = field(default=0.2, metadata={
+        "help": "share of the slate from the serendipitous cluster: ceil(share · k) items; "
+                "in [0, 1]"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, float) and float(self.k).is_integer():   # KFP/YAML numbers
-            object.__setattr__(self, "k", int(self.k))
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ConfigError(f"k={self.k!r}", field="k", fix="use a slate size k >= 1")
         share = self.serendipitous_share

@@ -32,6 +32,7 @@ VERBS: dict[str, str] = {
     "recommend": "ask the server for serendipitous recommendations",
     "pipeline": "compile or run the KFP pipelines",
     "demo": "run every stage on the embedded default and write a report",
+    "config": "list every setting (type, default, unit and range): --list [SECTION]",
 }
 
 

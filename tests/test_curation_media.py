@@ -9,7 +9,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from serendip.curation import CurationConfig, curate_stage, curation_config
+from serendip.curation import CurationConfig, curate_stage
 from serendip.data.io import read_table, write_table
 from serendip.errors import SerendipError
 from serendip.prompts import PromptConfig
@@ -57,13 +57,13 @@ FRAMES = [[f"synth:0.10.0.0.-1.{i}#f{k}" for k in range(4)] for i in range(4)]
 
 def test_default_on_a_text_only_catalogue_uses_the_text_prompt_and_says_so(tmp_path):
     wd = _workdir(tmp_path)                     # no thumbnail, no frames
-    result = curate_stage(wd, cfg=curation_config({"delta": 3}))
+    result = curate_stage(wd, cfg=CurationConfig(delta=3))
     ex = read_table(wd, "examples")
     assert set(ex.column("strategy").to_pylist()) == {"text"}
     assert all(imgs == [] for imgs in ex.column("images").to_pylist())
     assert result.stats["prompt"]["strategy"] == "text"
     assert "neither frames nor a thumbnail" in result.stats["prompt"]["chosen"]
-    assert json.loads((wd / "curation.json").read_text())["strategy"] == "text"
+    assert json.loads((wd / "curation.json").read_text())["prompt"]["strategy"] == "text"
 
 
 def test_default_cli_on_a_text_only_catalogue(tmp_path, capsys):
@@ -77,7 +77,7 @@ def test_default_cli_on_a_text_only_catalogue(tmp_path, capsys):
 
 def test_default_falls_back_to_the_thumbnail_when_frames_are_missing(tmp_path):
     wd = _workdir(tmp_path, thumbnails=SYNTH)
-    result = curate_stage(wd, cfg=curation_config({"delta": 3}))
+    result = curate_stage(wd, cfg=CurationConfig(delta=3))
     assert (result.prompt.strategy, result.prompt.use_thumbnail) == ("cot", True)
     ex = read_table(wd, "examples").to_pylist()
     assert all(len(r["images"]) == 1 and r["images"][0].endswith("#thumb") for r in ex)
@@ -110,14 +110,14 @@ def test_explicit_frames_with_thumbnails_present_suggests_the_thumbnail(tmp_path
     wd = _workdir(tmp_path, thumbnails=SYNTH)
     with pytest.raises(SerendipError, match=r"items.frames: 4 of 4 context items have no frames.*"
                                             r"--thumbnail.*--strategy text"):
-        curate_stage(wd, cfg=curation_config({"delta": 3, "prompt.strategy": "video"}))
+        curate_stage(wd, cfg=CurationConfig(delta=3, prompt=PromptConfig("video")))
 
 
 def test_finetune_rebuild_with_a_visual_prompt_on_text_items(tmp_path):
     from serendip.mllm.workdir import load_inputs, rebuild_examples
 
     wd = _workdir(tmp_path)
-    curate_stage(wd, cfg=curation_config({"delta": 3}))
+    curate_stage(wd, cfg=CurationConfig(delta=3))
     inp = load_inputs(wd)
     assert inp.prompt.strategy == "text"
     with pytest.raises(SerendipError, match=r"items.frames: .*prompt.strategy=text"):

@@ -8,10 +8,12 @@ import torch
 from mllm_truth import TEST_TINY, write_truth_workdir
 from safetensors.torch import load_file
 
+from serendip.config import load_config
 from serendip.errors import ConfigError
 from serendip.mllm.distributed import Context, resolve_nproc
 from serendip.mllm.inference import read_meta
-from serendip.mllm.stage import finetune_config, finetune_stage
+from serendip.mllm.stage import finetune_stage
+from serendip.mllm.train import FinetuneConfig
 from serendip.prompts import PromptConfig
 
 SETTINGS = {"steps": 4, "batch_size": 6, "eval_every": 4, "save_every": 4,
@@ -21,9 +23,9 @@ SETTINGS = {"steps": 4, "batch_size": 6, "eval_every": 4, "save_every": 4,
 
 def test_two_workers_match_one_process(synth_dir, tmp_path):
     wd = write_truth_workdir(synth_dir, tmp_path / "wd", PromptConfig("video", 1), n_items=48)
-    one = finetune_stage(wd, None, finetune_config(settings={**SETTINGS, "nproc": 1}),
+    one = finetune_stage(wd, None, load_config(FinetuneConfig, settings={**SETTINGS, "nproc": 1}),
                          run_name="one", progress=False)
-    two = finetune_stage(wd, None, finetune_config(settings={**SETTINGS, "nproc": 2}),
+    two = finetune_stage(wd, None, load_config(FinetuneConfig, settings={**SETTINGS, "nproc": 2}),
                          run_name="two", progress=False)
     assert read_meta(one["model_dir"])["world_size"] == 1
     assert read_meta(two["model_dir"])["world_size"] == 2
@@ -44,6 +46,6 @@ def test_shards_cover_the_global_batch_and_bad_settings_are_named():
     assert resolve_nproc(0, "cpu") == 1 and resolve_nproc(3, "cpu") == 3
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device"):
-            finetune_config(settings={"device": "cuda"})
+            load_config(FinetuneConfig, settings={"device": "cuda"})
     with pytest.raises(ConfigError, match="device"):
-        finetune_config(settings={"device": "tpu"})
+        load_config(FinetuneConfig, settings={"device": "tpu"})

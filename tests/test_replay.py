@@ -82,8 +82,8 @@ def replayed(tmp_path_factory):
     raw, wd = base / "raw", base / "wd"
     import_recbole(SUBSET, raw)
     info = write_replay_split(raw, wd, ReplayConfig())
-    cluster_stage(wd, wd, ClusterConfig(branching=(3, 2, 3, 2)),
-                  EmbeddingConfig(text_encoder="tfidf"))
+    cluster_stage(wd, wd, ClusterConfig(branching=(3, 2, 3, 2),
+                                            embedding=EmbeddingConfig(text_encoder="tfidf")))
     retriever_stage(wd, wd, wd, RetrieverConfig(epochs=2, dim=16, holdout=0, patience=0,
                                                 progress=False, torchscript=False))
     # a stand-in for `serendip score`: each item's answers start with its OWN cluster (which

@@ -8,8 +8,10 @@ from contextlib import contextmanager
 
 from mllm_truth import TEST_TINY, write_truth_workdir
 
+from serendip.config import load_config
 from serendip.mllm.ablation import AblationConfig, ablation_stage
-from serendip.mllm.stage import finetune_config, finetune_stage
+from serendip.mllm.stage import finetune_stage
+from serendip.mllm.train import FinetuneConfig
 from serendip.prompts import PromptConfig
 from serendip.tracking import NullTracker, Tracker
 
@@ -55,7 +57,7 @@ class Recorder:
 def test_finetune_stage_reports_to_its_tracker_and_leaves_the_config_alone(synth_dir, tmp_path):
     wd = write_truth_workdir(synth_dir, tmp_path / "wd", PromptConfig("video", 1), n_items=48)
     prompt = PromptConfig("text")
-    cfg = finetune_config(settings={**SETTINGS, "prompt.strategy": "text"})
+    cfg = load_config(FinetuneConfig, settings={**SETTINGS, "prompt.strategy": "text"})
     assert cfg.prompt == prompt
     rec = Recorder()
     assert isinstance(rec, Tracker) and isinstance(NullTracker(), Tracker)
@@ -77,8 +79,8 @@ def test_finetune_stage_reports_to_its_tracker_and_leaves_the_config_alone(synth
 
 def test_finetune_stage_without_a_tracker_logs_nothing(synth_dir, tmp_path):
     wd = write_truth_workdir(synth_dir, tmp_path / "wd", PromptConfig("video", 1), n_items=48)
-    out = finetune_stage(wd, None, finetune_config(settings=SETTINGS), run_name="plain",
-                         progress=False)
+    out = finetune_stage(wd, None, load_config(FinetuneConfig, settings=SETTINGS),
+                         run_name="plain", progress=False)
     assert out["model_dir"] == str(wd / "mllm" / "plain")
     assert "registered_version" not in out and not (wd / "mlflow").exists()
 
@@ -86,7 +88,7 @@ def test_finetune_stage_without_a_tracker_logs_nothing(synth_dir, tmp_path):
 def test_ablation_stage_on_a_work_directory(synth_dir, tmp_path):
     wd = write_truth_workdir(synth_dir, tmp_path / "wd", PromptConfig("cot", 2), n_items=48)
     cfg = AblationConfig(groups=("thumbnail",), steps=2, eval_every=2,
-                         finetune=finetune_config(settings=SETTINGS))
+                         finetune=load_config(FinetuneConfig, settings=SETTINGS))
     rec = Recorder()
     payload = ablation_stage(wd, None, cfg, progress=False, tracker=rec)
     assert sorted(payload["results"]) == ["cot-1f", "cot-thumbnail"]

@@ -2,8 +2,9 @@
 
 Reads items (parquet or CSV) from ``--data``; writes embeddings.parquet, cluster_tree/,
 clusters.parquet and item_clusters.parquet to ``--out`` (may be the same directory).
-Settings: ``--config tree.yaml`` and ``--set key=value`` for ClusterConfig fields, or
-``--set embedding.<field>=value`` (YAML: an ``embedding:`` mapping) for EmbeddingConfig fields.
+Settings: ``--config tree.yaml`` and ``--set key=value`` for ClusterConfig fields, with
+``--set embedding.<field>=value`` (YAML: an ``embedding:`` mapping) for its embedding
+(``serendip config --list cluster`` lists them all).
 Prints each embedding block's weight and, when item labels exist (``item_labels.parquet`` from
 ``serendip import``, or a ``labels`` column), NMI/ARI per level against the primary label.
 """
@@ -28,27 +29,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recompute embeddings even if embeddings.parquet matches")
 
 
-def read_settings(path: str | None, overrides: list[str]) -> dict:
-    """A YAML mapping (optional) updated with ``key=value`` overrides."""
-    from serendip.config import parse_overrides
-    from serendip.config import read_settings as read
-
-    return read(path, parse_overrides(overrides))
-
-
 def run(args: argparse.Namespace) -> int:
-    from serendip.tree import cluster_configs, cluster_stage
+    from serendip.config import load_config
+    from serendip.tree import ClusterConfig, cluster_stage
 
-    settings = read_settings(args.config, args.overrides)
-    if args.branching:
-        settings["branching"] = args.branching
-    cfg, ecfg = cluster_configs(settings)
+    cfg = load_config(ClusterConfig, args.config, args.overrides,
+                      settings={"branching": args.branching} if args.branching else None)
     shape = cfg.branching if cfg.branching == "auto" else "/".join(map(str, cfg.branching))
     print(f"clustering {args.data} into {shape} ...", flush=True)
     from serendip.locks import workdir_lock
 
     with workdir_lock(args.out or args.data, "cluster", "cluster"):
-        tree = cluster_stage(args.data, args.out, cfg, ecfg, use_cache=not args.no_cache)
+        tree = cluster_stage(args.data, args.out, cfg, use_cache=not args.no_cache)
     chosen = tree.stats.get("branching", {})
     if chosen.get("mode") == "auto":
         print(f"branching (auto): {'/'.join(map(str, tree.config.branching))} - {chosen['why']}",

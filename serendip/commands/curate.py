@@ -22,23 +22,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default=None, help="text | video | multimodal | cot (cot)")
     p.add_argument("--frames", type=int, default=None, help="uniformly sampled frames (4)")
     p.add_argument("--thumbnail", action="store_true", help="use the thumbnail, not frames")
-    p.add_argument("--config", default=None, help="YAML with CurationConfig fields")
+    p.add_argument("--config", default=None,
+                   help="YAML with CurationConfig fields (`serendip config --list curate`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. test_fraction=0.1 or prompt.n_frames=8")
 
 
 def run(args: argparse.Namespace) -> int:
-    from serendip.commands.cluster import read_settings
-    from serendip.curation import curate_stage, curation_config
+    from serendip.config import load_config
+    from serendip.curation import CurationConfig, curate_stage
 
-    settings = read_settings(args.config, args.overrides)
-    for key, value in (("level", args.level), ("delta", args.delta), ("top_k", args.top_k),
-                       ("prompt.strategy", args.strategy), ("prompt.n_frames", args.frames)):
-        if value is not None:
-            settings[key] = value
-    if args.thumbnail:
-        settings["prompt.use_thumbnail"] = True
-    cfg = curation_config(settings)
+    flags = {key: value for key, value in (
+        ("level", args.level), ("delta", args.delta), ("top_k", args.top_k),
+        ("prompt.strategy", args.strategy), ("prompt.n_frames", args.frames),
+        ("prompt.use_thumbnail", args.thumbnail or None)) if value is not None}
+    cfg = load_config(CurationConfig, args.config, args.overrides, settings=flags)
     from serendip.locks import workdir_lock
 
     with workdir_lock(args.out or args.data, "curate", "curate"):

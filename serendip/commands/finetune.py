@@ -15,7 +15,8 @@ import os
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True,
                    help="work directory with examples.parquet, clusters.parquet, curation.json")
-    p.add_argument("--config", default=None, help="YAML file with FinetuneConfig fields")
+    p.add_argument("--config", default=None,
+                   help="YAML file with FinetuneConfig fields (`serendip config --list finetune`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a FinetuneConfig field (repeatable), e.g. --set steps=500 "
                         "--set prompt.strategy=video --set tiny.text_hidden=192; "
@@ -38,9 +39,11 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(int(threads))
-    from serendip.mllm.stage import finetune_config, finetune_stage
+    from serendip.config import load_config
+    from serendip.mllm.stage import finetune_stage
+    from serendip.mllm.train import FinetuneConfig
 
-    cfg = finetune_config(args.config, args.set)
+    cfg = load_config(FinetuneConfig, args.config, args.set)
     tracker = None
     if not args.no_register:
         from serendip.platform.tracking import MLflowTracker

@@ -11,7 +11,8 @@ import json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", required=True,
                    help="work directory with interactions and item_clusters (parquet or CSV)")
-    p.add_argument("--config", default=None, help="YAML file with RetrieverConfig fields")
+    p.add_argument("--config", default=None, help="YAML file with RetrieverConfig fields "
+                                                     "(`serendip config --list train-retriever`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a RetrieverConfig field, e.g. --set epochs=10")
     p.add_argument("--no-register", action="store_true",
@@ -23,14 +24,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from serendip.config import load_config, parse_overrides
+    from serendip.config import load_config
     from serendip.data.io import find_table, has_table
     from serendip.locks import workdir_lock
     from serendip.retriever import RetrieverConfig, retriever_stage
 
     wd = Path(args.workdir)
-    cfg = load_config(RetrieverConfig, args.config, parse_overrides(args.set))
-    cfg.check()                               # every setting, before any data is read
+    cfg = load_config(RetrieverConfig, args.config, args.set)  # checked before any data is read
     if not args.no_register:
         from serendip.platform import registry
 

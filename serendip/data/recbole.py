@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,14 +58,26 @@ class AtomicFileError(SchemaError):
 class RecBoleImportConfig:
     """Which RecBole fields feed which column (None: the documented default)."""
 
-    user_field: str = "user_id"
-    item_field: str = "item_id"
-    time_field: str = "timestamp"         # Unix seconds (float)
-    rating_field: str | None = None       # default: "rating" when present, else implicit
-                                          # feedback (satisfaction 1.0); "" = ignore ratings
-    title_field: str | None = None        # default: first of TITLE_FIELDS in .item
-    label_field: str | None = None        # default: first of LABEL_FIELDS in .item; "" = none
-    rating_scale: tuple[float, float] | None = None   # (lo, hi); default: min/max in the file
+    user_field: str = field(default="user_id", metadata={
+        "help": "RecBole .inter field holding the user id (copied verbatim)"})
+    item_field: str = field(default="item_id", metadata={
+        "help": "RecBole .inter/.item field holding the item id (copied verbatim)"})
+    time_field: str = field(default="timestamp", metadata={
+        "help": "RecBole .inter field holding the time, in Unix seconds (float)"})
+    rating_field: str | None = field(default=None, metadata={
+        "help": "field holding the rating; null: 'rating' when present, else implicit "
+                "feedback (satisfaction 1.0); '' ignores ratings"})
+    title_field: str | None = field(default=None, metadata={
+        "help": ".item field holding the title; null: the first known title field present"})
+    label_field: str | None = field(default=None, metadata={
+        "help": ".item field holding the item labels (genres); null: the first known label "
+                "field present; '' none"})
+    rating_scale: tuple[float, float] | None = field(default=None, metadata={
+        "help": "rating scale [lo, hi] mapped onto satisfaction 0..1; hi > lo (null: min/max "
+                "in the file)"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         if self.rating_scale is not None:

@@ -39,18 +39,38 @@ METRICS = ("satisfaction", "relevance_rate", "serendipity", "cluster_serendipity
 
 @dataclass
 class OnlineSimConfig:
-    n_contexts: int = 400
-    k: int = 10
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    level: int = 3
-    delta: int = 1
-    relevance_threshold: float = 0.5   # a recommendation "satisfies" at or above this
-    history_len: int = 20
+    """The online simulation on the synthetic platform's ground truth (paper §4.3's A/B test,
+    simulated); validated on construction."""
+
+    n_contexts: int = field(default=400, metadata={
+        "help": "context items (user, video) simulated per seed; >= 1"})
+    k: int = field(default=10, metadata={"help": "recommendations per context; >= 1"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4), metadata={
+        "help": "simulation seeds (the spread across seeds is reported); at least one"})
+    level: int = field(default=3, metadata={
+        "help": "l of the serendipitous definition; 1..4"})
+    delta: int = field(default=1, metadata={
+        "help": "δ of the serendipitous definition; 1..level"})
+    relevance_threshold: float = field(default=0.5, metadata={
+        "help": "a recommendation satisfies at or above this mean satisfaction; in [0, 1]"})
+    history_len: int = field(default=20, metadata={
+        "help": "most recent items of the user's history the retriever sees; >= 1"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
-        if self.k < 1 or self.n_contexts < 1 or not self.seeds:
-            raise ConfigError("k, n_contexts and seeds must be positive", field="online_sim",
-                              fix="use k >= 1, n_contexts >= 1 and at least one seed")
+        for name in ("n_contexts", "k", "history_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")
+        if not self.seeds:
+            raise ConfigError("no seeds", field="seeds", fix="give at least one seed")
+        if not 0 <= self.relevance_threshold <= 1:
+            raise ConfigError(f"relevance_threshold={self.relevance_threshold}",
+                              field="relevance_threshold", fix="use a value in [0, 1]")
+        from serendip.candidates import check_level_delta
+
+        check_level_delta(self.level, self.delta)
 
 
 @dataclass

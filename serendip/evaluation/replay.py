@@ -91,23 +91,27 @@ METRICS = ("hr", "ndcg", "coverage", "novelty", "diversity", "serendipity",
 class ReplayConfig:
     """Settings of a replay (see the module docstring)."""
 
-    holdout_days: float | None = None   # None: each user's last transition; else the last N days
-    k: int = 10                         # list length (HR@k, NDCG@k)
-    level: int = 3                      # l of the serendipitous definition
-    delta: int = 1                      # δ
-    serendipitous_share: float = 0.2    # blended slate: ceil(share · k) serendipitous items
-    seed: int = 0                       # bandit draws and bootstrap resamples
-    n_bootstrap: int = 500              # resamples for the 95% intervals
-    mllm_k: int = 10                    # MLLM answers asked per context (first candidate wins)
-    progress: bool = True
+    holdout_days: float | None = field(default=None, metadata={
+        "help": "held-out period, in days before the last interaction; > 0 (null: each "
+                "user's last transition)"})
+    k: int = field(default=10, metadata={"help": "list length of HR@k and NDCG@k; >= 1"})
+    level: int = field(default=3, metadata={
+        "help": "l of the serendipitous definition (differ at level l); 1..4"})
+    delta: int = field(default=1, metadata={
+        "help": "δ of the serendipitous definition (share level l - δ); 1..level"})
+    serendipitous_share: float = field(default=0.2, metadata={
+        "help": "blended slate: ceil(share · k) items from the serendipitous cluster; in [0, 1]"})
+    seed: int = field(default=0, metadata={"help": "seed of bandit draws and bootstrap resamples"})
+    n_bootstrap: int = field(default=500, metadata={
+        "help": "bootstrap resamples for the 95% intervals; >= 1"})
+    mllm_k: int = field(default=10, metadata={
+        "help": "MLLM answers asked per context (the first candidate cluster wins); >= 1"})
+    progress: bool = field(default=True, metadata={
+        "help": "show a progress bar over the arms (a run-time flag, not a hyper-parameter)"})
 
     def __post_init__(self) -> None:
         from serendip.candidates import check_level_delta
 
-        for name in ("k", "level", "delta", "seed", "n_bootstrap", "mllm_k"):
-            v = getattr(self, name)
-            if isinstance(v, float) and v.is_integer():
-                setattr(self, name, int(v))
         if self.holdout_days is not None and not (
                 isinstance(self.holdout_days, (int, float)) and self.holdout_days > 0
                 and math.isfinite(self.holdout_days)):

@@ -54,13 +54,27 @@ MATCH_TARGET = 0.95
 
 @dataclass
 class AblationConfig:
-    groups: tuple[str, ...] = ("prompt", "frames", "thumbnail")
-    steps: int = 300
-    eval_every: int = 50
-    seeds: tuple[int, ...] = (0,)
-    keep_models: bool = False       # keep each variant's model directory (not just its curve)
-    workers: int = 1                # runs trained at once, in processes; 0 = one per CPU core
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """The prompt/frames/thumbnail ablation of paper §4.2 (Figures 3-5); validated on
+    construction."""
+
+    groups: tuple[str, ...] = field(default=("prompt", "frames", "thumbnail"), metadata={
+        "help": "ablation groups to run: some of prompt (Fig. 3), frames (Fig. 4), thumbnail "
+                "(Fig. 5)"})
+    steps: int = field(default=300, metadata={"help": "fine-tuning steps per variant; >= 1"})
+    eval_every: int = field(default=50, metadata={
+        "help": "steps between held-out evaluations (the curve's points); >= 1"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={
+        "help": "seeds per variant (mean and spread reported); at least one"})
+    keep_models: bool = field(default=False, metadata={
+        "help": "keep each variant's model directory, not just its curve"})
+    workers: int = field(default=1, metadata={
+        "help": "runs trained at once, in processes; >= 0 (0: one per CPU core)"})
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig, metadata={
+        "help": "the fine-tuning settings every variant shares (steps, eval_every and the "
+                "prompt are set per variant)"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
@@ -75,6 +89,9 @@ class AblationConfig:
         if self.workers < 0:
             raise ConfigError(f"workers={self.workers}", field="workers",
                               fix="use 0 (one per CPU core) or a positive count")
+        for name in ("steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")
 
     def variants(self) -> list[str]:
         seen: list[str] = []

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -67,8 +67,10 @@ class BaseConfig:
     cheap tests of the real builder; ``seed`` initialises the projector.
     """
 
-    text_layers: int | None = None
-    seed: int = 0
+    text_layers: int | None = field(default=None, metadata={
+        "help": "keep only the first N of SmolLM2's 30 decoder layers; 1..30 (null: all; "
+                "fewer for cheap tests)"})
+    seed: int = field(default=0, metadata={"help": "seed of the projector's initial weights; >= 0"})
 
     def __post_init__(self) -> None:
         self.check()

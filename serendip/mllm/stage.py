@@ -4,7 +4,8 @@ read the curated examples and the cluster tree, fine-tune the MLLM
 the run to a tracker (MLflow: log + register as ``serendip-mllm`` @challenger).
 
 :func:`finetune_stage` is the one entry called alike by ``serendip finetune``, the KFP
-``finetune`` component and the demo; :func:`finetune_config` turns settings into its config.
+``finetune`` component and the demo; :func:`serendip.config.load_config` turns settings into
+its :class:`~serendip.mllm.train.FinetuneConfig`.
 """
 
 from __future__ import annotations
@@ -16,51 +17,8 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-from serendip.errors import ConfigError, SerendipError
+from serendip.errors import SerendipError
 from serendip.tracking import NullTracker, Tracker, is_tracking
-
-
-def nested(overrides: dict) -> dict:
-    """``{"tiny.text_hidden": 192}`` → ``{"tiny": {"text_hidden": 192}}``."""
-    out: dict = {}
-    for key, value in overrides.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def finetune_config(path: str | os.PathLike | None = None, sets: list[str] | None = None,
-                    settings: dict | None = None):
-    """FinetuneConfig from defaults < YAML ``path`` < ``settings`` < ``sets`` (``KEY=VALUE``
-    strings; dotted keys reach nested configs: ``prompt.strategy``, ``tiny.text_hidden``).
-
-    Raises:
-        ConfigError: the YAML file does not exist, an unknown field, or a value out of range.
-    """
-    import yaml
-
-    from serendip.config import from_dict, load_config, parse_overrides
-    from serendip.mllm.train import FinetuneConfig
-    from serendip.prompts import PromptConfig
-
-    if path and not Path(path).exists():
-        raise ConfigError(f"config file {path} does not exist", field="--config",
-                          fix="pass an existing YAML file")
-    data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-    for source in (settings or {}, parse_overrides(sets)):
-        for key, value in nested(source).items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
-                data[key] = {**data[key], **value}
-            else:
-                data[key] = value
-    if isinstance(data.get("prompt"), dict):
-        data["prompt"] = from_dict(PromptConfig, data["prompt"])
-    cfg = load_config(FinetuneConfig, None, data)
-    cfg.check()
-    return cfg
 
 
 def run_name_for(cfg, prompt) -> str:
@@ -103,7 +61,7 @@ def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
             curation.json, clusters.parquet, item_clusters.parquet).
         out_dir: the model directory; default ``<workdir>/mllm/<run_name>`` (locked while
             training and registering, so a version never mixes two runs).
-        cfg: a FinetuneConfig (default: :func:`finetune_config` ()). ``cfg.prompt`` ``None``
+        cfg: a FinetuneConfig (default: ``FinetuneConfig()``). ``cfg.prompt`` ``None``
             takes the prompt curation chose. The caller's config is not changed.
         tracker: where the run is logged and the model registered (default: nowhere).
         promote: run the tracker's promotion gate right after registering.
@@ -119,8 +77,9 @@ def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
 
     from serendip.config import to_dict
     from serendip.mllm.distributed import in_launched_worker, launch, resolve_nproc
+    from serendip.mllm.train import FinetuneConfig
 
-    cfg = finetune_config() if cfg is None else dataclasses.replace(cfg)
+    cfg = FinetuneConfig() if cfg is None else dataclasses.replace(cfg)
     tracker = tracker if tracker is not None else NullTracker()
     nproc = resolve_nproc(cfg.nproc, cfg.device)
     if nproc > 1 and not in_launched_worker():
@@ -216,7 +175,10 @@ def training_tables(workdir, tree_dir=None, examples_dir=None) -> dict:
 def stage_worker(spec: dict) -> dict:
     """torchrun entry: rebuild the config (and the tracker, by class) from plain data and run
     this rank's share."""
-    cfg = finetune_config(settings=spec.pop("settings"))
+    from serendip.config import load_config
+    from serendip.mllm.train import FinetuneConfig
+
+    cfg = load_config(FinetuneConfig, settings=spec.pop("settings"))
     tracker_path = spec.pop("tracker", None)
     tracker = None
     if tracker_path and int(os.environ.get("RANK", "0")) == 0:

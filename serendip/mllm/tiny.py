@@ -11,7 +11,7 @@ pretrained model takes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serendip.prompts import ANSWER_MARKER, INSTRUCTION, STRATEGIES, PromptConfig, build_prompt
 
@@ -22,18 +22,32 @@ PAD, BOS, EOS, IMAGE = "<pad>", "<s>", "</s>", "<image>"
 class TinyVLMConfig:
     """Sizes of the tiny default (DESIGN §7: ~1M parameters, 16 tokens per 64-px image)."""
 
-    image_size: int = 64
-    patch_size: int = 16
-    vision_hidden: int = 64
-    vision_layers: int = 2
-    vision_heads: int = 4
-    text_hidden: int = 128
-    text_layers: int = 2
-    text_heads: int = 4
-    text_intermediate: int = 256
-    vocab_size: int = 1000          # upper bound; BPE stops earlier on a small corpus
-    max_positions: int = 1024
-    seed: int = 0
+    image_size: int = field(default=64, metadata={
+        "help": "side of the square input image, in pixels; >= 1, a multiple of patch_size"})
+    patch_size: int = field(default=16, metadata={
+        "help": "side of one vision patch, in pixels; >= 1 ((image_size/patch_size)^2 image "
+                "tokens per image)"})
+    vision_hidden: int = field(default=64, metadata={
+        "help": "vision tower hidden size; >= 1, a multiple of vision_heads"})
+    vision_layers: int = field(default=2, metadata={"help": "vision tower layers; >= 1"})
+    vision_heads: int = field(default=4, metadata={
+        "help": "vision tower attention heads; >= 1, dividing vision_hidden"})
+    text_hidden: int = field(default=128, metadata={
+        "help": "decoder hidden size; >= 1, a multiple of text_heads"})
+    text_layers: int = field(default=2, metadata={"help": "decoder layers; >= 1"})
+    text_heads: int = field(default=4, metadata={
+        "help": "decoder attention heads; >= 1, dividing text_hidden"})
+    text_intermediate: int = field(default=256, metadata={
+        "help": "decoder MLP inner size; >= 1"})
+    vocab_size: int = field(default=1000, metadata={
+        "help": "BPE vocabulary upper bound, in tokens; >= 1 (training stops earlier on a "
+                "small corpus)"})
+    max_positions: int = field(default=1024, metadata={
+        "help": "longest sequence (prompt + image tokens + target), in tokens; >= 1"})
+    seed: int = field(default=0, metadata={"help": "seed of the random initial weights"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         """Sizes the tiny model can be built with (checked before anything is built).

@@ -10,7 +10,6 @@ Only held-out items the user has not seen before count (seen items are excluded 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,30 +29,38 @@ from serendip.retriever.model import SASRec
 
 @dataclass
 class RetrieverConfig:
-    dim: int = 32
-    layers: int = 1
-    heads: int = 2
-    max_len: int = 50               # most recent items the model attends to
-    dropout: float = 0.2
-    epochs: int = 30                # at most; early stopping on validation NDCG
-    patience: int = 3               # epochs without improvement before stopping (0: off)
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    holdout: int = 1                # last items per user held out for the gate metric
-    eval_level: int = 3             # cluster level of the "true next cluster" (1..4)
-    k: int = 10                     # hit rate / NDCG cut-off
-    seed: int = 0
-    cluster_features: bool = True   # add c1..c4 cluster embeddings to item vectors
-    torchscript: bool = True        # also export retriever.pt for serving
-    progress: bool = True
+    """SASRec retriever hyper-parameters and its held-out gate (paper §2, the low level of the
+    hierarchical framework); validated on construction."""
+
+    dim: int = field(default=32, metadata={
+        "help": "item embedding and transformer width; >= 1, a multiple of heads"})
+    layers: int = field(default=1, metadata={"help": "transformer blocks; >= 1"})
+    heads: int = field(default=2, metadata={"help": "attention heads; >= 1, dividing dim"})
+    max_len: int = field(default=50, metadata={
+        "help": "most recent items of a session the model attends to; >= 1"})
+    dropout: float = field(default=0.2, metadata={"help": "dropout rate; in [0, 1)"})
+    epochs: int = field(default=30, metadata={
+        "help": "training epochs at most (early stopping on validation NDCG); >= 1"})
+    patience: int = field(default=3, metadata={
+        "help": "epochs without validation improvement before stopping; >= 0 (0: off)"})
+    batch_size: int = field(default=32, metadata={"help": "training windows per step; >= 1"})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate; > 0"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay; >= 0"})
+    holdout: int = field(default=1, metadata={
+        "help": "last items per user held out for the gate metric; >= 0 (0: no gate)"})
+    eval_level: int = field(default=3, metadata={
+        "help": "tree level of the 'true next cluster' the held-out ranking is within; 1..4"})
+    k: int = field(default=10, metadata={"help": "hit rate / NDCG cut-off, in items; >= 1"})
+    seed: int = field(default=0, metadata={"help": "seed of weights, batches and dropout"})
+    cluster_features: bool = field(default=True, metadata={
+        "help": "add the item's c1..c4 cluster embeddings to its vector"})
+    torchscript: bool = field(default=True, metadata={
+        "help": "also export retriever.pt (TorchScript) for serving"})
+    progress: bool = field(default=True, metadata={
+        "help": "show a progress bar per epoch (a run-time flag, not a hyper-parameter)"})
 
     def __post_init__(self) -> None:
-        # KFP passes dict settings through protobuf Struct: every number arrives as a float
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.type in ("int", int) and isinstance(v, float) and v.is_integer():
-                setattr(self, f.name, int(v))
+        self.check()
 
     def check(self) -> None:
         for name in ("dim", "layers", "heads", "max_len", "epochs", "batch_size", "k"):
@@ -72,6 +79,11 @@ class RetrieverConfig:
             raise ConfigError("must be >= 0", field="holdout", fix="use 0 (no gate) or more")
         if not 0 <= self.dropout < 1:
             raise ConfigError("must be in [0, 1)", field="dropout", fix="use e.g. 0.2")
+        if not self.lr > 0:
+            raise ConfigError(f"lr={self.lr}", field="lr", fix="use a positive learning rate")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay={self.weight_decay}", field="weight_decay",
+                              fix="use >= 0")
 
 
 @dataclass

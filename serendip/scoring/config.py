@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serendip.errors import ConfigError
 
 
 @dataclass
 class ScoringConfig:
-    coverage: float = 0.8           # share of impressions the scored items must cover
-    k: int = 3                      # clusters per item, best first
-    batch_size: int = 64            # items per constrained-decoding batch
-    chunk_size: int = 256           # items per committed chunk (the unit a crash can lose)
-    constrained: bool = True
-    assign_new: bool = True         # place items missing from item_clusters in the tree
-    progress: bool = True
-    shard: int = 0                  # this worker's shard of the selected corpus ...
-    num_shards: int = 1             # ... out of this many (KFP ParallelFor fans out over them)
-    max_error_rate: float = 0.01    # fail the run above this share of failed items, in [0, 1]
-    delta: int | None = None        # candidates' δ (None: curation.json's, else 1)
+    """Which items are scored offline and how (paper §3.2); validated on construction."""
+
+    coverage: float = field(default=0.8, metadata={
+        "help": "share of impressions the scored (most popular) items must cover; in (0, 1]"})
+    k: int = field(default=3, metadata={"help": "serendipitous clusters per item, best first; >= 1"})
+    batch_size: int = field(default=64, metadata={
+        "help": "items per constrained-decoding batch; >= 1"})
+    chunk_size: int = field(default=256, metadata={
+        "help": "items per committed chunk (the most a crash can lose); >= 1"})
+    constrained: bool = field(default=True, metadata={
+        "help": "decode with the trie of cluster descriptions (only valid clusters)"})
+    assign_new: bool = field(default=True, metadata={
+        "help": "place items missing from item_clusters in the tree before scoring"})
+    progress: bool = field(default=True, metadata={
+        "help": "show a progress bar (a run-time flag, not a hyper-parameter)"})
+    shard: int = field(default=0, metadata={
+        "help": "this worker's shard of the selected corpus; 0..num_shards-1"})
+    num_shards: int = field(default=1, metadata={
+        "help": "shards the corpus is split into (KFP ParallelFor fans out over them); >= 1"})
+    max_error_rate: float = field(default=0.01, metadata={
+        "help": "the run fails above this share of failed items; in [0, 1]"})
+    delta: int | None = field(default=None, metadata={
+        "help": "δ of the candidate clusters; >= 1 (null: curation.json's, else 1)"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         if not (isinstance(self.coverage, (int, float)) and 0 < self.coverage <= 1):

@@ -50,12 +50,12 @@ from serendip.tree.config import LEVELS, ClusterConfig, parse_branching
 from serendip.tree.kmeans import kmeans_centroids, kmeans_plusplus, sinkhorn, split_node
 from serendip.tree.placement import add_new_items, assign_items, assign_new_items, tree_path
 from serendip.tree.repair import balance_assignment
-from serendip.tree.stage import cluster_configs, cluster_stage
+from serendip.tree.stage import cluster_stage
 
 __all__ = [
     "CENTROIDS_FILE", "EMBEDDER_SUBDIR", "LEVELS", "MAX_AUTO_BRANCHING", "TREE_DIR", "TREE_JSON",
     "ClusterConfig", "ClusterTree", "add_new_items", "assign_items", "assign_new_items", "auto_branching",
     "balance_achievable", "balance_assignment", "balance_stats", "balanceable_ratio",
-    "build_cluster_tree", "cluster_configs", "cluster_stage", "kmeans_centroids",
+    "build_cluster_tree", "cluster_stage", "kmeans_centroids",
     "kmeans_plusplus", "parse_branching", "sinkhorn", "split_node", "tree_path",
 ]

@@ -73,7 +73,7 @@ class ClusterTree:
     def load(cls, tree_dir: str | os.PathLike) -> ClusterTree:
         from safetensors.numpy import load_file
 
-        from serendip.config import from_dict
+        from serendip.config import load_config
 
         d = Path(tree_dir)
         if not (d / TREE_JSON).exists() or not (d / CENTROIDS_FILE).exists():
@@ -81,7 +81,7 @@ class ClusterTree:
                                 fix="run `serendip cluster` first or pass the right directory")
         meta = json.loads((d / TREE_JSON).read_text())
         tensors = load_file(str(d / CENTROIDS_FILE))
-        cfg = from_dict(ClusterConfig, meta["config"])
+        cfg = load_config(ClusterConfig, settings=meta["config"])
         return cls(config=cfg, ids=meta["ids"],
                    centroids=[tensors[f"level{lvl}"] for lvl in range(1, LEVELS + 1)],
                    descriptions=meta["descriptions"], sizes=meta.get("sizes", {}),

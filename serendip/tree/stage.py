@@ -7,35 +7,17 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from serendip.embeddings import EmbeddingConfig
 from serendip.tree.build import build_cluster_tree
 from serendip.tree.cluster_tree import EMBEDDER_SUBDIR, TREE_DIR, ClusterTree
-from serendip.tree.config import ClusterConfig, parse_branching
-
-
-def cluster_configs(settings: dict | None = None) -> tuple[ClusterConfig, EmbeddingConfig]:
-    """ClusterConfig + EmbeddingConfig from one mapping: tree fields at the top level,
-    embedding fields under ``embedding:`` or as ``embedding.<field>`` keys."""
-    from serendip.config import from_dict
-
-    data = dict(settings or {})
-    emb = dict(data.pop("embedding", None) or {})
-    for key in [k for k in data if k.startswith("embedding.")]:
-        emb[key.split(".", 1)[1]] = data.pop(key)
-    if "branching" in data:
-        data["branching"] = parse_branching(data["branching"])
-    cfg, ecfg = from_dict(ClusterConfig, data), from_dict(EmbeddingConfig, emb)
-    cfg.check()
-    ecfg.check()
-    return cfg, ecfg
+from serendip.tree.config import ClusterConfig
 
 
 def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                  cfg: ClusterConfig | None = None, embedding: EmbeddingConfig | None = None,
-                  *, use_cache: bool = True) -> ClusterTree:
+                  cfg: ClusterConfig | None = None, *, use_cache: bool = True) -> ClusterTree:
     """Read ``items`` (and ``interactions`` when present: the behaviour block) from
     ``data_dir``; write embeddings.parquet, cluster_tree/, clusters.parquet and
-    item_clusters.parquet to ``out_dir`` (default: ``data_dir``). ``tree.stats`` gains
+    item_clusters.parquet to ``out_dir`` (default: ``data_dir``), embedding the items as
+    ``cfg.embedding`` says. ``tree.stats`` gains
     ``embedding.blocks`` (each block's weight, dim and distance share) and, when item labels
     exist (``item_labels.parquet`` or a ``labels`` column), ``labels``: NMI/ARI per level
     against the primary label (:func:`serendip.labels.label_agreement`). The tree-structured
@@ -50,7 +32,7 @@ def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     from serendip.labels import label_agreement, read_item_labels
 
     cfg = cfg or ClusterConfig()
-    embedding = embedding or EmbeddingConfig()
+    embedding = cfg.embedding
     out = Path(out_dir or data_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = read_table(data_dir, "items")
