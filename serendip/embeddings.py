@@ -80,30 +80,52 @@ class EmbeddingConfig:
     visual blocks. A block whose input is absent (no interactions, no thumbnails) is skipped.
     """
 
-    text_encoder: str = "auto"      # auto (MiniLM if installed, else TF-IDF) | minilm | tfidf | none
-    tfidf_dim: int = 64             # SVD dimensions of the TF-IDF fallback
-    image_size: int = 64            # thumbnails are resized to this for the hand-made blocks
-    image_px: int = 112             # input side of the pretrained image network (112: 4x
-                                    # cheaper than 224; synthetic ARI as good or better)
-    w_text: float = 0.3
-    w_image: float = 1.0
-    w_behaviour: float = 1.0
-    w_shape: float = 1.0            # the hand-made blocks help on drawn thumbnails (synthetic
-    w_colour: float = 1.0           # ARI at level 2 falls 0.97 → 0.67 at half these weights)
-    w_texture: float = 0.6
-    w_layout: float = 0.2
-    behaviour_matrix: str = "users"  # users: item × user engagement | transitions: item × item
-    behaviour_dim: int = 32          # TruncatedSVD dimensions of the behaviour block
-    behaviour_min_count: int = 20    # engagements an item needs for its own behaviour vector
-    cold_start: str = "zeros"        # cold items: zeros (content alone decides; better on
-                                     # ml-100k) | ridge: a map from content to behaviour
-    ridge_alpha: float = 1.0
-    hue_bins: int = 72
-    hue_sigma: float = 1.5          # smoothing of the hue histogram, in bins
-    shape_grid: int = 16
-    fg_chroma: float = 0.15         # max(rgb) - min(rgb) above this is foreground
-    batch_size: int = 64
-    seed: int = 0
+    text_encoder: str = field(default="auto", metadata={
+        "help": "auto (MiniLM if installed, else TF-IDF) | minilm | tfidf | none"})
+    tfidf_dim: int = field(default=64, metadata={
+        "help": "SVD dimensions of the TF-IDF fallback; >= 2"})
+    image_size: int = field(default=64, metadata={
+        "help": "thumbnails are resized to this for the hand-made visual blocks, in pixels; "
+                ">= 16"})
+    image_px: int = field(default=112, metadata={
+        "help": "input side of the pretrained image network, in pixels; >= 32 (112: 4x "
+                "cheaper than 224, synthetic ARI as good or better)"})
+    w_text: float = field(default=0.3, metadata={
+        "help": "weight of the title/description block; >= 0 (chosen on ml-100k)"})
+    w_image: float = field(default=1.0, metadata={
+        "help": "weight of the pretrained image-network block; >= 0"})
+    w_behaviour: float = field(default=1.0, metadata={
+        "help": "weight of the engagement (behaviour) block; >= 0"})
+    w_shape: float = field(default=1.0, metadata={
+        "help": "weight of the hand-made shape block; >= 0 (synthetic level-2 ARI falls "
+                "0.97 → 0.67 at half the visual weights)"})
+    w_colour: float = field(default=1.0, metadata={
+        "help": "weight of the hand-made hue-histogram block; >= 0"})
+    w_texture: float = field(default=0.6, metadata={
+        "help": "weight of the hand-made texture block; >= 0"})
+    w_layout: float = field(default=0.2, metadata={
+        "help": "weight of the hand-made layout block; >= 0 (at least one w_* > 0)"})
+    behaviour_matrix: str = field(default="users", metadata={
+        "help": "users: item × user engagement | transitions: item × next-item counts"})
+    behaviour_dim: int = field(default=32, metadata={
+        "help": "TruncatedSVD dimensions of the behaviour block; >= 2"})
+    behaviour_min_count: int = field(default=20, metadata={
+        "help": "engagements an item needs for its own behaviour vector; >= 1"})
+    cold_start: str = field(default="zeros", metadata={
+        "help": "behaviour of cold items: zeros (content alone decides; better on ml-100k) | "
+                "ridge (a map from content to behaviour)"})
+    ridge_alpha: float = field(default=1.0, metadata={
+        "help": "L2 penalty of the cold-start ridge map; > 0"})
+    hue_bins: int = field(default=72, metadata={"help": "bins of the hue histogram; >= 1"})
+    hue_sigma: float = field(default=1.5, metadata={
+        "help": "smoothing of the hue histogram, in bins; >= 0"})
+    shape_grid: int = field(default=16, metadata={
+        "help": "side of the foreground-mask grid of the shape block, in cells; >= 1"})
+    fg_chroma: float = field(default=0.15, metadata={
+        "help": "a pixel with max(rgb) - min(rgb) above this (0..1) is foreground; in [0, 1]"})
+    batch_size: int = field(default=64, metadata={
+        "help": "items per encoder batch; >= 1"})
+    seed: int = field(default=0, metadata={"help": "seed of the SVDs"})
 
     def __post_init__(self) -> None:
         self.check()
@@ -139,6 +161,16 @@ class EmbeddingConfig:
         if not (isinstance(self.ridge_alpha, (int, float)) and self.ridge_alpha > 0):
             raise ConfigError(f"ridge_alpha={self.ridge_alpha!r}", field="ridge_alpha",
                               fix="use a positive number, e.g. 1.0")
+        for name in ("hue_bins", "shape_grid"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r}", field=name,
+                                  fix="use an integer >= 1")
+        if not self.hue_sigma >= 0:
+            raise ConfigError(f"hue_sigma={self.hue_sigma!r}", field="hue_sigma",
+                              fix="use a smoothing >= 0 bins")
+        if not 0 <= self.fg_chroma <= 1:
+            raise ConfigError(f"fg_chroma={self.fg_chroma!r}", field="fg_chroma",
+                              fix="use a chroma in [0, 1], e.g. 0.15")
 
     def weights(self) -> dict[str, float]:
         """Block name → weight."""
@@ -692,7 +724,7 @@ class Embedder:
     def load(cls, path: str | os.PathLike) -> Embedder:
         from safetensors.numpy import load_file
 
-        from serendip.config import from_dict
+        from serendip.config import load_config
 
         d = Path(path)
         if not (d / "embedder.json").exists():
@@ -711,7 +743,7 @@ class Embedder:
             if "behaviour.coef" in t:
                 behaviour["coef"] = t["behaviour.coef"]
                 behaviour["intercept"] = t["behaviour.intercept"]
-        return cls(from_dict(EmbeddingConfig, meta["config"]), meta["encoder"], means,
+        return cls(load_config(EmbeddingConfig, settings=meta["config"]), meta["encoder"], means,
                    {k: float(v) for k, v in meta["scales"].items()}, tfidf, behaviour)
 
 

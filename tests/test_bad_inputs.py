@@ -311,6 +311,24 @@ CASES: list[Case] = [
          ["train-retriever", "--workdir", "{wd}", "--set", "heads=3"], "heads"),
     Case("train-retriever-epochs-fraction", "cli settings", "a fractional epoch count",
          ["train-retriever", "--workdir", "{wd}", "--set", "epochs=2.5"], "epochs"),
+    # the one config loader (serendip.config.load_config, issue 13 step 2)
+    Case("set-unknown-nested-key", "cli settings", "a misspelt nested setting (the close "
+         "ones are named)", ["finetune", "--workdir", "{wd}", "--set", "tiny.text_hiden=96"],
+         "tiny.text_hiden"),
+    Case("set-nested-wrong-type", "cli settings", "a word for a nested integer",
+         ["finetune", "--workdir", "{wd}", "--set", "prompt.n_frames=many"], "prompt.n_frames"),
+    Case("finetune-negative-lr", "cli settings", "a negative learning rate",
+         ["finetune", "--workdir", "{wd}", "--set", "lr=-1"], "lr"),
+    Case("config-file-unknown-key", "cli settings", "a misspelt key in a --config file",
+         ["train-retriever", "--workdir", "{wd}", "--config", "{wd}/r.yaml"], "epoch",
+         lambda wd: (wd.mkdir(parents=True, exist_ok=True),
+                     (wd / "r.yaml").write_text("epoch: 3\n"))),
+    Case("config-not-yaml", "cli settings", "a --config file that is not YAML",
+         ["curate", "--data", "{wd}", "--config", "{wd}/c.yaml"], "--config",
+         lambda wd: (wd.mkdir(parents=True, exist_ok=True),
+                     (wd / "c.yaml").write_text("top_k: [1\n"))),
+    Case("config-list-unknown-section", "cli settings", "a settings section that does not "
+         "exist", ["config", "--list", "finetuen"], "SECTION"),
 
     # --- registry ---
     Case("promote-unknown-version", "registry", "promote a version that does not exist",

@@ -147,13 +147,15 @@ def _offline(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from serendip.config import load_config
     from serendip.mllm.ablation import AblationConfig, ablation_stage
-    from serendip.mllm.stage import finetune_config
 
-    cfg = AblationConfig(groups=tuple(g.strip() for g in args.groups.split(",") if g.strip()),
-                         steps=args.steps, eval_every=args.eval_every,
-                         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
-                         workers=args.workers, finetune=finetune_config(None, args.set))
+    # --set KEY=VALUE sets the shared FinetuneConfig: the ablation's `finetune.KEY`
+    cfg = load_config(AblationConfig, None, [f"finetune.{s}" for s in args.set], settings={
+        "groups": [g.strip() for g in args.groups.split(",") if g.strip()],
+        "steps": args.steps, "eval_every": args.eval_every,
+        "seeds": [s.strip() for s in args.seeds.split(",") if s.strip()],
+        "workers": args.workers})
     out = Path(args.out) if args.out else Path(args.workdir) / "ablation"
     tracker = None
     if not args.no_mlflow:

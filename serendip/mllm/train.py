@@ -63,35 +63,75 @@ VISION = ("vision_tower", "vision_model", "visual", "image_encoder")
 
 @dataclass
 class FinetuneConfig:
-    base_model: str = TINY          # "tiny" or a local dir: HF VLM, or a serendip model dir
-    method: str = "auto"            # auto | full | lora (auto: full for tiny, lora otherwise)
-    steps: int = 400
-    batch_size: int = 32            # the paper's; 8 learned the visual cue far slower (below)
-    lr: float = 1e-3                # 2e-3 / 3e-3 stalled or memorised noise in some seeds
-    weight_decay: float = 0.1
-    warmup_steps: int = 20
-    grad_clip: float = 1.0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    modules_to_save: tuple[str, ...] = ("lm_head",) + PROJECTORS
-    prompt: PromptConfig | None = None  # None: the prompt config the examples were built with
-    eval_every: int = 50
-    eval_max_examples: int = 256
-    eval_batch_size: int = 32
-    save_every: int = 100
-    keep_checkpoints: int = 2
+    """Fine-tuning hyper-parameters (paper §2 "MLLM Fine-Tuning"); validated on construction."""
+
+    base_model: str = field(default=TINY, metadata={
+        "help": "the model to fine-tune: 'tiny' (the offline ~1M-parameter default) or a "
+                "local directory (a Hugging Face VLM, or a serendip model directory)"})
+    method: str = field(default="auto", metadata={
+        "help": "auto | full | lora (auto: full for tiny, LoRA otherwise)"})
+    steps: int = field(default=400, metadata={"help": "optimizer steps; >= 1"})
+    batch_size: int = field(default=32, metadata={
+        "help": "examples per step (summed over processes); >= 1 (the paper's 32; 8 learned "
+                "the visual cue far slower)"})
+    lr: float = field(default=1e-3, metadata={
+        "help": "peak AdamW learning rate (linear warm-up, cosine decay to 0.1 × lr); > 0 (2e-3, 3e-3 "
+                "stalled or memorised noise in some seeds)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay; >= 0"})
+    warmup_steps: int = field(default=20, metadata={
+        "help": "steps of linear learning-rate warm-up; >= 0"})
+    grad_clip: float = field(default=1.0, metadata={
+        "help": "gradient-norm limit (L2, global); > 0"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank; >= 1 (method lora)"})
+    lora_alpha: int = field(default=16, metadata={
+        "help": "LoRA scaling alpha (update scaled by alpha/r); > 0"})
+    lora_dropout: float = field(default=0.0, metadata={
+        "help": "dropout on the LoRA input; in [0, 1)"})
+    lora_targets: tuple[str, ...] = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"), metadata={
+            "help": "module names LoRA adapts (a list, e.g. [q_proj, v_proj]); non-empty for "
+                    "method lora"})
+    modules_to_save: tuple[str, ...] = field(default=("lm_head",) + PROJECTORS, metadata={
+        "help": "modules trained in full next to LoRA (names present in the model; others "
+                "are skipped)"})
+    prompt: PromptConfig | None = field(default=None, metadata={
+        "help": "the prompt config; null: the one the examples were built with (curation's "
+                "manifest); set, it must equal that one"})
+    eval_every: int = field(default=50, metadata={
+        "help": "steps between held-out evaluations; >= 1"})
+    eval_max_examples: int = field(default=256, metadata={
+        "help": "held-out examples scored per evaluation; >= 1"})
+    eval_batch_size: int = field(default=32, metadata={
+        "help": "examples per generation batch in evaluation; >= 1"})
+    save_every: int = field(default=100, metadata={
+        "help": "steps between checkpoints (a re-run resumes from the last); >= 1"})
+    keep_checkpoints: int = field(default=2, metadata={
+        "help": "checkpoints kept on disk (older ones deleted); >= 1"})
     # Compute budget: training stops (evaluated and saved) once its steps have used this many
     # CPU seconds of this process (time.process_time: all threads; evaluation and checkpoints
     # not counted). 0 = none, ``steps`` alone decides. Same budget, fair model comparison.
-    time_budget_s: float = 0.0
-    reasoning_tokens: int = 24      # CoT: free tokens before the answer marker is forced
-    seed: int = 0
-    device: str = "auto"            # auto (cuda when visible) | cpu | cuda
-    precision: str = "auto"         # auto (bf16 autocast on a GPU that supports it) | fp32 | bf16
-    nproc: int = 0                  # data-parallel processes; 0 = one per visible GPU (>1: torchrun)
-    tiny: TinyVLMConfig = field(default_factory=TinyVLMConfig)
+    time_budget_s: float = field(default=0.0, metadata={
+        "help": "compute budget, in CPU seconds of the training steps (time.process_time; "
+                "evaluation and checkpoints not counted): training stops, evaluated and "
+                "saved, once spent; >= 0 (0: none, steps alone decides)"})
+    reasoning_tokens: int = field(default=24, metadata={
+        "help": "chain of thought: free tokens generated before the answer marker is forced; "
+                ">= 2"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of data order, initial weights and dropout; >= 0"})
+    device: str = field(default="auto", metadata={
+        "help": "auto (cuda when a GPU is visible) | cpu | cuda"})
+    precision: str = field(default="auto", metadata={
+        "help": "auto (bf16 autocast on a GPU that supports it) | fp32 | bf16; weights and "
+                "optimizer state stay float32"})
+    nproc: int = field(default=0, metadata={
+        "help": "data-parallel processes (> 1: torchrun); >= 0 (0: one per visible GPU, 1 on "
+                "CPU)"})
+    tiny: TinyVLMConfig = field(default_factory=TinyVLMConfig, metadata={
+        "help": "sizes of the tiny default model (base_model tiny)"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         if self.method not in METHODS:
