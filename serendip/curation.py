@@ -46,19 +46,29 @@ SELECTED_SCHEMA = pa.schema([
 class CurationConfig:
     """Which pairs count as serendipitous and how many examples each cluster gets."""
 
-    level: int = 3                  # l: the level at which context and next item must differ
-    delta: int = 1                  # δ: they must share the cluster at level l - δ
-    top_k: int = 10                 # context items kept per next-item cluster (paper: 10)
-    min_interactions: int = 1       # a (context item, cluster) needs this many logged pairs
-    test_fraction: float = 0.2      # held-out share of context items
-    seed: int = 0
-    drop_unknown_items: bool = False   # interactions whose items are not in the tree
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    # The prompt left at its default adapts to the media the context items have: chain of
-    # thought on frames (the paper's), else on the thumbnail, else the text prompt — and the
-    # stats say which and why. A prompt set explicitly is kept; items lacking the media it
-    # needs are an error naming `--strategy text`.
-    adapt_prompt: bool = True
+    level: int = field(default=3, metadata={
+        "help": "l: the tree level at which context and next item must differ; 1..4"})
+    delta: int = field(default=1, metadata={
+        "help": "δ: context and next item must share the cluster at level l - δ "
+                "(l - δ = 0: the root); 1..level"})
+    top_k: int = field(default=10, metadata={
+        "help": "context items kept per next-item cluster, by mean satisfaction; >= 1 "
+                "(paper: 10)"})
+    min_interactions: int = field(default=1, metadata={
+        "help": "logged pairs a (context item, cluster) needs to be kept; >= 1"})
+    test_fraction: float = field(default=0.2, metadata={
+        "help": "held-out share of context items; in [0, 1)"})
+    seed: int = field(default=0, metadata={"help": "seed of the held-out split"})
+    drop_unknown_items: bool = field(default=False, metadata={
+        "help": "drop interactions whose items are not in the tree (false: refuse them)"})
+    prompt: PromptConfig | None = field(default=None, metadata={
+        "help": "the prompt the examples are built with; null: adapt to the media the "
+                "context items have (chain of thought on frames, else on the thumbnail, else "
+                "the text prompt; the stats say which and why). A prompt set explicitly is "
+                "kept: items lacking its media are refused"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         if not 1 <= self.level <= LEVELS:
@@ -74,7 +84,8 @@ class CurationConfig:
         if not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction={self.test_fraction}", field="test_fraction",
                               fix="use a fraction in [0, 1)")
-        self.prompt.check()
+        if self.prompt is not None:
+            self.prompt.check()
 
 
 @dataclass
@@ -430,18 +441,19 @@ def choose_prompt(cfg: CurationConfig, items: pa.Table, context_ids: list[str]
                   ) -> tuple[PromptConfig, dict]:
     """The prompt the examples are built with, and a record of the choice (for the stats).
 
-    With ``cfg.adapt_prompt`` and the prompt at its default (chain of thought on 4 frames), the
-    richest prompt every context item supports is chosen: frames → thumbnail → text. Otherwise
-    ``cfg.prompt`` is kept (:func:`build_examples` refuses items without the media it needs).
+    With ``cfg.prompt`` None, the richest prompt every context item supports is chosen: chain
+    of thought on 4 frames → on the thumbnail → the text prompt. Otherwise ``cfg.prompt`` is
+    kept (:func:`build_examples` refuses items without the media it needs).
     """
     counts = media_counts(items, context_ids)
     n = counts["context_items"]
     prompt, why = cfg.prompt, "set explicitly"
-    if cfg.adapt_prompt and cfg.prompt == PromptConfig():
+    if prompt is None:
+        prompt = PromptConfig()
         if counts["with_frames"] == n:
             why = "default: every context item has frames"
         elif counts["with_thumbnail"] == n:
-            prompt = replace(cfg.prompt, use_thumbnail=True)
+            prompt = replace(prompt, use_thumbnail=True)
             why = (f"default adapted: {n - counts['with_frames']} of {n} context items have no "
                    "frames but all have a thumbnail")
         else:
@@ -468,22 +480,6 @@ def curation_json(result: CurationResult, cfg: CurationConfig) -> dict:
 
 
 # ------------------------------------------------------------------ stage entry (CLI, KFP)
-def curation_config(settings: dict | None = None) -> CurationConfig:
-    """CurationConfig from one mapping; prompt fields under ``prompt:`` or ``prompt.<field>``."""
-    from serendip.config import from_dict
-
-    data = dict(settings or {})
-    prompt = dict(data.pop("prompt", None) or {})
-    for key in [k for k in data if k.startswith("prompt.")]:
-        prompt[key.split(".", 1)[1]] = data.pop(key)
-    data["prompt"] = prompt
-    if prompt and "adapt_prompt" not in data:     # a prompt field set by the user is kept
-        data["adapt_prompt"] = False
-    cfg = from_dict(CurationConfig, data)
-    cfg.check()
-    return cfg
-
-
 def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                  cfg: CurationConfig | None = None, *,
                  clusters_dir: str | os.PathLike | None = None) -> CurationResult:

@@ -14,7 +14,7 @@ constrained decoding starts the same way for all of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serendip.data.media import sample_frames
 from serendip.errors import ConfigError
@@ -26,9 +26,19 @@ INSTRUCTION = "Suggest a new interest cluster that a viewer of this video would 
 
 @dataclass
 class PromptConfig:
-    strategy: str = "cot"
-    n_frames: int = 4               # uniformly sampled frames (paper: 1, 2, 4, 8)
-    use_thumbnail: bool = False     # the thumbnail instead of frames (paper Fig. 5)
+    """The prompt strategy of the paper's Figure 2 and the media it shows (§3.1)."""
+
+    strategy: str = field(default="cot", metadata={
+        "help": "prompt strategy: text | video | multimodal | cot (Figure 2; cot: describe "
+                "the video, then name the cluster)"})
+    n_frames: int = field(default=4, metadata={
+        "help": "frames uniformly sampled from each video; >= 1 (the paper: 1, 2, 4, 8); "
+                "ignored with use_thumbnail"})
+    use_thumbnail: bool = field(default=False, metadata={
+        "help": "show the item's thumbnail instead of frames (paper Fig. 5)"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
