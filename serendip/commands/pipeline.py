@@ -28,14 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serendip.config import parse_overrides
+    from serendip.config import parse_sets
     from serendip.platform.kfp import runner as kfp_adapter
 
     if args.action == "compile":
         for path in kfp_adapter.compile_all(args.out, args.names or None):
             print(f"wrote {path}")
         return 0
-    params = parse_overrides(args.overrides)
+    params = parse_sets(args.overrides)
     if args.host:
         run_id = kfp_adapter.submit(args.name, args.host, args.experiment, args.data_uri, params)
         print(f"submitted {args.name} to {args.host}: run {run_id}")

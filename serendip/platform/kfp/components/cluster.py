@@ -12,16 +12,18 @@ def cluster(data: Input[Dataset], tree: Output[Dataset], metrics: Output[Metrics
     """Embed the items of ``data`` (a directory with items.parquet) and build the tree.
 
     ``tree`` becomes a directory with embeddings.parquet, cluster_tree/, clusters.parquet and
-    item_clusters.parquet; ``settings`` holds ClusterConfig fields (``embedding.<field>`` for
-    EmbeddingConfig). ``branching="auto"`` follows the catalogue size; the branching used is
-    recorded in the tree's metadata. Returns the tree's balance statistics as JSON.
+    item_clusters.parquet; ``settings`` holds ClusterConfig fields (``embedding.<field>`` or an
+    ``embedding`` mapping for its EmbeddingConfig; :func:`serendip.config.load_config`).
+    ``branching="auto"`` follows the catalogue size; the branching used is recorded in the
+    tree's metadata. Returns the tree's balance statistics as JSON.
     """
     import json
 
-    from serendip.tree import cluster_configs, cluster_stage
+    from serendip.config import load_config
+    from serendip.tree import ClusterConfig, cluster_stage
 
-    cfg, emb = cluster_configs({**(settings or {}), "branching": branching})
-    result = cluster_stage(data.path, tree.path, cfg, emb)
+    cfg = load_config(ClusterConfig, settings={**(settings or {}), "branching": branching})
+    result = cluster_stage(data.path, tree.path, cfg)
     used = "/".join(str(b) for b in result.config.branching)
     tree.metadata.update({"branching": used, "branching_requested": branching,
                           "clusters": sum(len(i) for i in result.ids)})

@@ -21,13 +21,14 @@ def curate(data: Input[Dataset], tree: Input[Dataset], examples: Output[Dataset]
     """
     import json
 
-    from serendip.curation import curate_stage, curation_config
+    from serendip.config import load_config
+    from serendip.curation import CurationConfig, curate_stage
 
     chosen = {key: value for key, value, unset in (
         ("prompt.strategy", strategy, "auto"), ("prompt.n_frames", n_frames, 0),
         ("prompt.use_thumbnail", use_thumbnail, False)) if value != unset}
-    cfg = curation_config({**(settings or {}), "level": level, "delta": delta, "top_k": top_k,
-                           **chosen})
+    cfg = load_config(CurationConfig, settings={**(settings or {}), "level": level,
+                                                "delta": delta, "top_k": top_k, **chosen})
     result = curate_stage(data.path, examples.path, cfg, clusters_dir=tree.path)
     used = result.prompt or cfg.prompt
     examples.metadata.update({"level": level, "delta": delta, "strategy": used.strategy,

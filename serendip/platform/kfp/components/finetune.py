@@ -23,14 +23,16 @@ def finetune(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
     import json
     import os
 
-    from serendip.mllm.stage import finetune_config, finetune_stage
+    from serendip.config import load_config
+    from serendip.mllm.stage import finetune_stage
+    from serendip.mllm.train import FinetuneConfig
     from serendip.platform.registry import set_kfp_run
     from serendip.platform.tracking import MLflowTracker
 
     set_kfp_run(kfp_run_id, kfp_run_name)
     if mlflow_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
-    cfg = finetune_config(settings=settings or {})
+    cfg = load_config(FinetuneConfig, settings=settings)
     summary = finetune_stage(data.path, model.path, cfg, tree_dir=tree.path,
                              examples_dir=examples.path, progress=False,
                              tracker=MLflowTracker(data.path).connect() if register else None)

@@ -24,11 +24,11 @@ def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Outpu
     import json
     import os
 
-    from serendip.config import from_dict
+    from serendip.config import load_config
     from serendip.retriever import RetrieverConfig, retriever_stage
 
-    cfg = from_dict(RetrieverConfig, {"progress": False, **(settings or {})})
-    cfg.check()                               # every setting, before any data is read
+    # every setting checked before any data is read
+    cfg = load_config(RetrieverConfig, settings={"progress": False, **(settings or {})})
     result = retriever_stage(data.path, tree.path, retriever.path, cfg)
     m = result.metrics
     retriever.metadata.update({"model_version": result.retriever.model_version,
