@@ -223,12 +223,11 @@ def ablation(wd: Path, p: DemoSize) -> dict:
     """The paper's prompt / frames / thumbnail ablations (Figures 3–5), at demo scale."""
     from serendip.locks import workdir_lock
     from serendip.mllm.ablation import AblationConfig, ablation_stage
-    from serendip.mllm.stage import finetune_config
+    from serendip.mllm.train import FinetuneConfig
     from serendip.platform.tracking import MLflowTracker
 
     cfg = AblationConfig(steps=p.ablation_steps, eval_every=max(25, p.ablation_steps // 4),
-                         workers=0, finetune=finetune_config(
-                             settings={"batch_size": p.ablation_batch}))
+                         workers=0, finetune=FinetuneConfig(batch_size=p.ablation_batch))
     with workdir_lock(wd, "ablation", "evaluate"):
         ablation_stage(wd, wd / "evaluation" / "ablation", cfg, tracker=MLflowTracker(wd))
     summary_path = wd / "evaluation" / "ablation" / "results.json"
