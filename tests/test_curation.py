@@ -9,10 +9,10 @@ from serendip.curation import (
     CurationConfig,
     build_examples,
     curate,
-    curation_config,
     serendipitous_pairs,
     split_by_context,
 )
+from serendip.config import load_config
 from serendip.data.io import read_table
 from serendip.data.schemas import validate
 from serendip.errors import ConfigError, SchemaError
@@ -166,7 +166,7 @@ def test_empty_or_unknown_inputs_say_which_setting_to_change(platform):
     with pytest.raises(ConfigError, match="delta"):
         CurationConfig(level=2, delta=3).check()
     with pytest.raises(ConfigError, match="n_frames"):
-        curation_config({"prompt.n_frames": 3})
+        load_config(CurationConfig, settings={"prompt.n_frames": 3})
 
 
 def test_curate_cli_end_to_end(synth_dir, tmp_path):

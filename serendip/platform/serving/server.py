@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from serendip.errors import ConfigError, SerendipError
@@ -38,17 +38,32 @@ BACKENDS = ("auto", "triton", "kserve")
 
 @dataclass
 class ServeConfig:
-    workdir: Path
-    backend: str = "auto"
-    host: str = "127.0.0.1"
-    http_port: int = 8080              # recommend (and, for kserve, all models): v2 REST
-    grpc_port: int = 8081              # ... v2 gRPC
-    triton_http_port: int = 8000
-    triton_grpc_port: int = 8001
-    triton_metrics_port: int = 8002
-    features: str = "auto"             # auto | feast | table
-    cache_ttl_s: float = 300.0
-    triton_venv: str | None = None
+    """The model server's deployment settings (``serendip serve``); validated on construction."""
+
+    workdir: Path = field(metadata={
+        "help": "work directory with the exported models and the tables (required)"})
+    backend: str = field(default="auto", metadata={
+        "help": "auto (Triton when installed, else KServe) | triton | kserve"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address the servers bind"})
+    http_port: int = field(default=8080, metadata={
+        "help": "v2 REST port of recommend (and, for kserve, of all models); 1..65535"})
+    grpc_port: int = field(default=8081, metadata={"help": "v2 gRPC port; 1..65535"})
+    triton_http_port: int = field(default=8000, metadata={
+        "help": "Triton's own HTTP port; 1..65535, distinct from the others"})
+    triton_grpc_port: int = field(default=8001, metadata={
+        "help": "Triton's own gRPC port; 1..65535, distinct from the others"})
+    triton_metrics_port: int = field(default=8002, metadata={
+        "help": "Triton's Prometheus metrics port; 1..65535, distinct from the others"})
+    features: str = field(default="auto", metadata={
+        "help": "where item clusters are read: auto (Feast when its repo exists) | feast | "
+                "table (item_serendipity)"})
+    cache_ttl_s: float = field(default=300.0, metadata={
+        "help": "time an item's cluster stays in the in-process cache, in seconds; >= 0"})
+    triton_venv: str | None = field(default=None, metadata={
+        "help": "the Triton venv (null: .venv-triton or $SERENDIP_TRITON_VENV)"})
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
@@ -63,6 +78,9 @@ class ServeConfig:
         if len(set(ports)) != len(ports) or not all(0 < p < 65536 for p in ports):
             raise ConfigError(f"ports {ports} overlap or are out of range", field="ports",
                               fix="give every server its own port in 1..65535")
+        if not self.cache_ttl_s >= 0:
+            raise ConfigError(f"cache_ttl_s={self.cache_ttl_s}", field="cache_ttl_s",
+                              fix="use a time >= 0 seconds")
         if not Path(self.workdir).is_dir():
             raise ConfigError(f"{self.workdir} is not a directory", field="workdir",
                               fix="run the pipeline first (`serendip demo --workdir W`)")
