@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from serendip.data.schemas import SCHEMAS
 from serendip.errors import ConfigError, SchemaError
-from serendip.prompts import PromptConfig, build_prompt, select_images
+from serendip.prompts import PromptConfig, build_prompt, prompt_manifest, select_images
 
 LEVELS = 4
 SELECTED_SCHEMA = pa.schema([
@@ -467,14 +467,15 @@ def choose_prompt(cfg: CurationConfig, items: pa.Table, context_ids: list[str]
 
 
 def curation_json(result: CurationResult, cfg: CurationConfig) -> dict:
-    """The ``curation.json`` document (INTERFACES.md)."""
+    """The ``curation.json`` document: level, δ, top-k, the ``prompt`` manifest the examples
+    were built with (:func:`serendip.prompts.prompt_manifest`; the fine-tuning stage reads it
+    as is and stores it with the model), the full config, the statistics and the candidates."""
     from serendip.config import to_dict
 
     if result.prompt is not None:          # the prompt actually used (it may have adapted)
         cfg = replace(cfg, prompt=result.prompt)
     return {"level": cfg.level, "delta": cfg.delta, "top_k": cfg.top_k,
-            "strategy": cfg.prompt.strategy, "n_frames": cfg.prompt.n_frames,
-            "use_thumbnail": cfg.prompt.use_thumbnail, "config": to_dict(cfg),
+            "prompt": prompt_manifest(cfg.prompt), "config": to_dict(cfg),
             "stats": result.stats, "candidate_cluster_ids": result.candidate_cluster_ids,
             "candidates": result.candidates}
 

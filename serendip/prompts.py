@@ -44,13 +44,49 @@ class PromptConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown prompt strategy {self.strategy!r}", field="strategy",
                               fix=f"use one of {', '.join(STRATEGIES)}")
-        if not self.use_thumbnail and self.n_frames not in (1, 2, 4, 8):
+        if not self.use_thumbnail and self.n_frames < 1:
             raise ConfigError(f"n_frames={self.n_frames}", field="n_frames",
-                              fix="use 1, 2, 4 or 8 frames, or use_thumbnail=true")
+                              fix="use 1 or more frames (the paper: 1, 2, 4, 8), or "
+                                  "use_thumbnail=true")
 
     @property
     def uses_images(self) -> bool:
         return self.strategy != "text"
+
+
+def prompt_manifest(cfg: PromptConfig) -> dict:
+    """The prompt config as the one manifest that travels from curation to the model: the
+    ``prompt`` object of ``curation.json`` and of a model's ``serendip.json`` (every field of
+    :class:`PromptConfig`, verbatim).
+
+    Raises:
+        ConfigError: ``cfg`` is not valid."""
+    from serendip.config import to_dict
+
+    cfg.check()
+    return to_dict(cfg)
+
+
+def read_prompt_manifest(doc: dict, source: str, fix: str) -> PromptConfig:
+    """The :class:`PromptConfig` of the ``prompt`` object of ``doc`` (read from ``source``),
+    exactly as written — never inferred from the examples or filled with defaults.
+
+    Raises:
+        ConfigError: ``doc`` has no ``prompt`` object (``fix`` says which stage writes it), or
+            the object has an unknown field or a value out of range."""
+    from dataclasses import fields
+
+    manifest = doc.get("prompt") if isinstance(doc, dict) else None
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{source} has no prompt manifest (it was written by an older "
+                          "version)", field="prompt", fix=fix)
+    unknown = sorted(set(manifest) - {f.name for f in fields(PromptConfig)})
+    if unknown:
+        raise ConfigError(f"{source}: unknown prompt field {unknown[0]!r}",
+                          field=f"prompt.{unknown[0]}", fix=fix)
+    cfg = PromptConfig(**manifest)
+    cfg.check()
+    return cfg
 
 
 def build_prompt(cfg: PromptConfig, title: str, context_description: str) -> str:

@@ -81,8 +81,7 @@ def write_truth_workdir(synth_dir: Path, workdir: Path, prompt: PromptConfig,
     write_table(workdir, "item_clusters", item_clusters, refs={"items": items})
     write_table(workdir, "examples", examples, refs={"items": items, "clusters": clusters})
     (workdir / "curation.json").write_text(json.dumps({
-        "level": level, "delta": 1, "strategy": prompt.strategy, "n_frames": prompt.n_frames,
-        "use_thumbnail": prompt.use_thumbnail,
+        "level": level, "delta": 1, "prompt": prompt_manifest(prompt),
         "candidate_cluster_ids": [c for c, lv in zip(clusters.column("cluster_id").to_pylist(),
                                                      clusters.column("level").to_pylist())
                                   if lv == level]}))

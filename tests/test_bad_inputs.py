@@ -131,6 +131,14 @@ def tables(**over) -> Callable[[Path], None]:
     return build
 
 
+def curated_before_the_manifest(wd: Path) -> None:
+    """A curated work dir whose curation.json has flat prompt keys, no ``prompt`` object."""
+    tables(clusters=True)(wd)
+    write_parquet(wd, "examples", {"context_item_id": ["v1"]})
+    (wd / "curation.json").write_text('{"level": 3, "delta": 1, "strategy": "cot", '
+                                      '"n_frames": 4, "use_thumbnail": false}')
+
+
 def csv(name: str, text: str, with_interactions: bool = False) -> Callable[[Path], None]:
     def build(wd: Path) -> None:
         write_csv(wd, name, text)
@@ -215,6 +223,9 @@ CASES: list[Case] = [
     Case("finetune-missing-items", "tables", "finetune on a directory without items",
          ["finetune", "--workdir", "{wd}"], "items",
          lambda wd: wd.mkdir(parents=True, exist_ok=True)),
+    Case("finetune-curation-without-prompt", "tables",
+         "a work dir curated by an older version (curation.json has no prompt manifest)",
+         ["finetune", "--workdir", "{wd}"], "prompt", curated_before_the_manifest),
     Case("curate-missing-clusters", "tables", "curate before cluster",
          ["curate", "--data", "{wd}"], "clusters", tables()),
     Case("curate-stale-item-clusters", "tables", "item_clusters from an older tree",
@@ -247,8 +258,8 @@ CASES: list[Case] = [
          ["curate", "--data", "{wd}", "--level", "2", "--delta", "3"], "delta", tables()),
     Case("curate-level-out-of-range", "cli settings", "a level outside 1..4",
          ["curate", "--data", "{wd}", "--level", "5"], "level", tables()),
-    Case("curate-bad-frame-count", "cli settings", "3 frames (the paper samples 1, 2, 4, 8)",
-         ["curate", "--data", "{wd}", "--frames", "3"], "n_frames", tables()),
+    Case("curate-bad-frame-count", "cli settings", "0 frames",
+         ["curate", "--data", "{wd}", "--frames", "0"], "n_frames", tables()),
     Case("curate-top-k-zero", "cli settings", "top-k of 0",
          ["curate", "--data", "{wd}", "--top-k", "0"], "top_k", tables()),
     Case("curate-test-fraction", "cli settings", "a held-out fraction of 1.5",

@@ -63,4 +63,4 @@ def test_cluster_and_curate_run_with_kfp_local(synth_dir, tmp_path):
     ex = read_table(ex_dir, "examples", refs={"items": items, "clusters": clusters})
     assert ex.num_rows == stats["selected_pairs"] > 0
     doc = json.loads((ex_dir / "curation.json").read_text())
-    assert doc["n_frames"] == 2 and doc["strategy"] == "cot"
+    assert doc["prompt"] == {"strategy": "cot", "n_frames": 2, "use_thumbnail": False}

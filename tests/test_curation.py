@@ -5,6 +5,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from serendip.config import load_config
 from serendip.curation import (
     CurationConfig,
     build_examples,
@@ -12,7 +13,6 @@ from serendip.curation import (
     serendipitous_pairs,
     split_by_context,
 )
-from serendip.config import load_config
 from serendip.data.io import read_table
 from serendip.data.schemas import validate
 from serendip.errors import ConfigError, SchemaError
@@ -166,7 +166,7 @@ def test_empty_or_unknown_inputs_say_which_setting_to_change(platform):
     with pytest.raises(ConfigError, match="delta"):
         CurationConfig(level=2, delta=3).check()
     with pytest.raises(ConfigError, match="n_frames"):
-        load_config(CurationConfig, settings={"prompt.n_frames": 3})
+        load_config(CurationConfig, settings={"prompt.n_frames": 0})
 
 
 def test_curate_cli_end_to_end(synth_dir, tmp_path):
@@ -181,10 +181,10 @@ def test_curate_cli_end_to_end(synth_dir, tmp_path):
     assert main(["curate", "--data", str(tmp_path), "--level", "3", "--delta", "1",
                  "--top-k", "5", "--strategy", "multimodal", "--frames", "2"]) == 0
     doc = json.loads((tmp_path / "curation.json").read_text())
-    for key in ("level", "delta", "strategy", "n_frames", "use_thumbnail",
-                "candidate_cluster_ids", "stats", "config"):
+    for key in ("level", "delta", "prompt", "candidate_cluster_ids", "stats", "config"):
         assert key in doc
-    assert doc["strategy"] == "multimodal" and doc["n_frames"] == 2 and doc["level"] == 3
+    assert doc["prompt"] == {"strategy": "multimodal", "n_frames": 2, "use_thumbnail": False}
+    assert doc["level"] == 3
     ex = read_table(tmp_path, "examples")
     assert pd.Series(ex.column("target_cluster_id").to_pylist()).value_counts().max() <= 5
     assert all(len(x) == 2 for x in ex.column("images").to_pylist())

@@ -156,7 +156,7 @@ def test_demo_on_own_tables_trains_on_the_replay_split_and_reports(data_demo):
     assert json.loads((wd / "evaluation" / "replay.json").read_text())[
         "heldout_in_training"] == 0
     # text-only tables: the curation stage chose the text prompt
-    assert json.loads((wd / "curation.json").read_text())["strategy"] == "text"
+    assert json.loads((wd / "curation.json").read_text())["prompt"]["strategy"] == "text"
     base = report["baselines_vs_the_mllm__which_candidate_cluster_users_chose_next"]
     assert base["summary"] and all("model_recall" in v for v in base["summary"].values())
     assert "beats_best_baseline" in report["promotion_gate"]

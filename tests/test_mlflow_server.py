@@ -15,6 +15,7 @@ import pytest
 from mllm_truth import TEST_TINY, write_truth_workdir
 
 from serendip import cli
+from serendip.mllm.models import load_predictor
 from serendip.prompts import PromptConfig
 
 pytest.importorskip("mlflow")
@@ -87,7 +88,7 @@ def test_flow_registers_gates_and_exports_over_http(flow, remote):
     assert "models:/serendip-mllm@champion (v1)" in flow["export"]
     assert "models:/serendip-retriever@champion (v1)" in flow["export"]
     assert (wd / "repo" / "mllm" / "1").is_dir() and (wd / "repo" / "retriever" / "1").is_dir()
-    predictor = registry.load_predictor(f"models:/{registry.MLLM}@champion", wd)
+    predictor = load_predictor(f"models:/{registry.MLLM}@champion", wd)
     assert predictor.model_version == "serendip-mllm/v1"
     # nothing of the registry lives in the work dir: store and artifacts are the server's
     assert not (wd / "mlflow").exists() and not (wd / "mlruns").exists()

@@ -172,7 +172,7 @@ def _finetune_args(workdir: Path, base: Path, name: str, *sets: str) -> list[str
 def _check_registered_round_trip(workdir: Path, summary: dict, version: str) -> None:
     from serendip.data.io import read_table
     from serendip.mllm.inference import ClusterPredictor
-    from serendip.platform import registry
+    from serendip.mllm.models import load_predictor
 
     assert summary["method"] == "lora" and summary["registered_version"] == version
     assert summary["metrics"]["match_rate_constrained"] == 1.0
@@ -183,7 +183,7 @@ def _check_registered_round_trip(workdir: Path, summary: dict, version: str) -> 
               "thumbnail": r["thumbnail"]}
              for r in read_table(workdir, "items").slice(0, 4).to_pylist()]
     local = ClusterPredictor.load(summary["model_dir"])
-    from_registry = registry.load_predictor(f"models:/serendip-mllm/{version}", workdir)
+    from_registry = load_predictor(f"models:/serendip-mllm/{version}", workdir)
     for k in (1, 3):
         a = local.predict(items, k=k)
         b = from_registry.predict(items, k=k)

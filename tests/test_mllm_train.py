@@ -43,7 +43,7 @@ def test_saved_model_is_safetensors_and_reloads_identically(trained, synth_dir):
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl", ".pth"))]
     meta = read_meta(d)
     assert meta["kind"] == "full" and meta["level"] == 3
-    assert meta["prompt_config"] == {"strategy": "video", "n_frames": 2, "use_thumbnail": False}
+    assert meta["prompt"] == {"strategy": "video", "n_frames": 2, "use_thumbnail": False}
     loaded = ClusterPredictor.load(d)
     again = evaluate_predictor(loaded, split(examples, "test"), 16)
     for key in ("match_rate", "recall", "match_rate_constrained", "recall_constrained"):

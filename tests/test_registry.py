@@ -12,6 +12,7 @@ from mllm_truth import trained_tiny
 
 from serendip import cli
 from serendip.mllm.inference import ClusterPredictor
+from serendip.mllm.models import load_predictor
 from serendip.mllm.train import split
 
 pytest.importorskip("mlflow")
@@ -62,7 +63,7 @@ def test_register_then_load_champion_gives_identical_outputs(store, monkeypatch)
     first = registry.promote(workdir=wd)
     assert first.promoted and first.champion_after == "1"
 
-    loaded = registry.load_predictor(f"models:/{registry.MLLM}@champion", wd)
+    loaded = load_predictor(f"models:/{registry.MLLM}@champion", wd)
     assert loaded.model_version == "serendip-mllm/v1"
     direct = ClusterPredictor.load(res.model_dir)
     inputs = _inputs(examples)
@@ -150,7 +151,7 @@ def test_promote_unknown_version_name_or_alias_is_exit_2_one_line(store, capsys)
 
     for uri in ("models:/serendip-mllm/99", "models:/nope@champion"):
         with pytest.raises(SerendipError, match="no version 99|no registered model"):
-            registry.load_predictor(uri, wd)
+            load_predictor(uri, wd)
 
 
 @pytest.mark.parametrize("uri, expected", [("foo://x", "unknown scheme 'foo'"),

@@ -238,7 +238,7 @@ def test_curation_json_records_the_strategy(csv_wd):
     from serendip.prompts import PromptConfig
 
     curate_stage(csv_wd, cfg=CurationConfig(level=3, delta=3, prompt=PromptConfig("text")))
-    assert json.loads((csv_wd / "curation.json").read_text())["strategy"] == "text"
+    assert json.loads((csv_wd / "curation.json").read_text())["prompt"]["strategy"] == "text"
 
 
 def test_registry_dataset_inputs_name_the_csv_files(csv_wd):
@@ -308,7 +308,7 @@ def test_curate_component_defaults_adapt_to_a_text_only_catalogue(csv_wd, tmp_pa
     data, tree = SimpleNamespace(path=str(csv_wd)), SimpleNamespace(path=str(csv_wd))
     curate.python_func(data=data, tree=tree, examples=examples, metrics=metrics)
     cur = json.loads((out / "curation.json").read_text())
-    assert cur["strategy"] == "text" and examples.metadata["strategy"] == "text"
+    assert cur["prompt"]["strategy"] == "text" and examples.metadata["strategy"] == "text"
     assert logged["examples"] > 0
     # an explicit choice is still the user's: a visual prompt on text-only items is refused
     with pytest.raises(Exception, match="strategy text"):

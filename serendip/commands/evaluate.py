@@ -5,7 +5,7 @@ platform's ground truth.
 
 A thin wrapper: the offline stage is :func:`serendip.evaluation.offline.evaluate_stage`; the
 model spec (registry URI or directory) is resolved by
-:func:`serendip.platform.tracking.load_model`."""
+:func:`serendip.mllm.models.load_predictor`."""
 
 from __future__ import annotations
 
@@ -133,9 +133,10 @@ def _online_sim(args: argparse.Namespace) -> int:
 
 def _offline(args: argparse.Namespace) -> int:
     from serendip.evaluation.offline import evaluate_stage
-    from serendip.platform.tracking import MLflowTracker, load_model
+    from serendip.mllm.models import load_predictor
+    from serendip.platform.tracking import MLflowTracker
 
-    predictor = load_model(args.model, args.workdir, use_mlflow=not args.no_mlflow)
+    predictor = load_predictor(args.model, args.workdir, registry=not args.no_mlflow)
     tracker = None if args.no_mlflow else MLflowTracker(args.workdir)
     rep = evaluate_stage(args.workdir, predictor, args.out, k=args.k,
                          max_examples=args.max_examples, tracker=tracker,
@@ -196,9 +197,9 @@ def _replay(args: argparse.Namespace) -> int:
         return 0
     predictor = None
     if args.model:     # CLI glue: the same model resolution as `serendip evaluate`
-        from serendip.platform.tracking import load_model
+        from serendip.mllm.models import load_predictor
 
-        predictor = load_model(args.model, wd, use_mlflow=not args.no_mlflow)
+        predictor = load_predictor(args.model, wd, registry=not args.no_mlflow)
     summary = replay_stage(wd, data, cfg, predictor=predictor, out_dir=args.out)
     print(summary["markdown"])
     if summary["heldout_in_training"]:

@@ -155,10 +155,10 @@ def _reevaluated_baseline(workdir: str, name: str, challenger: str):
     """The challenger and every baseline on every serendipitous pair of the held-out contexts
     (baselines_stage with the challenger ranking each context's candidates)."""
     from serendip.evaluation.baselines import baselines_stage
+    from serendip.mllm.models import load_predictor
     from serendip.platform import registry
 
-    predictor = registry.load_predictor(f"models:/{name}/{challenger}", workdir)
-    predictor.encoder.base_dir = str(workdir)
+    predictor = load_predictor(f"models:/{name}/{challenger}", workdir)
     return registry.baseline_from_report(baselines_stage(workdir, predictor=predictor,
                                                          n_boot=1),
                                          challenger, source="--reevaluate")
@@ -166,15 +166,14 @@ def _reevaluated_baseline(workdir: str, name: str, challenger: str):
 
 def _reevaluator(workdir: str, metric: str):
     from serendip.errors import SerendipError
+    from serendip.mllm.models import load_predictor
     from serendip.mllm.train import evaluate_predictor, split
     from serendip.mllm.workdir import load_inputs, rebuild_examples
-    from serendip.platform import registry
 
     inp = load_inputs(workdir)
 
     def evaluate(uri: str) -> float:
-        predictor = registry.load_predictor(uri, workdir)
-        predictor.encoder.base_dir = str(inp.workdir)
+        predictor = load_predictor(uri, inp.workdir)
         examples = rebuild_examples(inp, predictor.prompt_config)
         scores = evaluate_predictor(predictor, split(examples, "test"))
         if metric not in scores:

@@ -55,29 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def load_predictor(model: str, workdir):
-    """A ClusterPredictor from a registry URI (``models:/name@alias``) or a local directory."""
-    from pathlib import Path
-
-    from serendip.errors import SerendipError
-
-    if model.startswith("models:/") or model.startswith("runs:/"):
-        from serendip.platform.registry import load_predictor as from_registry
-
-        return from_registry(model, workdir)
-    if not Path(model).is_dir():
-        raise SerendipError(f"model {model!r} is neither a registry URI nor a directory",
-                            field="--model",
-                            fix="pass models:/serendip-mllm@champion or <workdir>/mllm/<run>")
-    from serendip.mllm.inference import ClusterPredictor
-
-    return ClusterPredictor.load(model)
-
-
 def run(args: argparse.Namespace) -> int:
     import sys
 
     from serendip.locks import workdir_lock
+    from serendip.mllm.models import load_predictor
     from serendip.scoring import ScoringConfig, score_items
 
     cfg = ScoringConfig(coverage=args.coverage, k=args.k, batch_size=args.batch_size,
@@ -86,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.check()
     # scoring AND the Feast sync: what is materialized is what this run wrote
     with workdir_lock(args.workdir, "score", "score"):
-        predictor = load_predictor(args.model, args.workdir)
+        predictor = load_predictor(args.model, args.workdir)   # URI or directory
         result = score_items(args.workdir, predictor, cfg)
         summary = dict(result.stats)
         if not args.no_feast:

@@ -27,8 +27,8 @@ def evaluate_stage(workdir: str | os.PathLike, model, out_dir: str | os.PathLike
 
     Args:
         workdir: directory with items (and, unless given separately, the examples and tree).
-        model: a loaded ``ClusterPredictor`` or a model directory (``serendip.platform.tracking
-            .load_model`` resolves registry URIs).
+        model: a loaded ``ClusterPredictor``, a model directory or a registry URI
+            (:func:`serendip.mllm.models.load_predictor`).
         k: recall@k under the trie (k >= 1). max_examples: cap on held-out examples.
         model_name: how the run names the model (default: the predictor's version).
 
@@ -40,17 +40,24 @@ def evaluate_stage(workdir: str | os.PathLike, model, out_dir: str | os.PathLike
     """
     from serendip.data.io import atomic_write_bytes
     from serendip.evaluation.baselines import baselines_stage
-    from serendip.mllm.evaluation import offline_report, report_markdown
-    from serendip.mllm.inference import ClusterPredictor
+    from serendip.mllm.evaluation import held_out, offline_report, report_markdown
+    from serendip.mllm.models import load_predictor
     from serendip.mllm.workdir import load_inputs, rebuild_examples
 
     tracker = tracker if tracker is not None else NullTracker()
     inp = load_inputs(workdir, tree_dir, examples_dir)
-    predictor = (model if isinstance(model, ClusterPredictor)
-                 else ClusterPredictor.load(model, base_dir=str(inp.workdir)))
+    predictor = load_predictor(model, inp.workdir)
     examples = rebuild_examples(inp, predictor.prompt_config)
     rep = offline_report(predictor, examples, inp.item_clusters, inp.clusters, inp.delta,
-                         k=k, max_examples=max_examples, truth_dir=inp.workdir)
+                         k=k, max_examples=max_examples)
+    truth_md = ""
+    rates = true_bridge_rates(inp.workdir, predictor, held_out(examples, max_examples),
+                              inp.item_clusters)
+    if rates:
+        rep["true_bridge_rate"], rep["label_true_bridge_rate"] = rates["answers"], rates["labels"]
+        truth_md = (f"\n\nGround truth (synthetic): {rates['answers']:.3f} of answers name the "
+                    f"context's true bridge topic; only {rates['labels']:.3f} of the log-derived "
+                    "labels do (the ceiling for recall).")
     # The baselines a platform team tries first (issue 15), on all serendipitous pairs of
     # held-out context items: the promotion gate reads them from here (``choice_baselines``).
     choice = baselines_stage(inp.workdir, predictor, tree_dir=tree_dir,
@@ -59,7 +66,7 @@ def evaluate_stage(workdir: str | os.PathLike, model, out_dir: str | os.PathLike
     rep["choice_baselines"] = choice
     out = Path(out_dir) if out_dir else inp.workdir / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    md = report_markdown(rep) + "\n\n" + choice_md
+    md = report_markdown(rep) + truth_md + "\n\n" + choice_md
     atomic_write_bytes(out / "mllm_offline.json", json.dumps(rep, indent=2).encode())
     atomic_write_bytes(out / "mllm_offline.md", (md + "\n").encode())
     if is_tracking(tracker):
@@ -70,3 +77,41 @@ def evaluate_stage(workdir: str | os.PathLike, model, out_dir: str | os.PathLike
             tracker.log_artifact(out / "mllm_offline.md")
     rep["markdown"] = md
     return rep
+
+
+def true_bridge_rates(truth_dir, predictor, test, item_clusters) -> dict | None:
+    """Synthetic platform only (level 3): the share of ``predictor``'s top-1 answers on the
+    held-out rows ``test``, and of their labels, naming a cluster whose items mostly belong to
+    the context item's true bridge topic (the ground truth of :mod:`serendip.data.synth`).
+    Labels come from noisy logs, so the label rate is the ceiling that recall against them can
+    reach. None without ground truth under ``truth_dir`` or at another level."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    from serendip.evaluation.truth import GroundTruth
+
+    if predictor.level != 3 or not (Path(truth_dir) / "truth" / "truth.json").exists():
+        return None
+    gt = GroundTruth.load(truth_dir)
+    context_ids = test.column("context_item_id").to_pylist()
+    try:
+        bridge = [gt.bridge_l3(c) for c in context_ids]
+    except KeyError:
+        return None
+    top1 = predictor.predict_prompts(test.column("prompt").to_pylist(),
+                                     [x or [] for x in test.column("images").to_pylist()])
+    predicted = [p[0].cluster_id if p else None for p in top1]
+    labels = test.column("target_cluster_id").to_pylist()
+    topics = pq.read_table(Path(truth_dir) / "truth" / "item_topics.parquet",
+                           columns=["item_id", "l3"]).to_pydict()
+    latent = dict(zip(topics["item_id"], topics["l3"]))
+    votes: dict[str, Counter] = {}
+    for item, c3 in zip(item_clusters.column("item_id").to_pylist(),
+                        item_clusters.column("c3").to_pylist()):
+        if item in latent:
+            votes.setdefault(c3, Counter())[latent[item]] += 1
+    major = {c: v.most_common(1)[0][0] for c, v in votes.items()}
+    n = len(context_ids)
+    return {"answers": sum(major.get(p) == b for p, b in zip(predicted, bridge)) / n,
+            "labels": sum(major.get(t) == b for t, b in zip(labels, bridge)) / n}

@@ -75,9 +75,9 @@ def serendipitous_clusters(workdir: Path, items: list[str], predictor_dir: Path 
     if index is not None:       # an item without candidates gets no serendipitous cluster
         missing = [i for i, c in zip(missing, index.candidates(missing)) if c]
     if missing and predictor_dir is not None:
-        from serendip.mllm.inference import ClusterPredictor
+        from serendip.mllm.models import load_predictor
 
-        predictor = ClusterPredictor.load(predictor_dir, base_dir=str(workdir))  # media root
+        predictor = load_predictor(predictor_dir, workdir)  # media paths: the work dir
         rows = read_table(workdir, "items").to_pandas().set_index("item_id").loc[missing]
         ic = read_table(workdir, "item_clusters").to_pandas().set_index("item_id")
         desc = read_table(workdir, "clusters").to_pandas().set_index("cluster_id").description

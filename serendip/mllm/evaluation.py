@@ -69,66 +69,32 @@ def baselines(examples: pa.Table, item_clusters: pa.Table, clusters: pa.Table, l
                                "mean_siblings": sum(n_sib) / len(n_sib)}}
 
 
-def true_bridge_rates(truth_dir, item_clusters: pa.Table, context_ids: list[str],
-                      predicted: list[str | None], labels: list[str]) -> dict | None:
-    """Synthetic platform only (level 3): the share of answers, and of labels, naming a cluster
-    whose items mostly belong to the context item's true bridge topic. Labels come from noisy
-    logs, so the label rate is the ceiling that recall against them can reach."""
-    from pathlib import Path
+def held_out(examples: pa.Table, max_examples: int | None = None) -> pa.Table:
+    """The ``test`` split, cut to ``max_examples`` evenly spaced rows (not the head).
 
-    if truth_dir is None or not (Path(truth_dir) / "truth" / "truth.json").exists():
-        return None
-    import pyarrow.parquet as pq
-
-    from serendip.evaluation.truth import GroundTruth
-
-    gt = GroundTruth.load(truth_dir)
-    topics = pq.read_table(Path(truth_dir) / "truth" / "item_topics.parquet",
-                           columns=["item_id", "l3"]).to_pydict()
-    latent = dict(zip(topics["item_id"], topics["l3"]))
-    votes: dict[str, Counter] = {}
-    for item, c3 in zip(item_clusters.column("item_id").to_pylist(),
-                        item_clusters.column("c3").to_pylist()):
-        if item in latent:
-            votes.setdefault(c3, Counter())[latent[item]] += 1
-    major = {c: v.most_common(1)[0][0] for c, v in votes.items()}
-    try:
-        bridge = [gt.bridge_l3(c) for c in context_ids]
-    except KeyError:
-        return None
-    n = len(context_ids)
-    return {"answers": sum(major.get(p) == b for p, b in zip(predicted, bridge)) / n,
-            "labels": sum(major.get(t) == b for t, b in zip(labels, bridge)) / n}
-
-
-def offline_report(predictor, examples: pa.Table, item_clusters: pa.Table | None = None,
-                   clusters: pa.Table | None = None, delta: int = 1, k: int = 5,
-                   max_examples: int | None = None, truth_dir=None) -> dict:
-    """Held-out metrics of ``predictor`` (k=1 with and without the trie, recall@k under the
-    trie) plus the baselines, the model's lift over the better one and, on the synthetic
-    platform, how often answers and labels name the true bridge topic."""
+    Raises:
+        SerendipError: no held-out examples."""
     test = split(examples, "test")
     if test.num_rows == 0:
         raise SerendipError("no held-out examples (split == 'test')", field="examples",
                             fix="curate with test_fraction > 0")
-    if max_examples and test.num_rows > max_examples:       # evenly spaced, not the head
+    if max_examples and test.num_rows > max_examples:
         import numpy as np
 
         idx = np.unique(np.linspace(0, test.num_rows - 1, max_examples).astype(np.int64))
         test = test.take(pa.array(idx))
+    return test
+
+
+def offline_report(predictor, examples: pa.Table, item_clusters: pa.Table | None = None,
+                   clusters: pa.Table | None = None, delta: int = 1, k: int = 5,
+                   max_examples: int | None = None) -> dict:
+    """Held-out metrics of ``predictor`` on :func:`held_out` (k=1 with and without the trie,
+    recall@k under the trie) plus the baselines and the model's lift over the better one."""
+    test = held_out(examples, max_examples)
     out: dict = {"model_version": predictor.model_version, "level": predictor.level,
                  "strategy": predictor.prompt_config.strategy}
     out.update(evaluate_predictor(predictor, test))
-    if truth_dir is not None and item_clusters is not None and predictor.level == 3:
-        top1 = predictor.predict_prompts(test.column("prompt").to_pylist(),
-                                         [x or [] for x in test.column("images").to_pylist()])
-        rates = true_bridge_rates(truth_dir, item_clusters,
-                                  test.column("context_item_id").to_pylist(),
-                                  [p[0].cluster_id if p else None for p in top1],
-                                  test.column("target_cluster_id").to_pylist())
-        if rates:
-            out["true_bridge_rate"] = rates["answers"]
-            out["label_true_bridge_rate"] = rates["labels"]
     if k > 1:
         ranked = predictor.predict_prompts(test.column("prompt").to_pylist(),
                                            [x or [] for x in test.column("images").to_pylist()],
@@ -162,10 +128,6 @@ def report_markdown(rep: dict) -> str:
         lines.append("")
         lines.append(f"Recall (trie) is {rep['lift_over_best_baseline']:.2f}x the better "
                      f"baseline on {rep['n']} held-out examples.")
-    if "true_bridge_rate" in rep:
-        lines.append(f"Ground truth (synthetic): {rep['true_bridge_rate']:.3f} of answers name "
-                     f"the context's true bridge topic; only {rep['label_true_bridge_rate']:.3f} "
-                     "of the log-derived labels do (the ceiling for recall).")
     return "\n".join(lines)
 
 

@@ -19,9 +19,9 @@ Decoding, per batch (left padding, ``torch.inference_mode``):
 Scores are sequence probabilities of the answer tokens (the product of the model's
 next-token probabilities, unrenormalised under the constraint), comparable across clusters.
 
-A saved model directory holds ``serendip.json`` (level, prompt config, candidates, decoding
-settings), ``processor/`` and either ``model/`` (all weights) or ``adapter/`` (+ ``base/``
-when the base is small enough to bundle), all safetensors.
+A saved model directory holds ``serendip.json`` (level, the ``prompt`` manifest, candidates,
+decoding settings), ``processor/`` and either ``model/`` (all weights) or ``adapter/``
+(+ ``base/`` when the base is small enough to bundle), all safetensors.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,7 +42,14 @@ from serendip.mllm.data import Encoded, Encoder, collate_generate, left_pad, mar
 from serendip.mllm.distributed import pick_device, to_device
 from serendip.mllm.loading import load_base, load_processor, quiet_transformers, tokenizer_of
 from serendip.mllm.trie import ReasoningProcessor, TrieLogitsProcessor, candidate_trie
-from serendip.prompts import PromptConfig, build_prompt, parse_answer, select_images
+from serendip.prompts import (
+    PromptConfig,
+    build_prompt,
+    parse_answer,
+    prompt_manifest,
+    read_prompt_manifest,
+    select_images,
+)
 
 FORMAT_VERSION = 1
 META = "serendip.json"
@@ -108,9 +115,10 @@ class ClusterPredictor:
         ``candidates`` (optional, constrained only): per input, the cluster ids it may be
         answered with (e.g. its serendipitous siblings); they are ranked by likelihood.
 
-        ``images`` are media references or PIL images; more images than the model's frame count
-        are sampled uniformly. Instead of ``images`` an input may give the item's ``thumbnail``
-        and ``frames`` and the model's prompt config picks them.
+        ``images`` are media references or PIL images: the thumbnail (its first) or the
+        frames, which are sampled to the model's frame count exactly as curation sampled the
+        training examples (:func:`serendip.prompts.select_images`). Instead of ``images`` an
+        input may give the item's ``thumbnail`` and ``frames``.
         """
         prompts, images = [], []
         for i, x in enumerate(inputs):
@@ -209,14 +217,9 @@ class ClusterPredictor:
         cfg = self.prompt_config
         if not cfg.uses_images:
             return []
-        if x.get("images"):
+        if x.get("images"):      # the thumbnail, or frames sampled as curation sampled them
             imgs = list(x["images"])
-            if cfg.use_thumbnail:
-                return imgs[:1]
-            if len(imgs) > cfg.n_frames:
-                from serendip.data.media import sample_frames
-                imgs = sample_frames(imgs, cfg.n_frames)
-            return imgs
+            return select_images(cfg, imgs[0], imgs)
         if x.get("thumbnail") is not None or x.get("frames") is not None:
             return select_images(cfg, x.get("thumbnail"), x.get("frames"))
         raise SerendipError(f"input {i} has no images but strategy {cfg.strategy!r} needs them",
@@ -322,7 +325,7 @@ class ClusterPredictor:
         tmp.mkdir(parents=True)
         self.processor.save_pretrained(tmp / "processor")
         meta = {"format_version": FORMAT_VERSION, "level": self.level,
-                "prompt_config": asdict(self.prompt_config),
+                "prompt": prompt_manifest(self.prompt_config),
                 "candidates": [{"cluster_id": c, "description": d}
                                for c, d in zip(self.cluster_ids, self.descriptions)],
                 "image_size": self.image_size, "reasoning_tokens": self.reasoning_tokens,
@@ -364,11 +367,16 @@ class ClusterPredictor:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"model format {meta.get('format_version')} is not supported",
                               field="model_dir", fix="re-run serendip finetune")
+        # the prompt manifest curation wrote; models saved before it was named ``prompt`` hold
+        # the same object as ``prompt_config``
+        prompt = read_prompt_manifest(meta if "prompt" in meta
+                                      else {"prompt": meta.get("prompt_config")},
+                                      str(meta_path), fix="re-run serendip finetune")
         model, processor = load_model_dir(d, meta)
         model.to(pick_device(device))
         cand = meta["candidates"]
         return cls(model, processor, [c["cluster_id"] for c in cand],
-                   [c["description"] for c in cand], PromptConfig(**meta["prompt_config"]),
+                   [c["description"] for c in cand], prompt,
                    meta["level"], model_version or meta.get("model_version", ""),
                    image_size=meta.get("image_size"),
                    reasoning_tokens=meta.get("reasoning_tokens", 32),

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from serendip.data.io import atomic_write_bytes
 from serendip.errors import ConfigError, SerendipError
 from serendip.mllm.data import IGNORE, Encoded, Encoder, collate_train
-from serendip.mllm.distributed import check_device, resolve_nproc, setup, teardown, to_device, wrap
+from serendip.mllm.distributed import setup, teardown, to_device, wrap
 from serendip.mllm.inference import META, ClusterPredictor, load_model_dir, read_meta
 from serendip.mllm.loading import TINY, check_local, load_base, quiet_transformers, tokenizer_of
 from serendip.mllm.tiny import TinyVLMConfig, build_model, build_processor, tokenizer_corpus, train_tokenizer
@@ -119,14 +119,9 @@ class FinetuneConfig:
                 ">= 2"})
     seed: int = field(default=0, metadata={
         "help": "seed of data order, initial weights and dropout; >= 0"})
-    device: str = field(default="auto", metadata={
-        "help": "auto (cuda when a GPU is visible) | cpu | cuda"})
     precision: str = field(default="auto", metadata={
         "help": "auto (bf16 autocast on a GPU that supports it) | fp32 | bf16; weights and "
                 "optimizer state stay float32"})
-    nproc: int = field(default=0, metadata={
-        "help": "data-parallel processes (> 1: torchrun); >= 0 (0: one per visible GPU, 1 on "
-                "CPU)"})
     tiny: TinyVLMConfig = field(default_factory=TinyVLMConfig, metadata={
         "help": "sizes of the tiny default model (base_model tiny)"})
 
@@ -164,11 +159,9 @@ class FinetuneConfig:
                               field="reasoning_tokens", fix="use >= 2 (default 24)")
         if self.base_model == TINY:
             self.tiny.check()
-        check_device(self.device)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}", field="precision",
                               fix=f"use one of {', '.join(PRECISIONS)}")
-        resolve_nproc(self.nproc, self.device)
         if self.prompt is not None:
             self.prompt.check()
 
@@ -219,19 +212,6 @@ def target_level(examples: pa.Table, clusters: pa.Table) -> int:
         raise SerendipError(f"targets span levels {sorted(levels)}", field="target_cluster_id",
                             fix="curate examples at one tree level")
     return int(levels.pop())
-
-
-def infer_prompt_config(examples: pa.Table) -> PromptConfig:
-    strategies = set(examples.column("strategy").to_pylist())
-    if len(strategies) != 1:
-        raise SerendipError(f"examples mix strategies {sorted(strategies)}", field="strategy",
-                            fix="build examples with one prompt strategy")
-    strategy = strategies.pop()
-    images = examples.column("images").to_pylist()
-    n = len(images[0] or []) if images else 0
-    thumb = bool(n == 1 and isinstance(images[0][0], str) and images[0][0].endswith("#thumb"))
-    return PromptConfig(strategy=strategy, n_frames=n if n in (1, 2, 4, 8) else 4,
-                        use_thumbnail=thumb)
 
 
 def example_targets(examples: pa.Table, prompt: PromptConfig) -> list[str]:
@@ -400,7 +380,7 @@ def _config_key(cfg: FinetuneConfig) -> dict:
     """Settings that must not change across a resume (cadence and length may)."""
     d = asdict(cfg)
     for k in ("steps", "eval_every", "eval_max_examples", "eval_batch_size", "save_every",
-              "keep_checkpoints", "device", "nproc", "precision", "time_budget_s"):
+              "keep_checkpoints", "precision", "time_budget_s"):
         d.pop(k)
     return json.loads(json.dumps(d, default=str))
 
@@ -474,33 +454,42 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
              out_dir: str | os.PathLike, prompt_config: PromptConfig | None = None,
              items: pa.Table | None = None, on_eval: EvalCallback | None = None,
              resume: bool = True, base_dir: str | None = None,
-             progress: bool = True) -> FinetuneResult:
+             progress: bool = True, device: str = "auto") -> FinetuneResult:
     """Train on the ``train`` split, evaluate on ``test``, save a model dir to ``out_dir``.
 
-    ``prompt_config`` is the config the examples were built with (curation.json); it is stored
-    with the model so inference builds prompts the same way. ``items`` (optional) adds titles
-    to the tiny tokenizer's corpus. ``on_eval(step, metrics)`` is called at every evaluation
-    (the CLI logs it to MLflow). With ``resume``, training continues from the latest
-    checkpoint under ``out_dir/work``. Paper §2 ("MLLM Fine-Tuning"), the prompt types of §3.1.
+    ``prompt_config`` (or ``cfg.prompt``) is the config the examples were built with
+    (``CurationResult.prompt``, curation.json's ``prompt`` manifest); it is stored with the
+    model as is, so inference builds prompts and samples frames the same way. ``items``
+    (optional) adds titles to the tiny tokenizer's corpus. ``on_eval(step, metrics)`` is
+    called at every evaluation (the CLI logs it to MLflow). With ``resume``, training
+    continues from the latest checkpoint under ``out_dir/work``. Paper §2 ("MLLM
+    Fine-Tuning"), the prompt types of §3.1.
 
     Args:
         examples: the curated examples (split ``train`` / ``test``). clusters: the tree's
             clusters; the model answers with their descriptions at the examples' level.
+        progress, device: run-time flags, not hyper-parameters: a progress bar; ``auto``
+            (CUDA when a GPU is visible) | ``cpu`` | ``cuda``. Data parallelism is the
+            caller's (:func:`serendip.mllm.stage.finetune_stage`, ``nproc``).
 
     Returns:
         FinetuneResult: held-out ``metrics`` (match rate and recall in [0, 1], with and without
         the trie), the eval ``history``, method, parameter counts, seconds.
 
     Raises:
-        ConfigError: a setting out of range, a prompt or strategy that disagrees with the
-            examples, a global batch smaller than the process count, or a checkpoint under
-            ``out_dir`` from another config (``resume``).
+        ConfigError: a setting out of range, no prompt config, a prompt or strategy that
+            disagrees with the examples, a global batch smaller than the process count, or a
+            checkpoint under ``out_dir`` from another config (``resume``).
         SerendipError: examples without a ``train`` split.
     """
     cfg.check()
     quiet_transformers()
     t0 = time.perf_counter()
-    prompt = prompt_config or cfg.prompt or infer_prompt_config(examples)
+    prompt = prompt_config or cfg.prompt
+    if prompt is None:               # never guessed from the examples (issue 13)
+        raise ConfigError("the prompt config the examples were built with is not given",
+                          field="prompt", fix="pass prompt_config (CurationResult.prompt, or "
+                                              "the prompt object of curation.json)")
     prompt.check()
     if cfg.prompt is not None and cfg.prompt != prompt:
         raise ConfigError(f"examples were built with {prompt}, the config asks for {cfg.prompt}",
@@ -518,7 +507,7 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
         raise SerendipError("no training examples (split == 'train')", field="examples",
                             fix="curate with a test_fraction below 1")
 
-    ctx = setup(cfg.device)
+    ctx = setup(device)
     if cfg.batch_size < ctx.world:
         raise ConfigError(f"batch_size={cfg.batch_size} is smaller than the {ctx.world} "
                           "processes", field="batch_size",

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from serendip.data.io import find_table, read_table
 from serendip.errors import SerendipError
-from serendip.prompts import PromptConfig
+from serendip.prompts import PromptConfig, read_prompt_manifest
 
 SELECTION = ["context_item_id", "target_cluster_id", "satisfaction", "split"]
 
@@ -45,7 +45,12 @@ class StageInputs:
 def load_inputs(workdir: str | os.PathLike, tree_dir: str | os.PathLike | None = None,
                 examples_dir: str | os.PathLike | None = None) -> StageInputs:
     """Tables of a work directory; ``tree_dir`` (clusters, item_clusters) and ``examples_dir``
-    (examples, curation.json) default to it — KFP passes them as separate artifacts."""
+    (examples, curation.json) default to it — KFP passes them as separate artifacts. The prompt
+    config is curation.json's ``prompt`` manifest, as curation wrote it.
+
+    Raises:
+        SchemaError: a missing or malformed table. SerendipError: no curation.json.
+        ConfigError: a curation.json without the prompt manifest (re-run curate)."""
     wd = Path(workdir)
     tree = Path(tree_dir or wd)
     exd = Path(examples_dir or wd)
@@ -57,15 +62,12 @@ def load_inputs(workdir: str | os.PathLike, tree_dir: str | os.PathLike | None =
         raise SerendipError(f"{cur_path} is missing", field="curation.json",
                             fix=f"run `serendip curate --data {exd}` first")
     curation = json.loads(cur_path.read_text())
+    prompt = read_prompt_manifest(curation, str(cur_path),
+                                  fix=f"re-run `serendip curate --data {exd}`")
     items = read_table(wd, "items")
     clusters = read_table(tree, "clusters")
     item_clusters = read_table(tree, "item_clusters", refs={"items": items, "clusters": clusters})
     examples = read_table(exd, "examples", refs={"items": items, "clusters": clusters})
-    strategies = set(examples.column("strategy").to_pylist())
-    prompt = PromptConfig(strategy=curation.get("strategy") or (strategies.pop() if strategies
-                                                                else "cot"),
-                          n_frames=int(curation.get("n_frames", 4)),
-                          use_thumbnail=bool(curation.get("use_thumbnail", False)))
     return StageInputs(wd, items, clusters, item_clusters, examples, curation, prompt,
                        int(curation.get("level", 3)), int(curation.get("delta", 1)))
 

@@ -482,34 +482,55 @@ def version_metric(name: str, version: str, metric: str) -> float:
                         fix="register versions with serendip finetune, or pass --reevaluate")
 
 
-def load_predictor(model_uri: str = f"models:/{MLLM}@{CHAMPION}",
-                   workdir: str | os.PathLike | None = None):
-    """The :class:`ClusterPredictor` behind a registered model URI; its ``model_version`` is
-    ``<name>/v<version>`` when the URI names a registered model."""
+def download_model(model_uri: str, workdir: str | os.PathLike | None = None,
+                   markers: tuple[str, ...] = ("serendip.json",),
+                   dest: str | os.PathLike | None = None) -> tuple[Path, str, str]:
+    """Download the artifacts of ``model_uri`` (``models:/<name>@<alias>``,
+    ``models:/<name>/<version>`` or ``runs:/<run>/<path>``) and return ``(directory, name,
+    version)``: the saved model directory inside (the first holding every file in
+    ``markers``: the MLLM's ``serendip.json`` by default), the registered name and the version
+    number (both empty for a ``runs:/`` URI). With ``dest`` the download is kept as
+    ``dest/<name>-v<version>`` and reused; without it, it goes to a temporary directory.
+
+    The registry part of :func:`serendip.mllm.models.load_predictor` (the one "registry URI or
+    directory → predictor" path) and of ``serendip export``'s champion lookup.
+
+    Raises:
+        SerendipError: an unknown name, alias or version (one line, field named), or a
+            version that holds no saved model directory. ServiceError: the tracking server
+            cannot be reached."""
+    import tempfile
+
     import mlflow
 
     setup(workdir)
+    name = version = ""
     if model_uri.startswith("models:/"):          # a clear line for unknown name/alias/version
-        ref = model_uri[len("models:/"):]
-        name, _, tail = ref.replace("@", "/@").partition("/")
-        resolve_version(name, tail or "@" + CHAMPION)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
-    except Exception as e:  # MlflowException, OSError: unknown name/alias/version
-        if _is_mlflow_error(e) and isinstance(translate(e), ServiceError):
-            raise translate(e, f"load {model_uri}") from None
-        raise SerendipError(f"cannot load {model_uri}: {_first_line(e)}",
-                            field="model", fix="check the name and alias (serendip promote "
-                                               "sets @champion)") from None
-    wrapper = pyfunc.unwrap_python_model()
-    predictor = wrapper.predictor
-    predictor.model_dir = Path(wrapper.model_dir)
-    if model_uri.startswith("models:/"):
-        ref = model_uri[len("models:/"):]
-        name, _, tail = ref.replace("@", "/@").partition("/")
-        version = resolve_version(name, tail) if tail else ""
-        predictor.model_version = f"{name}/v{version}" if version else name
-    return predictor
+        name, _, tail = model_uri[len("models:/"):].replace("@", "/@").partition("/")
+        version = resolve_version(name, tail or "@" + CHAMPION)
+    label = f"{name}-v{version}" if name else model_uri.split(":/", 1)[1].strip("/").replace(
+        "/", "-")
+    target = Path(dest) / label if dest is not None else Path(tempfile.mkdtemp()) / label
+    if not target.exists():
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        uri = f"models:/{name}/{version}" if name else model_uri
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
+        except Exception as e:  # MlflowException, OSError: an unknown run or path
+            if _is_mlflow_error(e) and isinstance(translate(e), ServiceError):
+                raise translate(e, f"load {model_uri}") from None
+            raise SerendipError(f"cannot load {model_uri}: {_first_line(e)}",
+                                field="model", fix="check the name and alias (serendip "
+                                                   "promote sets @champion)") from None
+        os.replace(tmp, target)
+    found = sorted((p.parent for p in target.rglob(markers[0])
+                    if all((p.parent / m).exists() for m in markers[1:])),
+                   key=lambda d: (len(d.parts), str(d)))
+    if not found:
+        raise SerendipError(f"{model_uri} holds no saved model directory (no {markers[0]})",
+                            field="model", fix="register models with the serendip commands")
+    return found[0], name, version
 
 
 # ---------------------------------------------------------------------------- promotion

@@ -116,22 +116,13 @@ def register_and_promote(retriever_dir: str | os.PathLike, metrics: dict, cfg,
 
 def load_retriever(model_uri: str = f"models:/{RETRIEVER}@{registry.CHAMPION}",
                    workdir: str | os.PathLike | None = None):
-    """The :class:`Retriever` behind a registered model URI (e.g. ``@champion``)."""
-    import mlflow
+    """The :class:`Retriever` behind a registered model URI (e.g. ``@champion``), downloaded by
+    :func:`serendip.platform.registry.download_model`.
 
-    from serendip.errors import SerendipError, ServiceError
+    Raises:
+        SerendipError: an unknown name, alias or version. ServiceError: no tracking server."""
+    from serendip.retriever import Retriever
 
-    registry.setup(workdir)
-    if model_uri.startswith("models:/"):          # a clear line for unknown name/alias/version
-        name, _, tail = model_uri[len("models:/"):].replace("@", "/@").partition("/")
-        registry.resolve_version(name, tail or "@" + registry.CHAMPION)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
-    except Exception as e:  # MlflowException, OSError: unknown name/alias/version
-        if registry._is_mlflow_error(e) and isinstance(registry.translate(e), ServiceError):
-            raise registry.translate(e, f"load {model_uri}") from None
-        raise SerendipError(f"cannot load {model_uri}: {str(e).splitlines()[0][:200]}",
-                            field="model", fix="check the name and alias (serendip "
-                                               "train-retriever sets @challenger/@champion)"
-                            ) from None
-    return pyfunc.unwrap_python_model().retriever
+    local, _, _ = registry.download_model(model_uri, workdir,
+                                          markers=("model.safetensors", "config.json"))
+    return Retriever.load(local)

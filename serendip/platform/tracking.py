@@ -1,6 +1,6 @@
 """MLflow implementation of :class:`serendip.tracking.Tracker` (runs, the model registry and
-the promotion gate of :mod:`serendip.platform.registry`), plus :func:`load_model`, the
-"registry URI or directory → predictor" resolution the CLI and the KFP components share."""
+the promotion gate of :mod:`serendip.platform.registry`). A registry URI or directory becomes
+a predictor through :func:`serendip.mllm.models.load_predictor`."""
 
 from __future__ import annotations
 
@@ -57,28 +57,3 @@ class MLflowTracker:
     def promote(self, version: str) -> tuple[bool, str]:
         res = registry.promote(registry.MLLM, version, workdir=self.workdir)
         return res.promoted, res.message
-
-
-def load_model(spec: str | None, workdir: str | os.PathLike, use_mlflow: bool = True):
-    """A ClusterPredictor from a ``models:/`` URI, a model directory, or (``spec`` empty) the
-    registry's champion, falling back to the newest ``<workdir>/mllm/*`` model.
-
-    Raises:
-        SerendipError: no model found (field ``--model``), or the registry refused the URI.
-    """
-    from serendip.mllm.inference import ClusterPredictor
-    from serendip.mllm.stage import newest_model_dir
-
-    if spec and not spec.startswith("models:/"):
-        return ClusterPredictor.load(spec, base_dir=str(workdir))
-    if use_mlflow:
-        if spec:
-            predictor = registry.load_predictor(spec, workdir)
-        else:
-            registry.setup(workdir)
-            if registry.alias_version(registry.MLLM, registry.CHAMPION) is None:
-                return ClusterPredictor.load(newest_model_dir(workdir), base_dir=str(workdir))
-            predictor = registry.load_predictor(workdir=workdir)
-        predictor.encoder.base_dir = str(Path(workdir))
-        return predictor
-    return ClusterPredictor.load(newest_model_dir(workdir), base_dir=str(workdir))

@@ -266,10 +266,10 @@ def replay_evaluation(wd: Path, src: Path, seed: int) -> dict:
     against that model on the training split; both written under ``wd/evaluation``."""
     from serendip.evaluation.baselines import baselines_stage
     from serendip.evaluation.replay import ReplayConfig, replay_stage
-    from serendip.mllm.inference import ClusterPredictor
+    from serendip.mllm.models import load_predictor
 
     level, delta = _level_delta(wd)
-    predictor = ClusterPredictor.load(wd / "mllm" / "champion", base_dir=str(wd))
+    predictor = load_predictor(wd / "mllm" / "champion", wd)
     rep = replay_stage(wd, src, ReplayConfig(level=level, delta=delta, seed=seed),
                        predictor=predictor)
     base = baselines_stage(wd, predictor=predictor)

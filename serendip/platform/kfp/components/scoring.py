@@ -54,14 +54,9 @@ def score_shard(data: Input[Dataset], tree: Input[Dataset], scores: Output[Datas
     if mlflow_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
     state = os.path.join(state_dir, f"shard-{shard}") if state_dir else scores.path
-    if model_uri.startswith(("models:/", "runs:/")):
-        from serendip.platform.registry import load_predictor
+    from serendip.mllm.models import load_predictor
 
-        predictor = load_predictor(model_uri, state)
-    else:
-        from serendip.mllm.inference import ClusterPredictor
-
-        predictor = ClusterPredictor.load(model_uri)
+    predictor = load_predictor(model_uri, state)     # registry URI or model directory
     cfg = ScoringConfig(coverage=coverage, batch_size=batch_size, chunk_size=chunk_size, k=k,
                         progress=False, shard=shard, num_shards=num_shards)
     result = scoring_stage(data.path, tree.path, state, predictor, cfg, out_dir=scores.path)
