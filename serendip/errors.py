@@ -24,7 +24,7 @@ class SerendipError(Exception):
 
 
 class SchemaError(SerendipError):
-    """A table violates its data contract (DESIGN.md §4)."""
+    """A table violates its data contract (README 'Data contracts')."""
 
     def __init__(self, table: str, column: str | None, message: str, fix: str):
         self.table = table

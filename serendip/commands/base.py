@@ -1,5 +1,5 @@
 """``serendip base build --out DIR``: assemble the pretrained base VLM offline (EfficientNet-Lite0
-vision tower + SmolLM2-135M-Instruct + a seeded projector, DESIGN.md §8) from the installed
+vision tower + SmolLM2-135M-Instruct + a seeded projector) from the installed
 registry packages. Idempotent: a directory that already holds the build of the installed
 package versions is left as it is. Fine-tune it with ``serendip finetune --set base_model=DIR``."""
 

@@ -1,7 +1,7 @@
 """Item media: thumbnails and frames as PIL images, from a file path, raw bytes, or a
 ``synth:`` URI that is rendered deterministically on demand.
 
-Synthetic media carry the latent topic visually (DESIGN.md §6): the main element's *shape*
+Synthetic media carry the latent topic visually (README 'The synthetic platform'): the main element's *shape*
 encodes the level-1 topic, its *colour* the level-2 topic, its *texture* the level-3 topic and
 its *layout* the level-4 topic. A small grey *motif* patch shows the texture of the topic's
 bridge (the serendipitous sibling its viewers enjoy). The thumbnail is clean and always shows
@@ -166,7 +166,7 @@ def render(v: Visual, kind: str, size: int = 64) -> Image.Image:
             _draw_motif(canvas, x, y, size, v.motif, corner=1)
     elif rng.random() < P_CUTAWAY:
         _draw(canvas, x, y, size, int(rng.integers(len(SHAPES))), int(rng.integers(360)),
-              int(rng.integers(len(TEXTURES))), int(rng.integers(4)), 0.1, rng)
+              int(rng.integers(len(TEXTURES))), int(rng.integers(len(LAYOUTS))), 0.1, rng)
     else:
         _draw(canvas, x, y, size, v.shape, (v.hue + int(rng.integers(-8, 9))) % 360,
               v.texture, v.layout, 0.06, rng)
@@ -245,14 +245,3 @@ def load_image(ref: str | bytes | os.PathLike, size: int | None = None,
     if size:
         img = img.resize((size, size), Image.BILINEAR)
     return img
-
-
-def item_images(thumbnail, frames, n_frames: int = 4, use_thumbnail: bool = False,
-                size: int | None = None, base_dir=None) -> list[Image.Image]:
-    """The visual input of one item: the thumbnail, or ``n_frames`` uniformly sampled frames."""
-    if use_thumbnail:
-        if thumbnail is None:
-            raise SerendipError("item has no thumbnail", field="thumbnail",
-                                fix="add a thumbnail or sample frames instead")
-        return [load_image(thumbnail, size, base_dir)]
-    return [load_image(f, size, base_dir) for f in sample_frames(list(frames or []), n_frames)]

@@ -5,7 +5,7 @@ dozens of public recommendation data sets: one tab-separated file per kind, a ty
 (``item_id:token``, ``movie_title:token_seq``, ``timestamp:float``, ``class:token_seq``) and one
 record per line; ``token_seq`` values are space-separated.
 
-What becomes what (DESIGN.md §4 contracts):
+What becomes what (README 'Data contracts'):
 
 * ``items``: ``item_id`` verbatim (never parsed as a number), ``title`` from a named field
   (default: the first of :data:`TITLE_FIELDS` in the ``.item`` header), ``impressions`` =

@@ -1,4 +1,4 @@
-"""Data contracts (DESIGN.md §4): one pyarrow schema per table and a ``validate`` that says how
+"""Data contracts (README 'Data contracts'): one pyarrow schema per table and a ``validate`` that says how
 to fix what is wrong.
 
 Validation *casts* safe type differences (int32 → int64, large_string → string, a CSV's string

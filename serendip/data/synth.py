@@ -1,6 +1,6 @@
 """The synthetic short-video platform: the embedded default data set with a known ground truth.
 
-Ground truth real logs never give (DESIGN.md §6):
+Ground truth real logs never give (README 'The synthetic platform'):
 
 * a latent 4-level topic taxonomy with readable names; items are spread over leaves so that
   every topic carries about the same traffic (the tree is meant to be recoverable);

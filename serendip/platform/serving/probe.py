@@ -1,6 +1,6 @@
 """``python -m serendip.platform.serving.probe``: a v2 client in its OWN process, for the
 serving tests and benchmarks — tritonclient.grpc must never share a process with kserve
-(protobuf clash, DESIGN §7), and a pytest or benchmark process may have imported kserve.
+(protobuf clash), and a pytest or benchmark process may have imported kserve.
 
 stdin: JSON ``{"url", "protocol", "cases": [...], "load": {...}?}``. A case is
 ``{"model", "inputs": {name: {"shape", "datatype", "data" | "b64"}}}``; the answer is

@@ -1,5 +1,5 @@
 """Run a real Triton Inference Server locally: the ``tritonserver`` binary of the
-``nvidia-pytriton`` 0.7.0 wheel (Triton 2.51), in its own numpy<2 venv (DESIGN §7).
+``nvidia-pytriton`` 0.7.0 wheel (Triton 2.51), in its own numpy<2 venv (``make triton-venv``).
 
 What makes it work on a plain CPU machine:
 
