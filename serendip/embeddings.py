@@ -40,7 +40,7 @@ distance between two random items is therefore about ``w² / Σ w²``.
 
 The block statistics (TF-IDF state, behaviour vectors of the warm items and the cold-start
 map) are fitted on the catalogue and kept in an :class:`Embedder` (saved beside the tree), so
-new items are embedded exactly like the catalogue before :func:`serendip.tree.assign_items`.
+new items are embedded exactly like the catalogue (:func:`serendip.tree.assign_new_items`).
 Embeddings are cached as ``embeddings.parquet`` (item_id, embedding) + ``embedder/`` in the
 work directory, keyed by a hash of the config, the item ids/titles/thumbnails and the
 interactions.
