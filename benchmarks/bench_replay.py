@@ -36,7 +36,7 @@ def _prepare(base: Path) -> tuple[Path, Path]:
     cluster_stage(wd, wd, ClusterConfig(branching=(4, 3, 4, 2),
                                             embedding=EmbeddingConfig(text_encoder="tfidf")))
     retriever_stage(wd, wd, wd, RetrieverConfig(epochs=5, holdout=0, patience=0,
-                                                progress=False, torchscript=False))
+                                                torchscript=False), progress=False)
     return raw, wd
 
 
@@ -54,9 +54,9 @@ def run(quick: bool = False) -> dict:
             data, wd = _prepare(tmp)
             source = "tests/data/ml-100k-subset (tree: tfidf 4/3/4/2, retriever 5 epochs)"
         out = Path(tempfile.mkdtemp(prefix="bench-replay-out-"))
-        cfg = ReplayConfig(n_bootstrap=200 if quick else 500, progress=False)
+        cfg = ReplayConfig(n_bootstrap=200 if quick else 500)
         t0 = time.perf_counter()
-        s = replay_stage(wd, data, cfg, out_dir=out)
+        s = replay_stage(wd, data, cfg, out_dir=out, progress=False)
         wall = time.perf_counter() - t0
         shutil.rmtree(out, ignore_errors=True)
         allm = s["subsets"]["all"]["arms"]

@@ -38,9 +38,9 @@ def run(quick: bool = False) -> dict:
         write_synth(synth, tmp)
         _, ic = truth_clusters(tmp)
         inter = pq.read_table(tmp / "interactions.parquet")
-        cfg = RetrieverConfig(holdout=3, progress=False)
+        cfg = RetrieverConfig(holdout=3)
         t0 = time.perf_counter()
-        result = train_retriever(inter, ic, cfg, tmp / "retriever")
+        result = train_retriever(inter, ic, cfg, tmp / "retriever", progress=False)
         train_s = time.perf_counter() - t0
         ev = result.metrics["eval"]
         out: dict = {"catalogue_items": synth.items, "interactions": synth.interactions,

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _tiny_cfg(**over) -> FinetuneConfig:
     return FinetuneConfig(**{"steps": 2, "batch_size": 4, "eval_every": 2, "save_every": 2,
-                             "eval_max_examples": 4, "device": "cpu", "nproc": 1,
+                             "eval_max_examples": 4,
                              "tiny": TinyVLMConfig(**TEST_TINY), **over})
 
 
@@ -59,7 +59,7 @@ def three_frames(synth_dir, tmp_path_factory):
     write_table(wd, "clusters", clusters)
     write_table(wd, "item_clusters", item_clusters, refs={"items": items})
     curate_stage(wd, cfg=CurationConfig(level=3, delta=1, prompt=PromptConfig("video", 3)))
-    out = finetune_stage(wd, root / "model", _tiny_cfg(), progress=False)
+    out = finetune_stage(wd, root / "model", _tiny_cfg(), progress=False, device="cpu", nproc=1)
     return wd, Path(out["model_dir"])
 
 
@@ -120,7 +120,7 @@ def test_finetune_never_guesses_the_prompt_from_the_examples(synth_dir, tmp_path
     count outside 1, 2, 4, 8 became 4; a real thumbnail path became one frame)."""
     examples, clusters, _, _ = truth_examples(synth_dir, PromptConfig("video", 2), n_items=16)
     with pytest.raises(ConfigError, match="prompt config") as e:
-        finetune(examples, clusters, _tiny_cfg(), tmp_path / "m", progress=False)
+        finetune(examples, clusters, _tiny_cfg(), tmp_path / "m", progress=False, device="cpu")
     assert e.value.field == "prompt"
     assert not (tmp_path / "m").exists()
 

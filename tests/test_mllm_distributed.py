@@ -10,23 +10,22 @@ from safetensors.torch import load_file
 
 from serendip.config import load_config
 from serendip.errors import ConfigError
-from serendip.mllm.distributed import Context, resolve_nproc
+from serendip.mllm.distributed import Context, check_device, resolve_nproc
 from serendip.mllm.inference import read_meta
 from serendip.mllm.stage import finetune_stage
 from serendip.mllm.train import FinetuneConfig
 from serendip.prompts import PromptConfig
 
 SETTINGS = {"steps": 4, "batch_size": 6, "eval_every": 4, "save_every": 4,
-            "eval_max_examples": 8, "reasoning_tokens": 12, "device": "cpu",
+            "eval_max_examples": 8, "reasoning_tokens": 12,
             **{f"tiny.{k}": v for k, v in TEST_TINY.items()}}
 
 
 def test_two_workers_match_one_process(synth_dir, tmp_path):
     wd = write_truth_workdir(synth_dir, tmp_path / "wd", PromptConfig("video", 1), n_items=48)
-    one = finetune_stage(wd, None, load_config(FinetuneConfig, settings={**SETTINGS, "nproc": 1}),
-                         run_name="one", progress=False)
-    two = finetune_stage(wd, None, load_config(FinetuneConfig, settings={**SETTINGS, "nproc": 2}),
-                         run_name="two", progress=False)
+    cfg = load_config(FinetuneConfig, settings=SETTINGS)
+    one = finetune_stage(wd, None, cfg, run_name="one", progress=False, device="cpu", nproc=1)
+    two = finetune_stage(wd, None, cfg, run_name="two", progress=False, device="cpu", nproc=2)
     assert read_meta(one["model_dir"])["world_size"] == 1
     assert read_meta(two["model_dir"])["world_size"] == 2
     assert two["metrics"]["step"] == 4 and two["metrics"]["match_rate_constrained"] == 1.0
@@ -46,6 +45,18 @@ def test_shards_cover_the_global_batch_and_bad_settings_are_named():
     assert resolve_nproc(0, "cpu") == 1 and resolve_nproc(3, "cpu") == 3
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device"):
-            load_config(FinetuneConfig, settings={"device": "cuda"})
+            check_device("cuda")
     with pytest.raises(ConfigError, match="device"):
-        load_config(FinetuneConfig, settings={"device": "tpu"})
+        check_device("tpu")
+
+
+def test_device_and_process_count_are_run_time_flags_not_settings(tmp_path):
+    """device and nproc are arguments of the stage (and CLI flags), not FinetuneConfig fields:
+    they do not enter the config, its hash or the run name (issue 13 step 2)."""
+    for key in ("device", "nproc"):
+        with pytest.raises(ConfigError, match=key):
+            load_config(FinetuneConfig, sets=[f"{key}=cpu" if key == "device" else f"{key}=2"])
+    with pytest.raises(ConfigError, match="device"):        # checked before any data is read
+        finetune_stage(tmp_path / "no-such-workdir", None, FinetuneConfig(), device="tpu")
+    with pytest.raises(ConfigError, match="nproc"):
+        finetune_stage(tmp_path / "no-such-workdir", None, FinetuneConfig(), nproc=-1)

@@ -85,7 +85,7 @@ def replayed(tmp_path_factory):
     cluster_stage(wd, wd, ClusterConfig(branching=(3, 2, 3, 2),
                                             embedding=EmbeddingConfig(text_encoder="tfidf")))
     retriever_stage(wd, wd, wd, RetrieverConfig(epochs=2, dim=16, holdout=0, patience=0,
-                                                progress=False, torchscript=False))
+                                                torchscript=False), progress=False)
     # a stand-in for `serendip score`: each item's answers start with its OWN cluster (which
     # the replay must skip), then its transition-ranked candidates
     from serendip.data.io import read_table
@@ -107,7 +107,7 @@ def replayed(tmp_path_factory):
                              "scored_at": pa.array([0] * n, pa.timestamp("s"))}
                             ).cast(SCHEMAS["item_serendipity"]),
                    wd / "item_serendipity.parquet")
-    summary = replay_stage(wd, raw, ReplayConfig(n_bootstrap=200, progress=False))
+    summary = replay_stage(wd, raw, ReplayConfig(n_bootstrap=200), progress=False)
     return raw, wd, info, summary, index
 
 
@@ -152,11 +152,11 @@ def test_no_serendipitous_arm_answers_the_context_cluster(replayed):
 
 def test_training_on_held_out_transitions_is_reported(replayed):
     raw, wd, _, _, _ = replayed
-    s = replay_stage(wd, wd.parent / "raw", ReplayConfig(n_bootstrap=50, progress=False),
-                     out_dir=wd / "evaluation-2")
+    s = replay_stage(wd, wd.parent / "raw", ReplayConfig(n_bootstrap=50),
+                     out_dir=wd / "evaluation-2", progress=False)
     assert s["heldout_in_training"] == 0
-    s = replay_stage(wd, wd, ReplayConfig(n_bootstrap=50, progress=False),
-                     out_dir=wd / "evaluation-3")    # models judged on logs they trained on
+    s = replay_stage(wd, wd, ReplayConfig(n_bootstrap=50),
+                     out_dir=wd / "evaluation-3", progress=False)    # models judged on logs they trained on
     assert s["heldout_in_training"] == s["n_cases"]
 
 
@@ -193,8 +193,8 @@ def test_cli_replay_and_write_split(replayed, tmp_path):
 
 def test_replay_metrics_are_deterministic(replayed):
     _, wd, _, summary, _ = replayed
-    again = replay_stage(wd, wd.parent / "raw", ReplayConfig(n_bootstrap=200, progress=False),
-                         out_dir=wd / "evaluation-4")
+    again = replay_stage(wd, wd.parent / "raw", ReplayConfig(n_bootstrap=200),
+                         out_dir=wd / "evaluation-4", progress=False)
     assert again["subsets"] == summary["subsets"]
     assert np.isfinite(summary["subsets"]["all"]["arms"]["ours"]["hr"]["value"])
 

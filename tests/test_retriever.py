@@ -16,7 +16,7 @@ from mllm_truth import truth_tables
 from serendip.errors import ConfigError, SerendipError
 from serendip.retriever import Retriever, RetrieverConfig, train_retriever, user_sequences
 
-FAST = dict(epochs=12, holdout=3, progress=False, seed=0)
+FAST = dict(epochs=12, holdout=3, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def trained(synth_dir, tmp_path_factory):
     _, _, ic = truth_tables(synth_dir)
     inter = pq.read_table(synth_dir / "interactions.parquet")
     out = tmp_path_factory.mktemp("retriever")
-    result = train_retriever(inter, ic, RetrieverConfig(**FAST), out)
+    result = train_retriever(inter, ic, RetrieverConfig(**FAST), out, progress=False)
     return result, ic, inter, out
 
 
@@ -149,7 +149,7 @@ def test_cli_train_retriever(synth_dir, tmp_path):
     _, _, ic = truth_tables(synth_dir)
     write_table(wd, "item_clusters", ic)
     rc = main(["train-retriever", "--workdir", str(wd), "--no-register",
-               "--set", "epochs=2", "--set", "progress=false", "--set", "torchscript=false"])
+               "--set", "epochs=2", "--quiet", "--set", "torchscript=false"])
     assert rc == 0
     r = Retriever.load(wd / "retriever")
     assert r.has_cluster(ic.column("c3")[0].as_py())

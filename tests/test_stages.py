@@ -16,7 +16,7 @@ from serendip.prompts import PromptConfig
 from serendip.tracking import NullTracker, Tracker
 
 SETTINGS = {"steps": 4, "batch_size": 6, "eval_every": 2, "save_every": 4,
-            "eval_max_examples": 8, "reasoning_tokens": 12, "device": "cpu", "nproc": 1,
+            "eval_max_examples": 8, "reasoning_tokens": 12,
             **{f"tiny.{k}": v for k, v in TEST_TINY.items()}}
 
 
@@ -61,7 +61,8 @@ def test_finetune_stage_reports_to_its_tracker_and_leaves_the_config_alone(synth
     assert cfg.prompt == prompt
     rec = Recorder()
     assert isinstance(rec, Tracker) and isinstance(NullTracker(), Tracker)
-    out = finetune_stage(wd, tmp_path / "model", cfg, tracker=rec, promote=True, progress=False)
+    out = finetune_stage(wd, tmp_path / "model", cfg, tracker=rec, promote=True, progress=False,
+                         device="cpu", nproc=1)
     assert cfg.prompt == prompt            # the caller's config is not changed (it was: None)
     assert out["model_dir"] == str(tmp_path / "model") and out["strategy"] == "text"
     assert (out["registered_version"], out["alias"], out["mlflow_run_id"]) == ("7", "challenger",
@@ -80,7 +81,7 @@ def test_finetune_stage_reports_to_its_tracker_and_leaves_the_config_alone(synth
 def test_finetune_stage_without_a_tracker_logs_nothing(synth_dir, tmp_path):
     wd = write_truth_workdir(synth_dir, tmp_path / "wd", PromptConfig("video", 1), n_items=48)
     out = finetune_stage(wd, None, load_config(FinetuneConfig, settings=SETTINGS),
-                         run_name="plain", progress=False)
+                         run_name="plain", progress=False, device="cpu", nproc=1)
     assert out["model_dir"] == str(wd / "mllm" / "plain")
     assert "registered_version" not in out and not (wd / "mlflow").exists()
 

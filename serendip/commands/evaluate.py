@@ -186,8 +186,7 @@ def _replay(args: argparse.Namespace) -> int:
     cfg = ReplayConfig(holdout_days=args.holdout_days, k=args.k_items, level=level,
                        delta=delta, serendipitous_share=args.share,
                        seed=int(args.seeds[0]) if isinstance(args.seeds, (list, tuple))
-                       else int(str(args.seeds).split(",")[0]),
-                       progress=not args.quiet)
+                       else int(str(args.seeds).split(",")[0]))
     if args.write_split:
         if data.resolve() == wd.resolve():
             raise SerendipError("--write-split would overwrite the full logs with the "
@@ -200,7 +199,8 @@ def _replay(args: argparse.Namespace) -> int:
         from serendip.mllm.models import load_predictor
 
         predictor = load_predictor(args.model, wd, registry=not args.no_mlflow)
-    summary = replay_stage(wd, data, cfg, predictor=predictor, out_dir=args.out)
+    summary = replay_stage(wd, data, cfg, predictor=predictor, out_dir=args.out,
+                           progress=not args.quiet)
     print(summary["markdown"])
     if summary["heldout_in_training"]:
         print(f"warning: {summary['heldout_in_training']} held-out transitions are in "

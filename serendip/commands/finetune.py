@@ -19,9 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML file with FinetuneConfig fields (`serendip config --list finetune`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a FinetuneConfig field (repeatable), e.g. --set steps=500 "
-                        "--set prompt.strategy=video --set tiny.text_hidden=192; "
-                        "--set nproc=4 trains data-parallel in 4 torchrun processes "
-                        "(default: one per visible GPU)")
+                        "--set prompt.strategy=video --set tiny.text_hidden=192 "
+                        "(`serendip config --list finetune` lists them all)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA when a GPU is visible (a run-time flag: not part of the "
+                        "config or the run name)")
+    p.add_argument("--nproc", type=int, default=0, metavar="N",
+                   help="data-parallel torchrun processes, >= 0 (default 0: one per visible "
+                        "GPU, 1 on the CPU)")
     p.add_argument("--run-name", default=None,
                    help="output folder <workdir>/mllm/<run-name>; re-running the same name "
                         "resumes from its last checkpoint (default: derived from the config)")
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         tracker = MLflowTracker(args.workdir).connect()   # a bad URI fails before training
     summary = finetune_stage(args.workdir, None, cfg, run_name=args.run_name, tracker=tracker,
                              promote=args.promote, resume=not args.no_resume,
-                             progress=not args.quiet)
+                             progress=not args.quiet, device=args.device, nproc=args.nproc)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

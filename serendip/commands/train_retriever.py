@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "(`serendip config --list train-retriever`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a RetrieverConfig field, e.g. --set epochs=10")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-register", action="store_true",
                    help="do not log/register the model in MLflow")
     p.add_argument("--no-promote", action="store_true",
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     # <workdir>/retriever is shared: the lock spans training AND registration, so a registered
     # version never pairs one run's weights with another run's metrics (issue 12, case 9)
     with workdir_lock(wd, "retriever", "train-retriever"):
-        result = retriever_stage(wd, wd, wd, cfg)
+        result = retriever_stage(wd, wd, wd, cfg, progress=not args.quiet)
         out = result.out_dir
         summary = {k: v for k, v in result.metrics.items()
                    if k not in ("train_loss", "eval") and not k.startswith("valid_")}

@@ -106,8 +106,6 @@ class ReplayConfig:
         "help": "bootstrap resamples for the 95% intervals; >= 1"})
     mllm_k: int = field(default=10, metadata={
         "help": "MLLM answers asked per context (the first candidate cluster wins); >= 1"})
-    progress: bool = field(default=True, metadata={
-        "help": "show a progress bar over the arms (a run-time flag, not a hyper-parameter)"})
 
     def __post_init__(self) -> None:
         from serendip.candidates import check_level_delta
@@ -616,12 +614,12 @@ def heldout_leak(workdir_interactions: pa.Table | None, heldout: pa.Table) -> in
 
 def replay_stage(workdir: str | Path, data_dir: str | Path | None = None,
                  cfg: ReplayConfig | None = None, predictor=None,
-                 out_dir: str | Path | None = None) -> dict:
+                 out_dir: str | Path | None = None, *, progress: bool = True) -> dict:
     """Replay the held-out transitions of ``data_dir`` (default: ``workdir``) through the
     models of ``workdir`` (retriever/, embeddings, clusters, and the MLLM: ``predictor``, a
     loaded ``ClusterPredictor``, if given, else item_serendipity.parquet); write
     ``replay.json`` and ``replay.md`` to ``out_dir`` (default ``<workdir>/evaluation``).
-    Returns the summary.
+    Returns the summary. ``progress``: a progress bar over the arms (a run-time flag).
 
     Raises:
         SerendipError: a missing model or table (names the stage to run), no held-out cases.
@@ -651,7 +649,7 @@ def replay_stage(workdir: str | Path, data_dir: str | Path | None = None,
     retriever = Retriever.load(wd / "retriever")
     cases = replay_cases(full, mask)
     bar = None
-    if cfg.progress:
+    if progress:
         from tqdm.auto import tqdm
 
         from serendip.data.io import has_table

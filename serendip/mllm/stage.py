@@ -51,7 +51,7 @@ def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
                    cfg=None, *, tree_dir: str | os.PathLike | None = None,
                    examples_dir: str | os.PathLike | None = None, run_name: str | None = None,
                    resume: bool = True, progress: bool = True, tracker: Tracker | None = None,
-                   promote: bool = False) -> dict:
+                   promote: bool = False, device: str = "auto", nproc: int = 0) -> dict:
     """Fine-tune on a work directory (or KFP's separate ``tree_dir`` / ``examples_dir``
     artifacts) and return a JSON-able summary: ``model_dir``, ``metrics`` (held-out match rate
     and recall, paper §3.1), ``baselines``, and with a tracker ``registered_version``.
@@ -65,8 +65,12 @@ def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
             takes the prompt curation chose. The caller's config is not changed.
         tracker: where the run is logged and the model registered (default: nowhere).
         promote: run the tracker's promotion gate right after registering.
+        progress, device, nproc: run-time flags, not hyper-parameters (they are not part of
+            the config, its hash or the run name): progress bars; ``auto`` (CUDA when a GPU
+            is visible) | ``cpu`` | ``cuda``; data-parallel processes, >= 0 (0: one per
+            visible GPU, 1 on the CPU).
 
-    With ``cfg.nproc`` > 1 (or 0 on a node with several GPUs) the work runs in that many
+    With ``nproc`` > 1 (or 0 on a node with several GPUs) the work runs in that many
     torchrun workers (data parallel, see serendip.mllm.distributed); rank 0 tracks.
 
     Raises:
@@ -76,18 +80,19 @@ def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
     import dataclasses
 
     from serendip.config import to_dict
-    from serendip.mllm.distributed import in_launched_worker, launch, resolve_nproc
+    from serendip.mllm.distributed import check_device, in_launched_worker, launch, resolve_nproc
     from serendip.mllm.train import FinetuneConfig
 
     cfg = FinetuneConfig() if cfg is None else dataclasses.replace(cfg)
     tracker = tracker if tracker is not None else NullTracker()
-    nproc = resolve_nproc(cfg.nproc, cfg.device)
+    check_device(device)
+    nproc = resolve_nproc(nproc, device)
     if nproc > 1 and not in_launched_worker():
         kind = type(tracker)
-        spec = {"workdir": str(workdir), "settings": {**to_dict(cfg), "nproc": nproc},
+        spec = {"workdir": str(workdir), "settings": to_dict(cfg),
                 "out_dir": out_dir, "tree_dir": tree_dir, "examples_dir": examples_dir,
                 "run_name": run_name, "promote": promote, "resume": resume,
-                "progress": progress,
+                "progress": progress, "device": device, "nproc": nproc,
                 "tracker": f"{kind.__module__}:{kind.__qualname__}" if is_tracking(tracker)
                 else None}
         return launch("serendip.mllm.stage:stage_worker", spec, nproc)
@@ -112,11 +117,11 @@ def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
     tables = training_tables(workdir, tree_dir, examples_dir)
     with lock:
         return _finetune_locked(inp, cfg, prompt, examples, name, out, tracker, promote,
-                                resume, progress, tables)
+                                resume, progress, tables, device)
 
 
 def _finetune_locked(inp, cfg, prompt, examples, name, out, tracker: Tracker, promote,
-                     resume, progress, tables) -> dict:
+                     resume, progress, tables, device) -> dict:
     from serendip.config import to_dict
     from serendip.mllm.evaluation import baselines, plot_history
     from serendip.mllm.train import finetune
@@ -130,7 +135,7 @@ def _finetune_locked(inp, cfg, prompt, examples, name, out, tracker: Tracker, pr
     def train(on_eval=None):
         return finetune(examples, inp.clusters, cfg, out, prompt_config=prompt, items=inp.items,
                         on_eval=on_eval, resume=resume, base_dir=str(inp.workdir),
-                        progress=progress)
+                        progress=progress, device=device)
 
     if not is_tracking(tracker):
         result = train()

@@ -56,8 +56,6 @@ class RetrieverConfig:
         "help": "add the item's c1..c4 cluster embeddings to its vector"})
     torchscript: bool = field(default=True, metadata={
         "help": "also export retriever.pt (TorchScript) for serving"})
-    progress: bool = field(default=True, metadata={
-        "help": "show a progress bar per epoch (a run-time flag, not a hyper-parameter)"})
 
     def __post_init__(self) -> None:
         self.check()
@@ -162,7 +160,8 @@ def evaluate(retriever: Retriever, cases: list[tuple[list[str], str]],
 
 
 def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
-                    cfg: RetrieverConfig, out_dir: str | Path | None = None) -> RetrieverResult:
+                    cfg: RetrieverConfig, out_dir: str | Path | None = None, *,
+                    progress: bool = True) -> RetrieverResult:
     """Train the SASRec retriever, evaluate it against popularity within the true next
     cluster, and save it to ``out_dir`` (if given). Deterministic under ``cfg.seed``. The
     low level of the paper's hierarchical framework (§2): a sequence model ranks the items of
@@ -240,7 +239,7 @@ def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses, valid_curve = [], []
     best, best_state, bad = -1.0, None, 0
-    bar = tqdm(range(cfg.epochs), desc="train retriever", unit="epoch", disable=not cfg.progress)
+    bar = tqdm(range(cfg.epochs), desc="train retriever", unit="epoch", disable=not progress)
     for _ in bar:
         model.train()
         order = rng.permutation(len(windows))
@@ -298,8 +297,8 @@ def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
 
 
 def retriever_stage(data_dir: str | Path, tree_dir: str | Path | None = None,
-                    out_dir: str | Path | None = None, cfg: RetrieverConfig | None = None
-                    ) -> RetrieverResult:
+                    out_dir: str | Path | None = None, cfg: RetrieverConfig | None = None, *,
+                    progress: bool = True) -> RetrieverResult:
     """Read interactions (``data_dir``) and item_clusters (``tree_dir``, default ``data_dir``),
     train, and save to ``<out_dir>/retriever`` (default ``data_dir``) — the entry point shared
     by ``serendip train-retriever`` and the KFP component (paper §2).
@@ -315,4 +314,4 @@ def retriever_stage(data_dir: str | Path, tree_dir: str | Path | None = None,
     interactions = read_table(data_dir, "interactions", refs={"items": items})
     item_clusters = read_table(tree_dir, "item_clusters", refs={"items": items})
     return train_retriever(interactions, item_clusters, cfg or RetrieverConfig(),
-                           Path(out_dir or data_dir) / "retriever")
+                           Path(out_dir or data_dir) / "retriever", progress=progress)

@@ -246,7 +246,7 @@ def replay_split(wd: Path, src: Path) -> dict:
     from serendip.evaluation.replay import ReplayConfig, write_replay_split
     from serendip.labels import ITEM_LABELS
 
-    out = write_replay_split(src, wd, ReplayConfig(progress=False))
+    out = write_replay_split(src, wd, ReplayConfig())
     truth = src / "truth"
     if truth.is_dir():                  # the synthetic platform's ground truth
         _replace_dir(truth, wd / "truth")

@@ -28,8 +28,8 @@ def train_retriever(data: Input[Dataset], tree: Input[Dataset], retriever: Outpu
     from serendip.retriever import RetrieverConfig, retriever_stage
 
     # every setting checked before any data is read
-    cfg = load_config(RetrieverConfig, settings={"progress": False, **(settings or {})})
-    result = retriever_stage(data.path, tree.path, retriever.path, cfg)
+    cfg = load_config(RetrieverConfig, settings=settings)
+    result = retriever_stage(data.path, tree.path, retriever.path, cfg, progress=False)
     m = result.metrics
     retriever.metadata.update({"model_version": result.retriever.model_version,
                                "n_items": m["n_items"]})
