@@ -73,20 +73,17 @@ def read_prompt_manifest(doc: dict, source: str, fix: str) -> PromptConfig:
 
     Raises:
         ConfigError: ``doc`` has no ``prompt`` object (``fix`` says which stage writes it), or
-            the object has an unknown field or a value out of range."""
-    from dataclasses import fields
+            the object has an unknown field, a value of the wrong type or out of range."""
+    from serendip.config import load_config
 
     manifest = doc.get("prompt") if isinstance(doc, dict) else None
     if not isinstance(manifest, dict):
         raise ConfigError(f"{source} has no prompt manifest (it was written by an older "
                           "version)", field="prompt", fix=fix)
-    unknown = sorted(set(manifest) - {f.name for f in fields(PromptConfig)})
-    if unknown:
-        raise ConfigError(f"{source}: unknown prompt field {unknown[0]!r}",
-                          field=f"prompt.{unknown[0]}", fix=fix)
-    cfg = PromptConfig(**manifest)
-    cfg.check()
-    return cfg
+    try:                                  # the one loader: types checked, no coercion guesses
+        return load_config(PromptConfig, settings=manifest)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e.message}", field=f"prompt.{e.field}", fix=fix) from None
 
 
 def build_prompt(cfg: PromptConfig, title: str, context_description: str) -> str:

@@ -97,6 +97,20 @@ def test_bad_files_and_pairs(tmp_path):
         section_class("finetuen")
 
 
+def test_the_prompt_manifest_is_read_by_the_same_loader():
+    from serendip.prompts import PromptConfig, read_prompt_manifest
+
+    doc = {"prompt": {"strategy": "video", "n_frames": 2, "use_thumbnail": False}}
+    assert read_prompt_manifest(doc, "curation.json", "re-curate") == PromptConfig("video", 2)
+    for manifest, field, words in (({"n_frame": 2}, "prompt.n_frame", "unknown setting"),
+                                   ({"n_frames": [2]}, "prompt.n_frames", "an integer"),
+                                   ({"strategy": "audio"}, "prompt.strategy", "audio")):
+        with pytest.raises(ConfigError) as e:
+            read_prompt_manifest({"prompt": manifest}, "curation.json", "re-curate")
+        msg = str(e.value)
+        assert msg.startswith(f"{field}: curation.json: ") and words in msg, msg
+
+
 # ---------------------------------------------------------------- every config class
 def _config_classes() -> list[type]:
     """Every config dataclass reachable from SECTIONS, nested ones included."""
