@@ -67,7 +67,7 @@ $(TRITON_STAMP): requirements-triton.txt constraints.txt setup.cfg pyproject.tom
 	$(TRITON_PIP) install -q -c constraints.txt torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
 	$(TRITON_PIP) install -q -c constraints.txt -r requirements-triton.txt 2>&1 | { grep -v "is ignored" || true; }
 	$(TRITON_PIP) install -q -c constraints.txt --no-deps --no-build-isolation -e . 2>&1 | { grep -v "is ignored" || true; }
-	$(TRITON_VENV)/bin/python -c "import numpy, pytriton, serendip.serving_core; assert numpy.__version__ < '2', numpy.__version__"
+	$(TRITON_VENV)/bin/python -c "import numpy, pytriton, serendip.serving.handlers; assert numpy.__version__ < '2', numpy.__version__"
 	@touch $(TRITON_STAMP)
 
 # The project image the KFP components run in (docker/Dockerfile): docker where its daemon

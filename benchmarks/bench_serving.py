@@ -39,7 +39,7 @@ def _mllm_batch(rows: int) -> dict:
 def _measure_backend(wd: Path, backend: str, n: int, quick: bool,
                      recommend_only: bool = False) -> dict:
     from serendip.platform.serving.harness import ServeProcess, probe
-    from serendip.serving_fixture import scored_item_ids
+    from serendip.testing.serving import scored_item_ids
 
     hits = scored_item_ids(wd)
     out: dict = {}
@@ -89,10 +89,11 @@ def _in_process(wd: Path) -> dict:
     """Predictor batch-of-8 latency without a server, and cache vs Feast lookups."""
     import numpy as np
 
-    from serendip.model_repository import latest_mllm_dir
     from serendip.platform.serving.lookup import ClusterLookup
-    from serendip.serving_core import ClusterCache, MllmHandler
-    from serendip.serving_fixture import scored_item_ids
+    from serendip.serving.cluster_choice import ClusterCache
+    from serendip.serving.handlers import MllmHandler
+    from serendip.serving.repository import latest_mllm_dir
+    from serendip.testing.serving import scored_item_ids
 
     h = MllmHandler.load(latest_mllm_dir(wd))
     batch = {"TITLE": np.array([[f"clip {i}".encode()] for i in range(8)], dtype=object),
@@ -128,7 +129,7 @@ def _lookup_ms(wd: Path) -> dict:
     import numpy as np
 
     from serendip.platform.serving.lookup import ClusterLookup
-    from serendip.serving_fixture import scored_item_ids
+    from serendip.testing.serving import scored_item_ids
 
     lookup = ClusterLookup(wd, "auto")
     items = scored_item_ids(wd)[:200]
@@ -182,7 +183,7 @@ def run(quick: bool = False) -> dict:
 
     from serendip.platform import features
     from serendip.platform.serving.triton import triton_available
-    from serendip.serving_fixture import FixtureConfig, build_serving_workdir
+    from serendip.testing.serving import FixtureConfig, build_serving_workdir
 
     n = 1000 if quick else 10_000
     result: dict = {"requests_per_protocol": n, "concurrency": 8,
@@ -235,7 +236,7 @@ def run_stores(n: int = 2000) -> dict:
 
     from serendip.platform import features
     from serendip.platform.serving.triton import triton_available
-    from serendip.serving_fixture import FixtureConfig, build_serving_workdir
+    from serendip.testing.serving import FixtureConfig, build_serving_workdir
 
     backend = "triton" if triton_available() else "kserve"
     result: dict = {"requests_per_protocol": n, "concurrency": 8, "backend": backend,

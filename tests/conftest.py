@@ -17,6 +17,9 @@ try:  # on a loaded 2-core machine torch with 2 threads can be ~200x slower
 except ImportError:  # pragma: no cover
     pass
 
+# the serving fixtures (served work directory, mllm/retriever handlers), one copy for all modules
+pytest_plugins = ["serving_fixtures"]
+
 SMALL = dict(items=600, users=200, interactions=8000, seed=7, branching=(2, 2, 3, 2))
 
 

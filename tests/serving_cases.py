@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from PIL import Image
-from serving_workdir import cluster_members, scored_items, unscored_items
+from serving_fixtures import cluster_members, scored_items, unscored_items
 
 from serendip.platform.serving.harness import ServeProcess, probe, tensor
 

@@ -127,9 +127,9 @@ def test_rows_that_leave_the_offline_table_leave_the_online_store(tmp_path):
     """Issue 12 case 8: a re-score with a smaller coverage and another model leaves 4 rows in
     item_serendipity; the online store then serves exactly those 4 (the 6 others are misses),
     and the Feast lookup agrees with the snapshot the Triton ``recommend`` model reads."""
-    from serendip.model_repository import export_recommend_snapshot
     from serendip.platform import features
     from serendip.platform.serving.lookup import ClusterLookup
+    from serendip.serving.repository import export_recommend_snapshot
     from tests.serving_redis import write_scores
 
     ids = [f"v{i}" for i in range(10)]

@@ -76,7 +76,7 @@ def _run(container: str, *cmd: str, volumes=(), timeout=900) -> subprocess.Compl
 def test_image_has_cpu_torch_the_stack_and_a_non_root_user(container):
     probe = ("import json, os, torch, kfp, serendip, serendip.platform.kfp.pipelines.training; "
              "from serendip.platform.features import source_repo; "
-             "from serendip.model_repository import template_dir; "
+             "from serendip.serving.repository import template_dir; "
              "print(json.dumps(dict(torch=torch.__version__, cuda=torch.version.cuda, "
              "uid=os.getuid(), kfp=kfp.__version__, feast=str(source_repo()), "
              "templates=str(template_dir()))))")
@@ -85,8 +85,10 @@ def test_image_has_cpu_torch_the_stack_and_a_non_root_user(container):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["torch"].startswith("2.13.0") and got["cuda"] is None  # the CPU build
     assert got["uid"] == 1000
-    assert got["feast"] == "/opt/serendip/feature_repo"
-    assert got["templates"] == "/opt/serendip/model_repository"
+    # templates are package data of the installed (non-editable) package
+    site = "/opt/venv/lib/python3.11/site-packages/serendip/"
+    assert got["feast"] == site + "platform/feature_repo"
+    assert got["templates"] == site + "serving/model_repository"
     cli = _run(container, "serendip", "--help")
     assert cli.returncode == 0 and "cluster" in cli.stdout
 

@@ -30,7 +30,7 @@ def test_every_caller_picks_the_model_saved_last(workdir):
     from serendip.evaluation.workdir import latest_model_dir as sim_latest
     from serendip.mllm.stage import newest_model_dir
     from serendip.mllm.workdir import latest_model_dir
-    from serendip.model_repository import latest_mllm_dir
+    from serendip.serving.repository import latest_mllm_dir
 
     want = workdir / "mllm" / "alpha"
     assert latest_model_dir(workdir) == want

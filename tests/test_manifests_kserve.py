@@ -89,7 +89,8 @@ def test_triton_predictor_on_gpu_nodes(name):
     # the models a predictor loads exist in the committed repository
     for arg in m.get("args", []):
         if arg.startswith("--load-model="):
-            assert (ROOT / "model_repository" / arg.split("=", 1)[1] / "config.pbtxt").exists()
+            templates = ROOT / "serendip" / "serving" / "model_repository"
+            assert (templates / arg.split("=", 1)[1] / "config.pbtxt").exists()
 
 
 def test_recommend_is_a_transformer_in_front_of_triton_with_the_feast_secret():

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from serving_workdir import scored_items, served_workdir, unscored_items
+from serving_fixtures import scored_items, unscored_items
 
 from serendip.platform.serving.harness import ServeProcess
 
@@ -17,8 +17,8 @@ parser = pytest.importorskip("prometheus_client.parser")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    wd = served_workdir(tmp_path_factory, feast=True)
+def server(served_wd):
+    wd = served_wd
     s = ServeProcess(wd, "kserve", extra=["--features", "feast"]).start()
     yield s, wd
     s.stop()

@@ -143,8 +143,9 @@ def data(synth_dir):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_finetune_predict_export_serve(family, data, synth_dir, tmp_path):
-    from serendip.model_repository import ExportSource, export_model
-    from serendip.serving_core import MllmHandler, mllm_request
+    from serendip.serving.handlers import MllmHandler
+    from serendip.serving.infer_requests import mllm_request
+    from serendip.serving.repository import ExportSource, export_model
 
     prompt, examples, clusters, items, corpus = data
     model, processor = globals()[f"build_{family}"](corpus)

@@ -14,7 +14,7 @@ import pytest
 from serving_redis import redis_env, redis_server, write_scores  # noqa: F401 — fixtures
 
 from serendip.errors import ConfigError
-from serendip.serving_core import ServerFault
+from serendip.serving.errors import ServerFault
 
 pytest.importorskip("feast")
 redis = pytest.importorskip("redis")

@@ -54,13 +54,14 @@ def _json_recommend(http: str, item: str, k: int = 3) -> dict:
 
 
 @pytest.mark.slow
-def test_transformer_and_triton_recommend_read_redis_and_agree(tmp_path_factory, redis_env):  # noqa: F811,E501
+def test_transformer_and_triton_recommend_read_redis_and_agree(tmp_path_factory, request,
+                                                               redis_env):  # noqa: F811,E501
     """`serve` with SERENDIP_FEAST_ONLINE_STORE=redis: the KServe transformer (through Feast)
     and Triton's BLS `recommend` (Redis read directly) answer from the same rows; after a
     smaller re-score both serve the removed item as a miss (the MLLM answers)."""
     import shutil
 
-    from serving_workdir import scored_items, served_workdir
+    from serving_fixtures import scored_items
 
     from serendip.platform import features
     from serendip.platform.serving.harness import ServeProcess
@@ -68,7 +69,7 @@ def test_transformer_and_triton_recommend_read_redis_and_agree(tmp_path_factory,
 
     if not triton_available():
         pytest.skip("Triton venv (.venv-triton) missing: run `make triton-venv`")
-    base = served_workdir(tmp_path_factory, feast=True)
+    base = request.getfixturevalue("served_wd")
     wd = tmp_path_factory.mktemp("redis-served") / "wd"
     shutil.copytree(base, wd, ignore=shutil.ignore_patterns("feature_repo", "model_repository",
                                                             "*.log", ".serve"))

@@ -7,14 +7,13 @@ import signal
 
 import pytest
 from serving_cases import check_plain_json, run_backend_checks
-from serving_workdir import served_workdir
 
 from serendip.platform.serving.harness import ServeProcess
 
 
 @pytest.fixture(scope="module")
-def kserve_server(tmp_path_factory):
-    wd = served_workdir(tmp_path_factory, feast=True)
+def kserve_server(served_wd):
+    wd = served_wd
     server = ServeProcess(wd, "kserve", extra=["--features", "table"]).start()
     yield server, wd
     if server.alive():
@@ -59,7 +58,7 @@ def test_kserve_binds_loopback_only_and_stops_on_sigint(kserve_server):
 
 
 @pytest.mark.slow
-def test_auto_backend_falls_back_to_kserve_when_triton_cannot_start(tmp_path_factory):
+def test_auto_backend_falls_back_to_kserve_when_triton_cannot_start(request):
     import socket
 
     from serendip.platform.serving.harness import probe
@@ -67,7 +66,7 @@ def test_auto_backend_falls_back_to_kserve_when_triton_cannot_start(tmp_path_fac
 
     if not triton_available():
         pytest.skip("Triton venv missing: auto selects kserve directly")
-    wd = served_workdir(tmp_path_factory, feast=True)
+    wd = request.getfixturevalue("served_wd")
     server = ServeProcess(wd, "auto", extra=["--features", "table"])
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", server.ports[2]))       # Triton's HTTP port is taken

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 from serving_cases import check_plain_json, check_recommend, cli_recommend, run_backend_checks
-from serving_workdir import cluster_members, scored_items, served_workdir, unscored_items
+from serving_fixtures import cluster_members, scored_items, unscored_items
 
 from serendip.platform.serving.harness import ServeProcess, probe
 from serendip.platform.serving.triton import triton_available
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def triton_server(tmp_path_factory):
-    wd = served_workdir(tmp_path_factory, feast=True)
+def triton_server(served_wd):
+    wd = served_wd
     server = ServeProcess(wd, "triton").start()
     yield server, wd
     if server.alive():

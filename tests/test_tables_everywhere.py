@@ -117,8 +117,8 @@ def test_serving_catalogue_items_file_is_validated(tmp_path):
 
 
 def test_snapshot_and_features_read_csv_tables(csv_wd, tmp_path):
-    from serendip.model_repository import export_recommend_snapshot
     from serendip.platform.features import item_clusters_source
+    from serendip.serving.repository import export_recommend_snapshot
 
     src = item_clusters_source(csv_wd)
     assert src is not None and src.column("item_id").to_pylist() == ["001", "002", "003", "004"]
@@ -226,7 +226,7 @@ def test_one_media_resolver(tmp_path):
 
 def test_serving_request_reads_media_from_the_data_dir(csv_wd, tmp_path, monkeypatch):
     from serendip.platform.serving.lookup import ItemCatalog
-    from serendip.serving_core import mllm_request
+    from serendip.serving.infer_requests import mllm_request
 
     monkeypatch.chdir(tmp_path)
     arrays = mllm_request(ItemCatalog(csv_wd)("001"))

@@ -1,7 +1,7 @@
 """``serendip export``: write the Triton model repository (``<workdir>/model_repository``) from
 the ``@champion`` registry versions (default when an MLflow store exists) or from local model
-directories — configs and Python-backend code from ``model_repository/``, weights into the
-version folders."""
+directories — configs and Python-backend code from the packaged templates
+(``serendip/serving/model_repository/``), weights into the version folders."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _local(model: str, args, wd):
     from pathlib import Path
 
     from serendip.errors import SerendipError
-    from serendip.model_repository import ExportSource, latest_mllm_dir
+    from serendip.serving.repository import ExportSource, latest_mllm_dir
 
     given = getattr(args, model)
     path = Path(given) if given else (latest_mllm_dir(wd) if model == "mllm"
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _export(args, wd, out) -> None:
     from serendip.errors import SerendipError
-    from serendip.model_repository import MODELS, export_repository
+    from serendip.serving.repository import MODELS, export_repository
 
     sources = []
     for model in MODELS:

@@ -1,12 +1,13 @@
 """Feast adapter: the per-run feature repo, offline sources, apply, materialize, online reads.
 
-* :func:`prepare_repo` copies ``feature_repo/`` into ``<workdir>/feature_repo`` (registry, sqlite
-  online store and offline parquet under its ``data/``), so runs never share a store; with
-  ``SERENDIP_FEAST_ONLINE_STORE=redis`` the copy uses the Redis ``feature_store.yaml``.
+* :func:`prepare_repo` copies the packaged ``feature_repo/`` (package data) into
+  ``<workdir>/feature_repo`` (registry, sqlite online store and offline parquet under its
+  ``data/``), so runs never share a store; with ``SERENDIP_FEAST_ONLINE_STORE=redis`` the copy
+  uses the Redis ``feature_store.yaml``.
 * :func:`write_sources` turns the work directory's tables into the feature views' offline
   sources (``item_clusters`` + cluster descriptions; ``item_serendipity`` as scored).
 * :func:`sync` = prepare + sources + ``store.apply`` + ``materialize_incremental`` — the Python
-  API, not the CLI (``import feast`` alone costs seconds; apply is ~0.02 s, DESIGN §7). A view
+  API, not the CLI (``import feast`` alone costs seconds; apply is ~0.02 s). A view
   never materialized before gets a full materialization first, so rows scored long ago (older
   than the TTL window ``materialize_incremental`` starts from) still reach a fresh store.
 * :class:`OnlineFeatures` is the serving read: one ``get_online_features`` call for all ids of a
@@ -24,13 +25,18 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from serendip.data.io import atomic_write_bytes, atomic_write_parquet, find_table, has_table, read_table
 from serendip.errors import ConfigError, SerendipError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 REPO_ENV = "SERENDIP_FEATURE_REPO"            # a feature_repo/ folder to copy (default: ours)
 ONLINE_ENV = "SERENDIP_FEAST_ONLINE_STORE"    # "sqlite" (default) or "redis"
@@ -43,13 +49,18 @@ FEATURES: dict[str, tuple[str, ...]] = {
 }
 
 
-def source_repo() -> Path:
-    """The feature_repo/ folder to copy: ``$SERENDIP_FEATURE_REPO`` or the project's own."""
+def source_repo() -> Path | Traversable:
+    """The Feast repo to copy: ``$SERENDIP_FEATURE_REPO``, else the one shipped as package data
+    (``serendip/platform/feature_repo``, found wherever the package is installed).
+
+    Raises:
+        ConfigError: the folder has no ``definitions.py``."""
     env = os.environ.get(REPO_ENV)
-    repo = Path(env) if env else Path(__file__).resolve().parents[2] / "feature_repo"
-    if not (repo / "definitions.py").exists():
+    repo = Path(env) if env else resources.files("serendip.platform") / "feature_repo"
+    if not (repo / "definitions.py").is_file():
         raise ConfigError(f"no Feast repo at {repo} (definitions.py missing)", field=REPO_ENV,
-                          fix="set SERENDIP_FEATURE_REPO to the project's feature_repo/ folder")
+                          fix="unset SERENDIP_FEATURE_REPO (the packaged repo) or point it at "
+                              "a folder holding definitions.py and feature_store.yaml")
     return repo
 
 
@@ -57,7 +68,7 @@ def repo_dir(workdir: str | os.PathLike) -> Path:
     return Path(workdir) / "feature_repo"
 
 
-def _online_yaml(src: Path) -> Path:
+def _online_yaml(src: Path | Traversable) -> Path | Traversable:
     kind = os.environ.get(ONLINE_ENV, "sqlite").strip().lower()
     if kind == "sqlite":
         return src / "feature_store.yaml"

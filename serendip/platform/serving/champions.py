@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from serendip.model_repository import ExportSource
+from serendip.serving.repository import ExportSource
 
 REGISTERED = {"mllm": "serendip-mllm", "retriever": "serendip-retriever"}
 MARKERS = {"mllm": ("serendip.json",), "retriever": ("model.safetensors", "config.json")}

@@ -1,8 +1,8 @@
 """v2 client (``tritonclient``, HTTP or gRPC) for ``serendip recommend``, tests and benchmarks.
 
 The same client talks to Triton, to the KServe fallback and to the ``recommend`` transformer:
-all speak the v2 protocol with the tensors of :mod:`serendip.serving_core`. Never use the gRPC
-protocol in a process that imported ``kserve`` (protobuf clash, DESIGN §7).
+all speak the v2 protocol with the tensors of :mod:`serendip.serving.contracts`. Never use the gRPC
+protocol in a process that imported ``kserve`` (protobuf clash).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from serendip.errors import SerendipError
-from serendip.serving_core import NUMPY_DTYPES, SPECS
+from serendip.serving.contracts import NUMPY_DTYPES, SPECS
 
 DEFAULT_URLS = {"http": "127.0.0.1:8080", "grpc": "127.0.0.1:8081"}
 

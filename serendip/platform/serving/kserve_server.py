@@ -6,12 +6,12 @@
   scored yet) and asks Triton's ``retriever`` for the top-k inside that cluster, over gRPC.
 * :class:`HandlerModel` — the KServe *fallback* predictor: ``mllm`` / ``retriever`` served by
   KServe itself when no Triton is available, with the same tensors, the same checks and
-  Triton-style dynamic batching (:class:`~serendip.serving_core.MicroBatcher`).
+  Triton-style dynamic batching (:class:`~serendip.serving.batching.MicroBatcher`).
 * :class:`LoopbackModelServer` — kserve 0.21's ``ModelServer`` hard-codes ``0.0.0.0`` (REST)
   and ``[::]`` (gRPC); this subclass binds a given host (127.0.0.1 locally) instead.
 
 Never import ``tritonclient.grpc`` here: with kserve in the same process its protobufs clash
-(DESIGN §7). kserve's own async gRPC client talks to Triton.
+kserve's own async gRPC client talks to Triton.
 """
 
 from __future__ import annotations
@@ -25,24 +25,24 @@ from collections.abc import Mapping
 import numpy as np
 
 from serendip.errors import SerendipError
-from serendip.serving_core import (
+from serendip.serving.batching import MicroBatcher
+from serendip.serving.cluster_choice import ClusterCache, ClusterChoice
+from serendip.serving.contracts import (
     MLLM,
     NUMPY_DTYPES,
     RECOMMEND,
     RETRIEVER,
-    ClusterCache,
-    ClusterChoice,
-    MicroBatcher,
     ModelSpec,
-    RecommendFlow,
-    ServerFault,
     check_tensors,
+)
+from serendip.serving.errors import ServerFault, remote_error
+from serendip.serving.infer_requests import (
     first_row_choice,
     first_row_items,
     mllm_request,
-    remote_error,
     retriever_request,
 )
+from serendip.serving.recommend import RecommendFlow
 
 
 def import_kserve():
@@ -106,7 +106,7 @@ InferRequest.from_bytes = classmethod(_from_bytes_keep_binary)
 
 
 class ServingFault(InferenceError):
-    """A :class:`~serendip.serving_core.ServerFault` on its way out: KServe answers
+    """A :class:`~serendip.serving.errors.ServerFault` on its way out: KServe answers
     ``InferenceError`` with HTTP 500 and its message; over gRPC kserve 0.21 would say
     INVALID_ARGUMENT, so :class:`_StatusInterceptor` answers INTERNAL instead."""
 

@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from serendip.data.io import has_table, read_table, read_table_at
 from serendip.errors import SerendipError
-from serendip.serving_core import ClusterChoice, ServerFault, top_choice
+from serendip.serving.cluster_choice import ClusterChoice, top_choice
+from serendip.serving.errors import ServerFault
 
 
 class ClusterLookup:

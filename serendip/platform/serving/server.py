@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serendip.errors import ConfigError, SerendipError
-from serendip.model_repository import (
+from serendip.platform.serving.ports import check_ports_free
+from serendip.serving.repository import (
     MODELS,
     ExportSource,
     export_recommend_snapshot,
@@ -31,7 +32,6 @@ from serendip.model_repository import (
     exported_versions,
     latest_mllm_dir,
 )
-from serendip.platform.serving.ports import check_ports_free
 
 BACKENDS = ("auto", "triton", "kserve")
 
@@ -148,7 +148,8 @@ def serve(cfg: ServeConfig) -> int:
         RecommendTransformer,
     )
     from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
-    from serendip.serving_core import ClusterCache, MllmHandler, RetrieverHandler
+    from serendip.serving.cluster_choice import ClusterCache
+    from serendip.serving.handlers import MllmHandler, RetrieverHandler
 
     # Triton's BLS recommend reads the same cluster source as the transformer (model.py)
     os.environ["SERENDIP_SERVE_FEATURES"] = cfg.features if cfg.features != "auto" else (

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from serendip.platform.serving.kserve_server import LoopbackModelServer, RecommendTransformer
     from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
-    from serendip.serving_core import ClusterCache
+    from serendip.serving.cluster_choice import ClusterCache
 
     lookup = ClusterLookup(args.workdir, args.features, feature_repo=args.feature_repo
                            if not args.workdir else None)

@@ -17,8 +17,8 @@ def export(repository: Output[Model], mlflow_uri: str = "", alias: str = "champi
     import os
     import tempfile
 
-    from serendip.model_repository import MODELS, export_repository, exported_versions
     from serendip.platform.serving.champions import champion_source
+    from serendip.serving.repository import MODELS, export_repository, exported_versions
 
     if mlflow_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri

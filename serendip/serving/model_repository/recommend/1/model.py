@@ -1,4 +1,4 @@
-"""Triton Python backend for ``recommend`` (BLS): ``serendip.serving_core.RecommendFlow`` with a
+"""Triton Python backend for ``recommend`` (BLS): ``serendip.serving.recommend.RecommendFlow`` with a
 snapshot lookup and async BLS calls to ``mllm`` and ``retriever`` (see config.pbtxt)."""
 
 import asyncio
@@ -12,7 +12,9 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
-        from serendip.serving_core import MLLM, RETRIEVER, ClusterCache, RecommendFlow
+        from serendip.serving.cluster_choice import ClusterCache
+        from serendip.serving.contracts import MLLM, RETRIEVER
+        from serendip.serving.recommend import RecommendFlow
 
         weights = Path(args["model_repository"]) / args["model_version"] / "weights"
         meta = json.loads((weights / "snapshot.json").read_text())
@@ -41,7 +43,7 @@ class TritonPythonModel:
                f"a snapshot of {meta.get('scored_items')} scored items"))
 
     async def _bls(self, model, arrays):
-        from serendip.serving_core import remote_error
+        from serendip.serving.errors import remote_error
 
         req = pb_utils.InferenceRequest(
             model_name=model, requested_output_names=self.outputs[model],
@@ -53,19 +55,20 @@ class TritonPythonModel:
                 for n in self.outputs[model]}
 
     async def _predict(self, info):
-        from serendip.serving_core import first_row_choice, mllm_request
+        from serendip.serving.infer_requests import first_row_choice, mllm_request
 
         return first_row_choice(await self._bls("mllm", mllm_request(info)))
 
     async def _retrieve(self, history, cluster_id, k):
-        from serendip.serving_core import first_row_items, retriever_request
+        from serendip.serving.infer_requests import first_row_items, retriever_request
 
         return first_row_items(await self._bls("retriever",
                                                retriever_request(history, cluster_id, k)))
 
     async def execute(self, requests):
         from serendip.errors import SerendipError
-        from serendip.serving_core import RECOMMEND, ServerFault
+        from serendip.serving.contracts import RECOMMEND
+        from serendip.serving.errors import ServerFault
 
         async def one(r):
             arrays = {}

@@ -1,6 +1,7 @@
 """Write a Triton model repository (``<workdir>/model_repository``) from trained model
-directories: the committed ``model_repository/<model>/config.pbtxt`` + ``1/model.py`` templates,
-and the weights copied into the version folder, ``<model>/<version>/weights/``.
+directories: the ``<model>/config.pbtxt`` + ``<model>/1/model.py`` templates shipped as package
+data (``serendip/serving/model_repository/``), and the weights copied into the version folder,
+``<model>/<version>/weights/``.
 
 The version folder is the registry version number of the exported model (``@champion``), so
 Triton's default policy (serve the latest version) follows the registry. Each model is
@@ -15,22 +16,29 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serendip.data.io import atomic_write_bytes
 from serendip.errors import SerendipError
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 MODELS = ("mllm", "retriever")
 
 
-def template_dir() -> Path:
-    """The committed templates: ``$SERENDIP_MODEL_TEMPLATES`` or ``<repo>/model_repository``."""
-    env = os.environ.get("SERENDIP_MODEL_TEMPLATES")
-    d = Path(env) if env else Path(__file__).resolve().parents[1] / "model_repository"
-    if not (d / "mllm" / "config.pbtxt").exists():
+def template_dir() -> Traversable:
+    """The Triton templates shipped with the package (``serendip/serving/model_repository``,
+    package data: found wherever the package is installed, whatever the working directory).
+
+    Raises:
+        SerendipError: the installed package lacks its templates (a broken install)."""
+    d = resources.files("serendip.serving") / "model_repository"
+    if not (d / "mllm" / "config.pbtxt").is_file():
         raise SerendipError(f"no model repository templates at {d}", field="templates",
-                            fix="run from a source checkout, or set SERENDIP_MODEL_TEMPLATES "
-                                "to a copy of the repository's model_repository/")
+                            fix="reinstall serendip (its package data is missing)")
     return d
 
 
@@ -56,7 +64,7 @@ def _check_source(src: ExportSource) -> None:
                             fix="Triton versions are positive integers")
 
 
-def _swap_in(model: str, version: int, repository: Path, templates: Path,
+def _swap_in(model: str, version: int, repository: Path, templates: Traversable,
              fill: Callable[[Path], None], meta: dict, instances: int | None = None) -> Path:
     """Write ``<repository>/<model>/`` in a temporary folder (outside the repository: Triton
     scans it) and swap it in with renames."""
@@ -70,7 +78,7 @@ def _swap_in(model: str, version: int, repository: Path, templates: Path,
     if instances:
         config = config.replace("count: 1 kind: KIND_CPU", f"count: {int(instances)} kind: KIND_CPU")
     (tmp / "config.pbtxt").write_text(config)
-    shutil.copy2(templates / model / "1" / "model.py", version_dir / "model.py")
+    (version_dir / "model.py").write_bytes((templates / model / "1" / "model.py").read_bytes())
     fill(version_dir / "weights")
     atomic_write_bytes(tmp / "export.json", json.dumps(meta, indent=2).encode())
     old = repository.parent / f".{repository.name}.{model}.old"

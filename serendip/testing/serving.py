@@ -13,56 +13,49 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from serendip.data.io import atomic_write_bytes, read_table, write_table
-from serendip.prompts import PromptConfig
+from serendip.prompts import PromptConfig, prompt_manifest
+from serendip.testing.truth import write_truth_workdir
 
 
 @dataclass
 class FixtureConfig:
-    items: int = 600
-    users: int = 200
-    interactions: int = 8000
-    branching: tuple[int, int, int, int] = (2, 2, 3, 2)
-    seed: int = 7
-    level: int = 3                       # level of the serendipitous clusters the MLLM names
-    scored_fraction: float = 0.7         # most popular items written to item_serendipity
-    retriever_epochs: int = 3
-    strategy: str = "multimodal"
-    n_frames: int = 2
+    """The serving test fixture's synthetic platform and models; validated on construction."""
 
+    items: int = field(default=600, metadata={"help": "synthetic items; >= 1"})
+    users: int = field(default=200, metadata={"help": "synthetic users; >= 1"})
+    interactions: int = field(default=8000, metadata={
+        "help": "synthetic interactions; >= users"})
+    branching: tuple[int, int, int, int] = field(default=(2, 2, 3, 2), metadata={
+        "help": "children per level of the synthetic taxonomy, [l1, l2, l3, l4]"})
+    seed: int = field(default=7, metadata={"help": "seed of the synthetic platform"})
+    level: int = field(default=3, metadata={
+        "help": "tree level of the serendipitous clusters the MLLM names; 1..4"})
+    scored_fraction: float = field(default=0.7, metadata={
+        "help": "share of the most popular items written to item_serendipity; in [0, 1]"})
+    retriever_epochs: int = field(default=3, metadata={
+        "help": "retriever training epochs; >= 1"})
+    strategy: str = field(default="multimodal", metadata={
+        "help": "prompt strategy of the fixture's MLLM: text | video | multimodal | cot"})
+    n_frames: int = field(default=2, metadata={"help": "frames per item in the prompt; >= 1"})
 
-def truth_clusters(synth_dir: str | Path) -> tuple[pa.Table, pa.Table]:
-    """(clusters, item_clusters) from the synthetic ground truth, with path ids."""
-    tax = pq.read_table(Path(synth_dir) / "truth" / "taxonomy.parquet").to_pylist()
-    topics = pq.read_table(Path(synth_dir) / "truth" / "item_topics.parquet").to_pylist()
-    path: dict[tuple[int, int], str] = {}
-    for level in (1, 2, 3, 4):
-        nodes = sorted((r for r in tax if r["level"] == level), key=lambda r: r["node"])
-        rank: dict = {}
-        for r in nodes:
-            parent = path.get((level - 1, r["parent"])) if level > 1 else None
-            i = rank.setdefault(parent, 0)
-            rank[parent] = i + 1
-            path[(level, r["node"])] = f"{parent}.{i}" if parent else str(i)
-    keys = ("l1", "l2", "l3", "leaf")
-    rows = [{"item_id": t["item_id"], **{f"c{j + 1}": path[(j + 1, t[k])]
-                                         for j, k in enumerate(keys)}} for t in topics]
-    sizes: dict[str, int] = {}
-    for r in rows:
-        for j in range(1, 5):
-            sizes[r[f"c{j}"]] = sizes.get(r[f"c{j}"], 0) + 1
-    clusters = [{"cluster_id": path[(r["level"], r["node"])], "level": r["level"],
-                 "parent_id": path[(r["level"], r["node"])].rsplit(".", 1)[0]
-                 if r["level"] > 1 else None,
-                 "description": r["name"], "size": sizes.get(path[(r["level"], r["node"])], 0),
-                 "traffic": sizes.get(path[(r["level"], r["node"])], 0)} for r in tax]
-    return pa.Table.from_pylist(clusters), pa.Table.from_pylist(rows)
+    def __post_init__(self) -> None:
+        from serendip.errors import ConfigError
+
+        for name in ("items", "users", "retriever_epochs", "n_frames"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")
+        if not 1 <= self.level <= 4:
+            raise ConfigError(f"level={self.level}", field="level", fix="use 1..4")
+        if not 0 <= self.scored_fraction <= 1:
+            raise ConfigError(f"scored_fraction={self.scored_fraction}",
+                              field="scored_fraction", fix="use a share in [0, 1]")
+        PromptConfig(strategy=self.strategy, n_frames=self.n_frames)
 
 
 def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None) -> Path:
@@ -70,23 +63,17 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
     ``item_serendipity.parquet`` into ``workdir``; returns it. Deterministic under the seed."""
     import torch
 
-    from serendip.data.synth import SynthConfig, write_synth
     from serendip.mllm.inference import ClusterPredictor
     from serendip.mllm.tiny import build_tiny_vlm, tokenizer_corpus
     from serendip.retriever import RetrieverConfig, train_retriever
 
     cfg = cfg or FixtureConfig()
     wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    write_synth(SynthConfig(items=cfg.items, users=cfg.users, interactions=cfg.interactions,
-                            seed=cfg.seed, branching=cfg.branching), wd)
-    items = read_table(wd, "items")
-    clusters, item_clusters = truth_clusters(wd)
-    write_table(wd, "clusters", clusters)
-    write_table(wd, "item_clusters", item_clusters, refs={"items": items})
+    items, clusters, item_clusters = write_truth_workdir(wd, cfg)
     atomic_write_bytes(wd / "curation.json", json.dumps(
-        {"level": cfg.level, "delta": 1, "strategy": cfg.strategy, "n_frames": cfg.n_frames,
-         "use_thumbnail": False}).encode())
+        {"level": cfg.level, "delta": 1,
+         "prompt": prompt_manifest(PromptConfig(strategy=cfg.strategy, n_frames=cfg.n_frames))}
+    ).encode())
 
     torch.manual_seed(cfg.seed)
     cand = [r for r in clusters.to_pylist() if r["level"] == cfg.level]

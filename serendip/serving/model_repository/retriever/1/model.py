@@ -1,5 +1,5 @@
 """Triton Python backend for ``retriever``: a thin shell over
-``serendip.serving_core.RetrieverHandler`` (weights in ``<version>/weights``)."""
+``serendip.serving.handlers.RetrieverHandler`` (weights in ``<version>/weights``)."""
 
 import json
 from pathlib import Path
@@ -11,7 +11,8 @@ class TritonPythonModel:
     def initialize(self, args):
         import torch
 
-        from serendip.serving_core import RetrieverHandler, model_parameters
+        from serendip.serving.handlers import RetrieverHandler
+        from serendip.serving.triton_backend import model_parameters
 
         params = model_parameters(json.loads(args["model_config"]))
         torch.set_num_threads(int(params.get("torch_threads") or 1))
@@ -20,6 +21,6 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"retriever: loaded {weights}")
 
     def execute(self, requests):
-        from serendip.serving_core import triton_execute
+        from serendip.serving.triton_backend import triton_execute
 
         return triton_execute(self.handler, requests, pb_utils)

@@ -1,4 +1,4 @@
-"""Triton Python backend for ``mllm``: a thin shell over ``serendip.serving_core.MllmHandler``.
+"""Triton Python backend for ``mllm``: a thin shell over ``serendip.serving.handlers.MllmHandler``.
 
 Runs under the first ``python3`` on Triton's PATH (the numpy<2 ``.venv-triton``, where
 ``serendip`` is installed); weights are read from ``<version>/weights`` (``serendip export``).
@@ -16,7 +16,8 @@ class TritonPythonModel:
 
         import torch
 
-        from serendip.serving_core import MllmHandler, model_parameters
+        from serendip.serving.handlers import MllmHandler
+        from serendip.serving.triton_backend import model_parameters
 
         params = model_parameters(json.loads(args["model_config"]))
         torch.set_num_threads(int(params.get("torch_threads") or 1))
@@ -27,6 +28,6 @@ class TritonPythonModel:
                                  f"{self.handler.model_version})")
 
     def execute(self, requests):
-        from serendip.serving_core import triton_execute
+        from serendip.serving.triton_backend import triton_execute
 
         return triton_execute(self.handler, requests, pb_utils)

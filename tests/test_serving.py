@@ -8,51 +8,32 @@ import asyncio
 import io
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from serving_workdir import cluster_members, scored_items, served_workdir, unscored_items
+from serving_fixtures import cluster_members, scored_items, unscored_items
 
 from serendip.errors import SerendipError
-from serendip.model_repository import ExportSource, export_repository, latest_mllm_dir
-from serendip.serving_core import (
-    MLLM,
-    RECOMMEND,
-    RETRIEVER,
-    ClusterCache,
-    ClusterChoice,
-    MicroBatcher,
-    MllmHandler,
-    RecommendFlow,
-    RetrieverHandler,
-    check_tensors,
-    config_pbtxt_io,
+from serendip.serving.batching import MicroBatcher
+from serendip.serving.cluster_choice import ClusterCache, ClusterChoice
+from serendip.serving.codec import pad_rows
+from serendip.serving.contracts import MLLM, RECOMMEND, RETRIEVER, check_tensors
+from serendip.serving.infer_requests import (
     first_row_choice,
     first_row_items,
     mllm_request,
-    pad_rows,
     retriever_request,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def wd(tmp_path_factory):
-    return served_workdir(tmp_path_factory, feast=True)
-
-
-@pytest.fixture(scope="module")
-def mllm(wd):
-    return MllmHandler.load(latest_mllm_dir(wd))
-
-
-@pytest.fixture(scope="module")
-def retr(wd):
-    return RetrieverHandler.load(wd / "retriever")
+from serendip.serving.recommend import RecommendFlow
+from serendip.serving.repository import (
+    ExportSource,
+    export_repository,
+    latest_mllm_dir,
+    template_dir,
+)
+from serendip.serving.triton_backend import config_pbtxt_io
 
 
 def _b(rows):
@@ -62,12 +43,12 @@ def _b(rows):
 
 @pytest.mark.parametrize("spec", [MLLM, RETRIEVER, RECOMMEND])
 def test_committed_config_pbtxt_matches_the_contract(spec):
-    text = (ROOT / "model_repository" / spec.name / "config.pbtxt").read_text()
+    text = (template_dir() / spec.name / "config.pbtxt").read_text()
     assert config_pbtxt_io(spec) in text
     assert f'name: "{spec.name}"' in text and 'backend: "python"' in text
     assert f"max_batch_size: {spec.max_batch_size}" in text
     assert "dynamic_batching" in text
-    assert (ROOT / "model_repository" / spec.name / "1" / "model.py").exists()
+    assert (template_dir() / spec.name / "1" / "model.py").is_file()
 
 
 def test_check_tensors_names_the_input():
@@ -91,8 +72,8 @@ def test_pad_rows_states_short_lists():
     assert a.shape == (2, 2) and np.isnan(a[1, 1])
 
 
-def test_mllm_handler_valid_clusters_batched_and_per_request_errors(wd, mllm):
-    members = cluster_members(wd)
+def test_mllm_handler_valid_clusters_batched_and_per_request_errors(served_wd, mllm_handler):
+    members = cluster_members(served_wd)
     frames = [f"synth:2.120.1.0.1.{i}#f{i}" for i in range(4)]
     buf = io.BytesIO()
     Image.new("RGB", (40, 40), (10, 200, 10)).save(buf, "PNG")
@@ -100,51 +81,50 @@ def test_mllm_handler_valid_clusters_batched_and_per_request_errors(wd, mllm):
     png = {"TITLE": _b([["png"]]), "FRAMES": _b([[buf.getvalue(), b""]])}  # "" is padding
     corrupt = {"TITLE": _b([["x"]]), "FRAMES": _b([[b"not an image"]])}
     no_frames = {"TITLE": _b([["x"]])}
-    res = mllm.infer([good, corrupt, png, no_frames])
+    res = mllm_handler.infer([good, corrupt, png, no_frames])
     assert isinstance(res[1], SerendipError) and res[1].field == "FRAMES[0]"
     assert isinstance(res[3], SerendipError) and res[3].field == "FRAMES"
     for out, rows in ((res[0], 2), (res[2], 1)):
         assert out["CLUSTER_IDS"].shape == (rows, 1)
         for cid, desc in zip(out["CLUSTER_IDS"][:, 0], out["DESCRIPTIONS"][:, 0]):
             assert cid.decode() in members and cid.decode().count(".") == 2
-            assert desc.decode() == dict(zip(mllm.predictor.cluster_ids,
-                                             mllm.predictor.descriptions))[cid.decode()]
-        assert out["MODEL_VERSION"][0, 0].decode() == mllm.model_version
+            assert desc.decode() == dict(zip(mllm_handler.predictor.cluster_ids,
+                                             mllm_handler.predictor.descriptions))[cid.decode()]
+        assert out["MODEL_VERSION"][0, 0].decode() == mllm_handler.model_version
     # the same input alone gives the same answer as inside a batch (deterministic decoding)
-    alone = mllm.infer([{"TITLE": _b([["clip two"]]), "FRAMES": _b([frames[2:]])}])[0]
+    alone = mllm_handler.infer([{"TITLE": _b([["clip two"]]), "FRAMES": _b([frames[2:]])}])[0]
     assert alone["CLUSTER_IDS"][0, 0] == res[0]["CLUSTER_IDS"][1, 0]
 
 
-def test_retriever_handler_stays_inside_the_cluster(wd, retr):
-    members = cluster_members(wd)
-    seen = scored_items(wd)[:5]
+def test_retriever_handler_stays_inside_the_cluster(served_wd, retriever_handler):
+    members = cluster_members(served_wd)
+    seen = scored_items(served_wd)[:5]
     for cluster in sorted(c for c in members if c.count(".") == 2)[:4]:
-        out = retr.infer([retriever_request(seen, cluster, 8)])[0]
+        out = retriever_handler.infer([retriever_request(seen, cluster, 8)])[0]
         items = [i for i, _ in first_row_items(out)]
         assert items and set(items) <= members[cluster] and not set(items) & set(seen)
-    bad = retr.infer([retriever_request(seen, "7.7.7", 3),
+    bad = retriever_handler.infer([retriever_request(seen, "7.7.7", 3),
                       {"CLUSTER_ID": _b([["0"]]), "K": np.array([[0]], np.int32)}])
     assert [e.field for e in bad] == ["CLUSTER_ID", "K"]
 
 
-def test_recommend_flow_lookup_cache_and_mllm_fallback(wd, mllm, retr):
+def test_recommend_flow_lookup_cache_and_mllm_fallback(served_wd, mllm_handler, retriever_handler):
     from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
-    from serendip.serving_core import first_row_choice, mllm_request
 
     calls = {"mllm": 0}
 
     async def predict(info):
         calls["mllm"] += 1
-        return first_row_choice(mllm.infer([mllm_request(info)])[0])
+        return first_row_choice(mllm_handler.infer([mllm_request(info)])[0])
 
     async def retrieve(history, cluster_id, k):
-        return first_row_items(retr.infer([retriever_request(history, cluster_id, k)])[0])
+        return first_row_items(retriever_handler.infer([retriever_request(history, cluster_id, k)])[0])
 
-    lookup = ClusterLookup(wd, "table")
+    lookup = ClusterLookup(served_wd, "table")
     assert lookup.kind == "table"
-    flow = RecommendFlow(lookup, ItemCatalog(wd), predict, retrieve, ClusterCache(ttl_s=60))
-    members = cluster_members(wd)
-    hit, miss = scored_items(wd)[0], unscored_items(wd)[0]
+    flow = RecommendFlow(lookup, ItemCatalog(served_wd), predict, retrieve, ClusterCache(ttl_s=60))
+    members = cluster_members(served_wd)
+    hit, miss = scored_items(served_wd)[0], unscored_items(served_wd)[0]
 
     async def go():
         r1 = await flow.recommend(hit, [], 5)
@@ -167,8 +147,8 @@ def test_recommend_flow_lookup_cache_and_mllm_fallback(wd, mllm, retr):
     assert out["ITEM_IDS"].shape[0] == 2 and out["SOURCE"][1, 0] == b"cache"
 
 
-def test_recommend_is_the_blended_slate_share_kept_and_sources_labelled(wd, mllm, retr,
-                                                                        monkeypatch):
+def test_recommend_is_the_blended_slate_share_kept_and_sources_labelled(
+        served_wd, mllm_handler, retriever_handler, monkeypatch):
     """Issue 15 item 5: ceil(SHARE · K) items from the serendipitous cluster (labelled
     ``serendipitous``), the rest from the unrestricted retriever (``exploit``, an empty
     CLUSTER_ID); SHARE per request, else the server default; a bad SHARE names the field."""
@@ -180,20 +160,20 @@ def test_recommend_is_the_blended_slate_share_kept_and_sources_labelled(wd, mllm
     asked: list = []
 
     async def predict(info):
-        return first_row_choice(mllm.infer([mllm_request(info)])[0])
+        return first_row_choice(mllm_handler.infer([mllm_request(info)])[0])
 
     async def retrieve(history, cluster_id, k):
         asked.append(cluster_id)
-        res = retr.infer([retriever_request(history, cluster_id, k)])[0]
+        res = retriever_handler.infer([retriever_request(history, cluster_id, k)])[0]
         assert not isinstance(res, SerendipError), res
         return first_row_items(res)
 
-    flow = RecommendFlow(ClusterLookup(wd, "table"), ItemCatalog(wd), predict, retrieve,
+    flow = RecommendFlow(ClusterLookup(served_wd, "table"), ItemCatalog(served_wd), predict, retrieve,
                          ClusterCache(ttl_s=60))
     assert flow.serendipitous_share == 0.2
-    members = cluster_members(wd)
-    hit = scored_items(wd)[0]
-    unrestricted = [i for i, _ in retr.retriever.retrieve([], None, 30) if i != hit]
+    members = cluster_members(served_wd)
+    hit = scored_items(served_wd)[0]
+    unrestricted = [i for i, _ in retriever_handler.retriever.retrieve([], None, 30) if i != hit]
     for share, k in ((None, 10), (0.4, 10), (0.5, 5), (1.0, 6), (0.0, 7)):
         rec = asyncio.run(flow.recommend(hit, [], k, share))
         n_s = math.ceil((0.2 if share is None else share) * k - 1e-9)
@@ -222,74 +202,74 @@ def test_recommend_is_the_blended_slate_share_kept_and_sources_labelled(wd, mllm
         RecommendFlow(flow.lookup, flow.item_info, predict, retrieve)
 
 
-def test_mllm_fallback_answers_only_the_contexts_candidates(wd, mllm, retr):
+def test_mllm_fallback_answers_only_the_contexts_candidates(served_wd, mllm_handler, retriever_handler):
     """Issue 15 item 1 in serving: the recommend flow's MLLM fallback sends the context's
     serendipitous candidates (CANDIDATES) and the answer is one of them — never the item's own
     cluster; the unrestricted model does name non-candidates for these items."""
     from serendip.candidates import sibling_map
     from serendip.platform.serving.lookup import ItemCatalog
 
-    catalog = ItemCatalog(wd)
-    cl, ic = pq.read_table(wd / "clusters.parquet"), pq.read_table(wd / "item_clusters.parquet")
+    catalog = ItemCatalog(served_wd)
+    cl, ic = pq.read_table(served_wd / "clusters.parquet"), pq.read_table(served_wd / "item_clusters.parquet")
     sibs = sibling_map(cl, catalog.level, catalog.delta)
     own = dict(zip(ic.column("item_id").to_pylist(),
                    ic.column(f"c{catalog.level}").to_pylist()))
-    items = unscored_items(wd)[:6]
+    items = unscored_items(served_wd)[:6]
     free = []
     for item in items:
         req = mllm_request({k: v for k, v in catalog(item).items() if k != "candidates"})
-        req["K"] = np.array([[mllm.max_k]], np.int32)
-        out = mllm.infer([req])[0]
+        req["K"] = np.array([[mllm_handler.max_k]], np.int32)
+        out = mllm_handler.infer([req])[0]
         free += [(item, c.decode()) for c in out["CLUSTER_IDS"][0] if c]
     assert any(c not in sibs[own[i]] for i, c in free)       # the restriction matters
 
     async def predict(info):
         req = mllm_request(info)
         assert "CANDIDATES" in req
-        return first_row_choice(mllm.infer([req])[0])
+        return first_row_choice(mllm_handler.infer([req])[0])
 
     async def retrieve(history, cluster_id, k):
-        return first_row_items(retr.infer([retriever_request(history, cluster_id, k)])[0])
+        return first_row_items(retriever_handler.infer([retriever_request(history, cluster_id, k)])[0])
 
     flow = RecommendFlow(lambda i: None, catalog, predict, retrieve, ClusterCache(ttl_s=60))
     for item in items:
         choice = asyncio.run(flow.cluster_of(item))
         assert choice.source == "mllm" and choice.cluster_id != own[item]
         assert {c for c, _ in choice.candidates()} <= set(sibs[own[item]])
-    bad = mllm.infer([{**mllm_request(catalog(items[0])),
+    bad = mllm_handler.infer([{**mllm_request(catalog(items[0])),
                        "CANDIDATES": _b([["no-such-cluster"]])}])[0]
     assert isinstance(bad, SerendipError) and bad.field == "CANDIDATES"
 
 
-def test_cluster_catalog_gets_candidates_from_feast_and_the_clusters_table(wd):
+def test_cluster_catalog_gets_candidates_from_feast_and_the_clusters_table(served_wd):
     """In a cluster (no work directory: items and clusters by path, each item's own cluster
     from Feast's item_clusters view) the MLLM fallback gets the same candidates as from the
     work directory's tree."""
     from serendip.data.io import find_table
     from serendip.platform.serving.lookup import ClusterLookup, ItemCatalog
 
-    ref = ItemCatalog(wd)
-    lookup = ClusterLookup(wd, "auto")
+    ref = ItemCatalog(served_wd)
+    lookup = ClusterLookup(served_wd, "auto")
     assert lookup.kind == "feast"
-    cat = ItemCatalog(None, items=str(find_table(wd, "items")),
-                      describe=lookup.own_description, clusters=str(find_table(wd, "clusters")),
+    cat = ItemCatalog(None, items=str(find_table(served_wd, "items")),
+                      describe=lookup.own_description, clusters=str(find_table(served_wd, "clusters")),
                       own_cluster=lookup.own_cluster, level=ref.level, delta=ref.delta)
-    for item in unscored_items(wd)[:4] + scored_items(wd)[:2]:
+    for item in unscored_items(served_wd)[:4] + scored_items(served_wd)[:2]:
         assert cat(item)["candidates"] and cat(item)["candidates"] == ref(item)["candidates"]
         assert "CANDIDATES" in mllm_request(cat(item))
-    plain = ItemCatalog(None, items=str(find_table(wd, "items")))
-    assert plain(unscored_items(wd)[0])["candidates"] is None        # no tree: unknown
+    plain = ItemCatalog(None, items=str(find_table(served_wd, "items")))
+    assert plain(unscored_items(served_wd)[0])["candidates"] is None        # no tree: unknown
 
 
-def test_feast_lookup_matches_the_scored_table(wd):
+def test_feast_lookup_matches_the_scored_table(served_wd):
     from serendip.platform.serving.lookup import ClusterLookup
 
-    feast, table = ClusterLookup(wd, "auto"), ClusterLookup(wd, "table")
+    feast, table = ClusterLookup(served_wd, "auto"), ClusterLookup(served_wd, "table")
     assert feast.kind == "feast"
-    for item in scored_items(wd)[:10]:
+    for item in scored_items(served_wd)[:10]:
         a, b = feast(item), table(item)
         assert (a.cluster_id, a.description, a.source) == (b.cluster_id, b.description, "feast")
-    assert feast(unscored_items(wd)[0]) is None and feast("nope") is None
+    assert feast(unscored_items(served_wd)[0]) is None and feast("nope") is None
 
 
 def test_cluster_cache_ttl_and_lru():
@@ -303,15 +283,15 @@ def test_cluster_cache_ttl_and_lru():
     assert c.get("c") is None
 
 
-def test_micro_batcher_groups_concurrent_requests(retr):
+def test_micro_batcher_groups_concurrent_requests(retriever_handler):
     sizes = []
 
     class Spy:
-        spec = retr.spec
+        spec = retriever_handler.spec
 
         def infer(self, reqs):
             sizes.append(len(reqs))
-            return retr.infer(reqs)
+            return retriever_handler.infer(reqs)
 
     async def go():
         b = MicroBatcher(Spy(), max_batch=8, max_delay_s=0.05)
@@ -325,26 +305,26 @@ def test_micro_batcher_groups_concurrent_requests(retr):
     assert max(sizes) > 1, sizes
 
 
-def test_export_writes_triton_layout_atomically(wd, tmp_path):
+def test_export_writes_triton_layout_atomically(served_wd, tmp_path):
     repo = tmp_path / "model_repository"
-    export_repository([ExportSource("mllm", latest_mllm_dir(wd), 3, "test"),
-                       ExportSource("retriever", wd / "retriever", 2, "test")], repo)
+    export_repository([ExportSource("mllm", latest_mllm_dir(served_wd), 3, "test"),
+                       ExportSource("retriever", served_wd / "retriever", 2, "test")], repo)
     assert (repo / "mllm" / "3" / "weights" / "serendip.json").exists()
     assert (repo / "mllm" / "3" / "model.py").exists()
     assert (repo / "retriever" / "2" / "weights" / "model.safetensors").exists()
     assert json.loads((repo / "mllm" / "export.json").read_text())["version"] == 3
     # a re-export replaces the model whole (Triton serves the latest version folder)
-    export_repository([ExportSource("mllm", latest_mllm_dir(wd), 4, "test")], repo,
+    export_repository([ExportSource("mllm", latest_mllm_dir(served_wd), 4, "test")], repo,
                       instances=2)
     assert sorted(p.name for p in (repo / "mllm").iterdir() if p.is_dir()) == ["4"]
     assert "count: 2 kind: KIND_CPU" in (repo / "mllm" / "config.pbtxt").read_text()
     assert not list(tmp_path.glob(".*tmp"))
     # the BLS recommend gets a snapshot of the scores (Feast cannot run in Triton's venv)
-    export_repository([], repo, snapshot_from=wd)
+    export_repository([], repo, snapshot_from=served_wd)
     snap = repo / "recommend" / "1" / "weights"
     assert (snap / "item_serendipity.parquet").exists() and (snap / "items.parquet").exists()
     assert json.loads((snap / "snapshot.json").read_text())["scored_items"] == \
-        len(scored_items(wd))
+        len(scored_items(served_wd))
     with pytest.raises(SerendipError) as e:
         export_repository([ExportSource("retriever", tmp_path, 1)], repo)
     assert e.value.field == "retriever"

@@ -1,6 +1,6 @@
-"""Feast declarations for Serendip (DESIGN.md §1): entity ``item_id`` and two feature views.
+"""Feast declarations for Serendip (README 'Production path'): entity ``item_id`` and two feature views.
 
-* ``item_clusters`` — the item's cluster path c1..c4 (path ids, INTERFACES.md) and each level's
+* ``item_clusters`` — the item's cluster path c1..c4 (path-style ids, e.g. ``3.1.0.2``) and each level's
   description; source ``data/item_clusters.parquet``, event time = when the cluster stage wrote
   item_clusters.
 * ``item_serendipity`` — the MLLM's top-k serendipitous clusters for the item (ids,
