@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from serendip.config import load_config
 from serendip.data.synth import SatisfactionModel, Taxonomy, expected_satisfaction, with_context
 from serendip.errors import SerendipError
 
@@ -46,7 +47,7 @@ class GroundTruth:
             af[: len(grp)] = grp.affinity.to_numpy()[:3]
             interests[user], affinity[user] = lv, af
         return cls(tax, dict(zip(topics.item_id, topics.leaf.astype(int))), interests, affinity,
-                   SatisfactionModel(**cfg["satisfaction"]))
+                   load_config(SatisfactionModel, settings=cfg["satisfaction"]))
 
     def expected(self, user_ids: list[str], context_item_ids: list[str],
                  item_ids: list[str]) -> np.ndarray:
