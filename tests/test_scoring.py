@@ -113,6 +113,11 @@ def test_incremental_reuse_changed_new_and_new_version(base, predictor, referenc
         src = row["item_id"].split("~")[0]
         assert [ic[row["item_id"]][f"c{j}"] for j in range(1, 5)] == \
                [ic[src][f"c{j}"] for j in range(1, 5)]
+    # ... by the one placement path (serendip.tree.assign_new_items), row for row
+    from serendip.tree import assign_new_items
+
+    placed = assign_new_items(wd, pa.Table.from_pylist(new), embed=lambda t: topic_embedding(wd, t))
+    assert placed.to_pylist() == [ic[r["item_id"]] for r in new]
     fresh = set(third.table.column("item_id").to_pylist()) - set(top)
     assert {r["item_id"] for r in new} <= fresh
     assert s["scored"] == len(changed) + len(fresh)
