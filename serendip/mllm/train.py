@@ -1,9 +1,10 @@
 """Fine-tuning for controlled generation of serendipitous cluster descriptions (paper §2).
 
 One config (:class:`FinetuneConfig`) and one entry point (:func:`finetune`), nanoGPT-plain:
-build or load the model, encode the examples once, then a loop of AdamW steps with a
-warmup-cosine learning rate, held-out evaluation every ``eval_every`` steps (match rate and
-recall, with and without the trie) and a resumable checkpoint every ``save_every`` steps.
+:func:`_setup` checks the inputs, builds or loads the model and encodes the examples once;
+then one loop of AdamW steps with a warmup-cosine learning rate, held-out evaluation every
+``eval_every`` steps (match rate and recall, with and without the trie) and a resumable
+checkpoint every ``save_every`` steps; :func:`_finish` saves the model directory.
 
 Which weights train (``method``):
 
@@ -39,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -406,7 +408,7 @@ def evaluate_predictor(predictor: ClusterPredictor, examples: pa.Table,
     return out
 
 
-# ---------------------------------------------------------------------------- training
+# ---------------------------------------------------------------------------- one step
 def _lr_at(step: int, cfg: FinetuneConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -450,6 +452,184 @@ def _over_budget(cfg: FinetuneConfig, cpu_s: float, ctx) -> bool:
     return over
 
 
+# ---------------------------------------------------------------------------- setup and save
+@dataclass
+class _Run:
+    """What the training loop works on, built once by :func:`_setup`."""
+
+    ctx: Any                          # the process group (serendip.mllm.distributed)
+    prompt: PromptConfig
+    level: int
+    cluster_ids: list[str]
+    descriptions: list[str]
+    test: pa.Table
+    out: Path
+    work: Path                        # ``.<out>.work``: checkpoints, tokenizer, base snapshot
+    model: Any
+    processor: Any
+    method: str
+    base_snapshot: Path | None        # LoRA: the base bundled with the saved adapter
+    image_size: int | None
+    base_dir: str | None
+    encoded: list[Encoded]            # the train split, encoded once
+    params: list[torch.nn.Parameter]  # what trains
+    opt: torch.optim.Optimizer
+    start: int                        # the step to resume at
+    history: list[dict] = field(default_factory=list)
+
+    def predictor(self, cfg: FinetuneConfig) -> ClusterPredictor:
+        return ClusterPredictor(self.model, self.processor, self.cluster_ids, self.descriptions,
+                                self.prompt, self.level, image_size=self.image_size,
+                                reasoning_tokens=cfg.reasoning_tokens,
+                                batch_size=cfg.eval_batch_size, base_dir=self.base_dir)
+
+
+def _check_inputs(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
+                  prompt_config: PromptConfig | None):
+    """(prompt, level, cluster ids, descriptions, train, test) of valid inputs; nothing is
+    written before these checks pass."""
+    prompt = prompt_config or cfg.prompt
+    if prompt is None:               # never guessed from the examples (issue 13)
+        raise ConfigError("the prompt config the examples were built with is not given",
+                          field="prompt", fix="pass prompt_config (CurationResult.prompt, or "
+                                              "the prompt object of curation.json)")
+    prompt.check()
+    if cfg.prompt is not None and cfg.prompt != prompt:
+        raise ConfigError(f"examples were built with {prompt}, the config asks for {cfg.prompt}",
+                          field="prompt", fix="rebuild the examples with build_examples, or "
+                                              "drop prompt from the fine-tune config")
+    strategies = set(examples.column("strategy").to_pylist())
+    if strategies != {prompt.strategy}:
+        raise ConfigError(f"examples have strategy {sorted(strategies)}, prompt config "
+                          f"{prompt.strategy!r}", field="strategy",
+                          fix="rebuild the examples for this strategy")
+    level = target_level(examples, clusters)
+    cluster_ids, descriptions = _candidates(clusters, level)
+    train, test = split(examples, "train"), split(examples, "test")
+    if train.num_rows == 0:
+        raise SerendipError("no training examples (split == 'train')", field="examples",
+                            fix="curate with a test_fraction below 1")
+    return prompt, level, cluster_ids, descriptions, train, test
+
+
+def _build_model(cfg: FinetuneConfig, prompt: PromptConfig, corpus: list[str], work: Path,
+                 resume: bool, ctx):
+    """(model on the device in train mode, processor, method, base snapshot): the base (the
+    tiny tokenizer trained once, on rank 0) and, for LoRA, its adapters."""
+    # Rank 0 trains the tiny tokenizer and writes the snapshots; the others then read them.
+    if not ctx.is_main:
+        ctx.barrier()
+    model, processor = _resolve_base(cfg, corpus, work, resume or not ctx.is_main)
+    check_reasoning_budget(cfg, prompt, tokenizer_of(processor))   # before the first step
+    method = cfg.resolved_method()
+    base_snapshot = None
+    if method == "lora":
+        size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        if cfg.base_model == TINY or size_mb <= 200:
+            base_snapshot = work / "base"
+            if ctx.is_main and not (resume and (base_snapshot / "config.json").exists()):
+                _save_dir(model, base_snapshot)
+        model = _apply_lora(model, cfg)
+    if ctx.is_main:
+        ctx.barrier()
+    model.to(ctx.device)
+    train_mode(model)
+    return model, processor, method, base_snapshot
+
+
+def _encode_train(processor, image_size: int | None, base_dir: str | None, train: pa.Table,
+                  prompt: PromptConfig, progress: bool) -> list[Encoded]:
+    encoder = Encoder(processor, image_size, base_dir)
+    prompts = tqdm(train.column("prompt").to_pylist(), desc="encode", disable=not progress,
+                   leave=False)
+    return [encoder.encode(p, im or [], t) for p, im, t in zip(
+        prompts, train.column("images").to_pylist(), example_targets(train, prompt))]
+
+
+def _resume_state(work: Path, cfg: FinetuneConfig, model, opt, resume: bool
+                  ) -> tuple[int, list[dict]]:
+    """(step, history) of the latest checkpoint under ``work`` (loaded into model and
+    optimizer), or (0, []) for a fresh run."""
+    ckpt = latest_checkpoint(work) if resume else None
+    if ckpt is None:
+        return 0, []
+    state = _load_checkpoint(ckpt, model, opt)
+    if state["config"] != _config_key(cfg):
+        raise ConfigError(f"{work} holds a run with another config", field="resume",
+                          fix="use a new run name or resume=false (--no-resume)")
+    return state["step"], state["history"]
+
+
+def _setup(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig, out_dir,
+           prompt_config: PromptConfig | None, items: pa.Table | None, resume: bool,
+           base_dir: str | None, progress: bool, device: str) -> _Run:
+    """Check the inputs, join the process group, prepare the work folder, build the model,
+    encode the train split and the optimizer, and load the checkpoint to resume from."""
+    prompt, level, cluster_ids, descriptions, train, test = _check_inputs(
+        examples, clusters, cfg, prompt_config)
+    ctx = setup(device)
+    if cfg.batch_size < ctx.world:
+        raise ConfigError(f"batch_size={cfg.batch_size} is smaller than the {ctx.world} "
+                          "processes", field="batch_size",
+                          fix=f"use batch_size >= {ctx.world} (it is the global batch)")
+    out = Path(out_dir)
+    work = out.parent / f".{out.name}.work"
+    if not resume and ctx.is_main:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    titles = items.column("title").to_pylist() if items is not None else []
+    corpus = tokenizer_corpus(titles + examples.column("prompt").to_pylist(),
+                              descriptions + example_targets(examples, prompt))
+    model, processor, method, base_snapshot = _build_model(cfg, prompt, corpus, work, resume,
+                                                           ctx)
+    image_size = cfg.tiny.image_size if cfg.base_model == TINY else None
+    encoded = _encode_train(processor, image_size, base_dir, train, prompt, progress)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, history = _resume_state(work, cfg, model, opt, resume)
+    return _Run(ctx, prompt, level, cluster_ids, descriptions, test, out, work, model,
+                processor, method, base_snapshot, image_size, base_dir, encoded, params, opt,
+                start, history)
+
+
+def _evaluate(run: _Run, cfg: FinetuneConfig, step: int, train_loss: float, t0: float,
+              train_cpu_s: float, on_eval: EvalCallback | None) -> None:
+    """One row of the held-out curve (appended to ``run.history``, handed to ``on_eval``)."""
+    row = {"step": step, "train_loss": train_loss,
+           "elapsed_s": round(time.perf_counter() - t0, 2), "train_cpu_s": round(train_cpu_s, 2)}
+    if run.test.num_rows:
+        row.update(evaluate_predictor(run.predictor(cfg), run.test, cfg.eval_max_examples))
+        train_mode(run.model)
+    run.history.append(row)
+    if on_eval:
+        on_eval(step, row)
+
+
+def _finish(run: _Run, cfg: FinetuneConfig, t0: float) -> FinetuneResult:
+    """Rank 0 saves the model directory (safetensors, serendip.json with the prompt manifest,
+    history.json); every rank leaves the process group."""
+    n_train = sum(p.numel() for p in run.params)
+    n_total = sum(p.numel() for p in run.model.parameters())
+    final: dict = {}
+    if run.ctx.is_main:
+        final = {k: v for k, v in run.history[-1].items()
+                 if k not in ("elapsed_s", "train_cpu_s")}
+        predictor = run.predictor(cfg)
+        meta = {"base_model": cfg.base_model, "method": run.method, "config": to_jsonable(cfg),
+                "metrics": final, "trainable_params": n_train, "total_params": n_total,
+                "world_size": run.ctx.world, "device": run.ctx.device.type}
+        run.model.to("cpu")              # saved and served device-independent
+        predictor.save(run.out, meta, base_src=run.base_snapshot)
+        atomic_write_bytes(run.out / "history.json", json.dumps(run.history, indent=2).encode())
+    run.ctx.barrier()
+    teardown(run.ctx)
+    return FinetuneResult(run.out, final, run.history if run.ctx.is_main else [], n_train,
+                          n_total, run.method, round(time.perf_counter() - t0, 2))
+
+
+# ---------------------------------------------------------------------------- training
 def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
              out_dir: str | os.PathLike, prompt_config: PromptConfig | None = None,
              items: pa.Table | None = None, on_eval: EvalCallback | None = None,
@@ -485,118 +665,26 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
     cfg.check()
     quiet_transformers()
     t0 = time.perf_counter()
-    prompt = prompt_config or cfg.prompt
-    if prompt is None:               # never guessed from the examples (issue 13)
-        raise ConfigError("the prompt config the examples were built with is not given",
-                          field="prompt", fix="pass prompt_config (CurationResult.prompt, or "
-                                              "the prompt object of curation.json)")
-    prompt.check()
-    if cfg.prompt is not None and cfg.prompt != prompt:
-        raise ConfigError(f"examples were built with {prompt}, the config asks for {cfg.prompt}",
-                          field="prompt", fix="rebuild the examples with build_examples, or "
-                                              "drop prompt from the fine-tune config")
-    strategies = set(examples.column("strategy").to_pylist())
-    if strategies != {prompt.strategy}:
-        raise ConfigError(f"examples have strategy {sorted(strategies)}, prompt config "
-                          f"{prompt.strategy!r}", field="strategy",
-                          fix="rebuild the examples for this strategy")
-    level = target_level(examples, clusters)
-    cluster_ids, descriptions = _candidates(clusters, level)
-    train, test = split(examples, "train"), split(examples, "test")
-    if train.num_rows == 0:
-        raise SerendipError("no training examples (split == 'train')", field="examples",
-                            fix="curate with a test_fraction below 1")
-
-    ctx = setup(device)
-    if cfg.batch_size < ctx.world:
-        raise ConfigError(f"batch_size={cfg.batch_size} is smaller than the {ctx.world} "
-                          "processes", field="batch_size",
-                          fix=f"use batch_size >= {ctx.world} (it is the global batch)")
-    out = Path(out_dir)
-    work = out.parent / f".{out.name}.work"
-    if not resume and ctx.is_main:
-        shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-
-    titles = items.column("title").to_pylist() if items is not None else []
-    corpus = tokenizer_corpus(titles + examples.column("prompt").to_pylist(),
-                              descriptions + example_targets(examples, prompt))
-    # Rank 0 trains the tiny tokenizer and writes the snapshots; the others then read them.
-    if not ctx.is_main:
-        ctx.barrier()
-    model, processor = _resolve_base(cfg, corpus, work, resume or not ctx.is_main)
-    check_reasoning_budget(cfg, prompt, tokenizer_of(processor))   # before the first step
-    method = cfg.resolved_method()
-    base_snapshot = None
-    if method == "lora":
-        size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-        if cfg.base_model == TINY or size_mb <= 200:
-            base_snapshot = work / "base"
-            if ctx.is_main and not (resume and (base_snapshot / "config.json").exists()):
-                _save_dir(model, base_snapshot)
-        model = _apply_lora(model, cfg)
-    if ctx.is_main:
-        ctx.barrier()
-    model.to(ctx.device)
-    train_mode(model)
-    tokenizer = tokenizer_of(processor)
-    image_size = cfg.tiny.image_size if cfg.base_model == TINY else None
-    encoder = Encoder(processor, image_size, base_dir)
-    targets = example_targets(train, prompt)
-    encoded: list[Encoded] = [
-        encoder.encode(p, im or [], t) for p, im, t in zip(
-            tqdm(train.column("prompt").to_pylist(), desc="encode", disable=not progress,
-                 leave=False),
-            train.column("images").to_pylist(), targets)]
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    n_train = sum(p.numel() for p in params)
-    n_total = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history, loss_sum, loss_n = 0, [], 0.0, 0
-    ckpt = latest_checkpoint(work) if resume else None
-    if ckpt is not None:
-        state = _load_checkpoint(ckpt, model, opt)
-        if state["config"] != _config_key(cfg):
-            raise ConfigError(f"{work} holds a run with another config", field="resume",
-                              fix="use a new run name or resume=false (--no-resume)")
-        start, history = state["step"], state["history"]
+    run = _setup(examples, clusters, cfg, out_dir, prompt_config, items, resume, base_dir,
+                 progress, device)
+    ctx, model, opt, encoded = run.ctx, run.model, run.opt, run.encoded
+    pad_id = tokenizer_of(run.processor).pad_token_id
     # DDP averages gradients across ranks; every rank takes its slice of the same global batch.
     # find_unused: LLaVA-style models read a middle vision layer, so the last one gets no grad.
     step_model = wrap(model, ctx, find_unused=True)
-
-    def make_predictor():
-        return ClusterPredictor(model, processor, cluster_ids, descriptions, prompt, level,
-                                image_size=image_size, reasoning_tokens=cfg.reasoning_tokens,
-                                batch_size=cfg.eval_batch_size, base_dir=base_dir)
-
-    def evaluate(step: int) -> dict:
-        row = {"step": step, "train_loss": loss_sum / max(loss_n, 1),
-               "elapsed_s": round(time.perf_counter() - t0, 2),
-               "train_cpu_s": round(train_cpu[0], 2)}
-        if test.num_rows:
-            predictor = make_predictor()
-            row.update(evaluate_predictor(predictor, test, cfg.eval_max_examples))
-            train_mode(model)
-        history.append(row)
-        if on_eval:
-            on_eval(step, row)
-        return row
-
     amp = cfg.autocast_dtype(ctx.device)
-    where = f", {ctx.world} processes" if ctx.distributed else ""
-    where += ", bf16" if amp is not None else ""
-    bar = tqdm(range(start, cfg.steps), desc=f"finetune ({method}{where})",
-               disable=not progress or not ctx.is_main, initial=start, total=cfg.steps)
-    train_cpu = [history[-1].get("train_cpu_s", 0.0) if history else 0.0]
-    done = start
+    where = (f", {ctx.world} processes" if ctx.distributed else "") + \
+        (", bf16" if amp is not None else "")
+    bar = tqdm(range(run.start, cfg.steps), desc=f"finetune ({run.method}{where})",
+               disable=not progress or not ctx.is_main, initial=run.start, total=cfg.steps)
+    loss_sum, loss_n = 0.0, 0
+    train_cpu = run.history[-1].get("train_cpu_s", 0.0) if run.history else 0.0
+    done = run.start
     for step in bar:
         c0 = time.process_time()
         every = _batch_indices(step, len(encoded), cfg.batch_size, cfg.seed)
         idx = ctx.shard(every)
-        batch = to_device(collate_train([encoded[i] for i in idx], tokenizer.pad_token_id),
-                          ctx.device)
+        batch = to_device(collate_train([encoded[i] for i in idx], pad_id), ctx.device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         with torch.autocast(ctx.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
@@ -610,46 +698,28 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
         opt.step()
-        loss_sum += loss_value
-        loss_n += 1
+        loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
         bar.set_postfix(loss=f"{loss_value:.3f}")
         done = step + 1
-        train_cpu[0] += time.process_time() - c0
-        over = _over_budget(cfg, train_cpu[0], ctx)
+        train_cpu += time.process_time() - c0
+        over = _over_budget(cfg, train_cpu, ctx)
         if (done % cfg.eval_every == 0 or done == cfg.steps or over) and ctx.is_main:
-            evaluate(done)
+            _evaluate(run, cfg, done, loss_sum / max(loss_n, 1), t0, train_cpu, on_eval)
             loss_sum, loss_n = 0.0, 0
         if (done % cfg.save_every == 0 or done == cfg.steps or over) and ctx.is_main:
-            _save_checkpoint(work, done, model, opt,
-                             {"step": done, "history": history, "config": _config_key(cfg)},
+            _save_checkpoint(run.work, done, model, opt,
+                             {"step": done, "history": run.history, "config": _config_key(cfg)},
                              cfg.keep_checkpoints)
         if done % cfg.eval_every == 0 or done % cfg.save_every == 0 or over:
             ctx.barrier()
         if over:
             break
     bar.close()
-    if not ctx.is_main:              # rank 0 saves, registers and reports
-        ctx.barrier()
-        teardown(ctx)
-        return FinetuneResult(out, {}, [], n_train, n_total, method,
-                              round(time.perf_counter() - t0, 2))
-    if not history or history[-1]["step"] != done:
-        evaluate(done)
-
-    predictor = make_predictor()
-    final = {k: v for k, v in history[-1].items() if k not in ("elapsed_s", "train_cpu_s")}
-    meta = {"base_model": cfg.base_model, "method": method, "config": to_jsonable(cfg),
-            "metrics": final, "trainable_params": n_train, "total_params": n_total,
-            "world_size": ctx.world, "device": ctx.device.type}
-    model.to("cpu")                  # saved and served device-independent
-    predictor.save(out, meta, base_src=base_snapshot)
-    atomic_write_bytes(out / "history.json", json.dumps(history, indent=2).encode())
-    ctx.barrier()
-    teardown(ctx)
-    return FinetuneResult(out, final, history, n_train, n_total, method,
-                          round(time.perf_counter() - t0, 2))
+    if ctx.is_main and (not run.history or run.history[-1]["step"] != done):
+        _evaluate(run, cfg, done, loss_sum / max(loss_n, 1), t0, train_cpu, on_eval)
+    return _finish(run, cfg, t0)
 
 
 def to_jsonable(cfg) -> dict:
