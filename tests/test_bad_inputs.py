@@ -404,6 +404,10 @@ CASES: list[Case] = [
          run=lambda wd: _feast_env(wd, {"SERENDIP_FEAST_ONLINE_STORE": "redis",
                                         "FEAST_REDIS_CONNECTION_STRING": "127.0.0.1:1",
                                         "SERENDIP_FEAST_KEY_TTL_S": "soon"})),
+    Case("feast-repo-without-definitions", "serving", "SERENDIP_FEATURE_REPO names a folder "
+         "without Feast declarations (definitions.py); unset, the packaged repo is used", [],
+         "SERENDIP_FEATURE_REPO", run=lambda wd: _feast_env(
+             wd, {"SERENDIP_FEATURE_REPO": "/nonexistent/feature_repo"})),
 ]
 
 

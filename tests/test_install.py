@@ -113,3 +113,22 @@ def test_non_editable_install_runs_synth_cluster_export_from_an_empty_directory(
     assert (empty / "wd" / "feature_repo" / "definitions.py").is_file(), got
     assert (empty / "wd" / "feature_repo" / "feature_store.yaml").is_file()
     assert sorted(p.name for p in empty.iterdir()) == ["served", "wd"]   # nothing else written
+
+
+def test_setup_cfg_ships_every_template_file_as_package_data():
+    """Each file of the template folders matches a ``[options.package_data]`` pattern, so a
+    template added later is not silently missing from a wheel (the slow test above would
+    only notice the files it exercises)."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    data = cfg["options.package_data"]
+    for package, folder in (("serendip.serving", "model_repository"),
+                            ("serendip.platform", "feature_repo")):
+        root = ROOT.joinpath(*package.split("."))
+        patterns = [p.strip() for p in data[package].splitlines() if p.strip()]
+        shipped = {p for pat in patterns for p in root.glob(pat) if p.is_file()}
+        files = {p for p in (root / folder).rglob("*") if p.is_file()
+                 and "__pycache__" not in p.parts and "data" not in p.relative_to(root).parts}
+        assert files and files <= shipped, sorted(str(p.relative_to(root)) for p in files - shipped)
