@@ -7,28 +7,49 @@ scoring each description as a continuation of the prompt than by beam search:
     log p(candidate | prompt) = Σ_t log softmax(logits_t)[token_t]
 
 over the candidate's tokens (``" " + description`` and EOS, exactly the trie's sequences).
-The prompt (and its images — the expensive part of a VLM forward) is encoded **once**; then
-**one** more forward per batch scores every candidate of every prompt: each prompt's candidates
-are packed as a token trie (shared prefixes such as ``"sports > "`` appear once) into one row
-that continues the prompt's KV cache, with a tree attention mask (a node sees the prompt and
-its own ancestors, never a sibling branch) and positions ``prompt length + depth``. So the
-cache is neither copied nor repeated per candidate, and the forward costs one token per trie
-node. The first token's probability comes from the prompt's last logits.
+For a batch of left-padded prompts, three forwards give every score:
+
+1. **the shared prefix** — the text all prompts of the batch start with, up to the first image
+   token (a chat template's system turn: 30 of SmolLM2's ~115 prompt tokens) — once, at batch
+   size 1, its KV cache then repeated per prompt;
+2. **the rest of every prompt** (and its images — encoded once per item) continuing that cache,
+   left-padded after the prefix under a padding mask, positions continuing the prefix's;
+3. **every candidate of every prompt**: each prompt's candidates packed as a token trie (shared
+   prefixes such as ``"sports > "`` appear once) in one row that continues the prompt's cache,
+   under a tree attention mask (a node sees the prompt and its own ancestors, never a sibling
+   branch) with positions ``prompt length + depth``. The cache is neither copied nor repeated per
+   candidate, and the forward costs one token per trie node. The first token's probability
+   comes from the prompt's last logits.
+
+Step 1 is skipped (the whole prompt goes in step 2) when the prompts share no text prefix, for
+M-RoPE models (Qwen2-VL: positions depend on the whole sequence) and for inputs with other
+token-aligned tensors (``token_type_ids``, ``mm_token_type_ids``). Tries are built once per
+distinct candidate set and kept (bounded LRU), so per-item work in Python is a few list
+operations, not per-token loops.
 
 Like the trie-constrained decoder's scores these are full-vocabulary probabilities (not
 renormalised over the candidates), so the two are comparable, and the greedy trie answer is
 the argmax whenever greedy search finds it. Positions follow ``generate`` (cumulative
 attention mask; 3-D M-RoPE positions from the model's ``rope_deltas`` for Qwen2-VL-style
-models), so scores match the decoder's to float rounding.
+models), so scores match the decoder's — and a plain uncached forward over prompt + candidate —
+to float rounding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
 from serendip.errors import ConfigError
+
+# token-aligned inputs a prompt batch may carry besides input_ids/attention_mask: with any of
+# them present the prompt is encoded in one piece (their semantics span the whole sequence)
+_TOKEN_ALIGNED = ("token_type_ids", "mm_token_type_ids")
+_MEDIA_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id",
+                      "video_token_index")
+_MIN_SHARED = 4          # tokens; a shorter common prefix is not worth a separate forward
 
 
 def _mrope_owner(model):
@@ -39,10 +60,18 @@ def _mrope_owner(model):
     return None
 
 
+def _media_token_ids(model) -> set[int] | None:
+    """Ids of the image/video placeholder tokens from the model's config (None: unknown)."""
+    cfg = getattr(model, "config", None)
+    ids = {getattr(cfg, a) for a in _MEDIA_TOKEN_ATTRS
+           if isinstance(getattr(cfg, a, None), int)}
+    return ids or None
+
+
 @torch.inference_mode()
 def score_candidates(model, inputs: dict, candidates: Sequence[Sequence[int]],
-                     pairs: Sequence[Sequence[int]] | None = None, pad_id: int = 0
-                     ) -> list[torch.Tensor]:
+                     pairs: Sequence[Sequence[int]] | None = None, pad_id: int = 0,
+                     share_prefix: bool = True) -> list[torch.Tensor]:
     """Log-likelihood of candidate token sequences as continuations of each prompt.
 
     Args:
@@ -52,8 +81,11 @@ def score_candidates(model, inputs: dict, candidates: Sequence[Sequence[int]],
         inputs: the left-padded prompt batch (``input_ids``, ``attention_mask`` (B, P), and
             the processor's image tensors), already on the model's device.
         candidates: C token-id sequences (each >= 1 token; e.g. description ids + EOS).
-        pairs: per prompt, the candidate indices to score (None: all C for every prompt).
+        pairs: per prompt, the candidate indices to score (None: all C for every prompt);
+            prompts may have different numbers of candidates.
         pad_id: id of the padding nodes of shorter tries (masked out).
+        share_prefix: encode the prompts' common text prefix once (step 1 above); False
+            encodes every prompt whole (same scores to float rounding).
 
     Returns:
         per prompt, a float32 tensor of log-probabilities (nats, <= 0) aligned with its
@@ -76,101 +108,174 @@ def score_candidates(model, inputs: dict, candidates: Sequence[Sequence[int]],
         if any(not 0 <= j < len(candidates) for j in row):
             raise ConfigError("candidate index out of range", field="candidates",
                               fix=f"use indices in 0..{len(candidates) - 1}")
-    mask = inputs["attention_mask"]
     mrope = _mrope_owner(model)
-    kwargs = dict(inputs)
-    if mrope is None or "image_grid_thw" not in inputs:   # M-RoPE models compute their own
-        kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     if mrope is not None:
         mrope.rope_deltas = None                 # recomputed from this prompt batch
-    out = model(**kwargs, use_cache=True, logits_to_keep=1)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)             # (B, V)
-    deltas = mrope.rope_deltas if mrope is not None else None
     try:
-        tries = [_Packed([candidates[j] for j in row]) for row in pairs]
-        rest = None
-        if any(t.nodes for t in tries):
-            rest = _tree_forward(model, cache, tries, mask, deltas, pad_id)
+        out, cache, mask = _encode_prompts(model, inputs, mrope, share_prefix, pad_id)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)          # (B, V)
+        deltas = mrope.rope_deltas if mrope is not None else None
+        seqs = tuple(tuple(int(t) for t in c) for c in candidates)
+        tries = [_packed(tuple(seqs[j] for j in row)) for row in pairs]
+        total = first[torch.tensor([i for i, row in enumerate(pairs) for _ in row]),
+                      torch.tensor([seqs[j][0] for row in pairs for j in row])]
+        if any(t.n_nodes for t in tries):
+            total = total + _tree_scores(model, cache, tries, mask, deltas, pad_id)
     finally:
         if mrope is not None:
             mrope.rope_deltas = None
-    # one gather for every (prompt, candidate) first token and every (prompt, node, token) step
-    prompt_of = [i for i, row in enumerate(pairs) for _ in row]
-    first_tok = [candidates[j][0] for row in pairs for j in row]
-    total = first[torch.tensor(prompt_of), torch.tensor(first_tok)]
-    if rest is not None:
-        owner, pi, ni, ti = [], [], [], []
-        flat = 0
-        for i, t in enumerate(tries):
-            for path in t.paths:
-                for node, tok in path:
-                    owner.append(flat)
-                    pi.append(i)
-                    ni.append(node)
-                    ti.append(tok)
-                flat += 1
-        if owner:
-            steps = rest[torch.tensor(pi), torch.tensor(ni), torch.tensor(ti)]
-            total = total.index_add(0, torch.tensor(owner, device=total.device), steps)
-    total = total.float().cpu()
-    return list(torch.split(total, [len(row) for row in pairs]))
+    return list(torch.split(total.float().cpu(), [len(row) for row in pairs]))
+
+
+def _encode_prompts(model, inputs: dict, mrope, share_prefix: bool, pad_id: int):
+    """Forward over the prompt batch, via a once-encoded shared prefix where possible.
+
+    Returns (output with the last position's logits, cache, attention mask (B, K) over the
+    cache's columns: 1 = a real prompt token)."""
+    mask = inputs["attention_mask"]
+    k = _shared_prefix_len(model, inputs, mrope) if share_prefix else 0
+    if k == 0:
+        kwargs = dict(inputs)
+        if mrope is None or "image_grid_thw" not in inputs:   # M-RoPE models compute their own
+            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        out = model(**kwargs, use_cache=True, logits_to_keep=1)
+        return out, _cache_of(out), mask
+    ids, device = inputs["input_ids"], mask.device
+    b = ids.shape[0]
+    lengths = mask.long().sum(-1)
+    start = ids.shape[1] - lengths                          # first real column of each row
+    s0 = int(start[0])
+    head = model(input_ids=ids[:1, s0:s0 + k],
+                 attention_mask=torch.ones((1, k), dtype=mask.dtype, device=device),
+                 position_ids=torch.arange(k, device=device)[None], use_cache=True,
+                 logits_to_keep=1)
+    cache = _cache_of(head)
+    cache.batch_repeat_interleave(b)
+    # the rest of every row, left-padded to the longest rest, after the prefix's columns
+    rest = ids.shape[1] - int(start.min()) - k
+    cols = torch.arange(rest, device=device)[None] + (ids.shape[1] - rest)  # (1, R)
+    keep = cols >= (start + k)[:, None]                                    # real tokens
+    rest_ids = ids[:, -rest:].masked_fill(~keep, pad_id)
+    rest_mask = keep.to(mask.dtype)
+    full_mask = torch.cat([torch.ones((b, k), dtype=mask.dtype, device=device), rest_mask], 1)
+    pos = (k + rest_mask.long().cumsum(-1) - 1).masked_fill(~keep, 0)
+    extra = {n: v for n, v in inputs.items() if n not in ("input_ids", "attention_mask")}
+    out = model(input_ids=rest_ids, attention_mask=full_mask, position_ids=pos, cache=cache,
+                use_cache=True, logits_to_keep=1, **extra)
+    return out, _cache_of(out), full_mask
+
+
+def _cache_of(out):
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def _shared_prefix_len(model, inputs: dict, mrope) -> int:
+    """Tokens every prompt of the batch starts with, up to (excluding) the first media
+    token and leaving each prompt at least one token of its own; 0 when not shareable."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if (ids.shape[0] < 2 or mrope is not None
+            or any(k in inputs for k in _TOKEN_ALIGNED)):
+        return 0
+    media = _media_token_ids(model)
+    has_vision = any(k not in ("input_ids", "attention_mask") for k in inputs)
+    if media is None and has_vision:
+        return 0
+    lengths = mask.long().sum(-1).tolist()
+    p = ids.shape[1]
+    rows = [ids[i, p - n:].tolist() for i, n in enumerate(lengths)]
+    limit = min(lengths) - 1
+    first = rows[0]
+    k = 0
+    while (k < limit and first[k] not in (media or ())
+           and all(r[k] == first[k] for r in rows)):
+        k += 1
+    return k if k >= _MIN_SHARED else 0
 
 
 class _Packed:
-    """One prompt's candidates as a token trie: ``nodes`` are (token, parent node or -1)
-    for every proper prefix (the tokens fed), ``paths[k]`` the (node, next token) pairs whose
-    log-probabilities add up to candidate k's (after its first token)."""
+    """One prompt's candidates as a token trie (tensors, built once per candidate set).
+
+    ``tok``/``depth`` (n,) are the fed tokens (every proper prefix) and their depth, ``anc``
+    (n, n) bool: node → itself and its ancestors; ``step_node``/``step_tok``/``step_owner``
+    list every (node, next token, candidate) whose log-probabilities add up to a candidate's
+    score after its first token."""
 
     def __init__(self, seqs: Sequence[Sequence[int]]):
-        self.nodes: list[tuple[int, int]] = []
-        self.depth: list[int] = []
-        self.paths: list[list[tuple[int, int]]] = []
+        nodes: list[tuple[int, int]] = []            # (token, parent)
+        depth: list[int] = []
         index: dict[tuple[int, int], int] = {}
-        for seq in seqs:
-            parent, path = -1, []
+        step_node, step_tok, step_owner = [], [], []
+        for c, seq in enumerate(seqs):
+            parent = -1
             for t in range(len(seq) - 1):
-                key = (parent, int(seq[t]))
+                key = (parent, seq[t])
                 node = index.get(key)
                 if node is None:
-                    node = index[key] = len(self.nodes)
-                    self.nodes.append(key[::-1])
-                    self.depth.append(t)
-                path.append((node, int(seq[t + 1])))
+                    node = index[key] = len(nodes)
+                    nodes.append((seq[t], parent))
+                    depth.append(t)
+                step_node.append(node)
+                step_tok.append(seq[t + 1])
+                step_owner.append(c)
                 parent = node
-            self.paths.append(path)
+        n = self.n_nodes = len(nodes)
+        anc = torch.eye(n, dtype=torch.bool)
+        for i, (_, parent) in enumerate(nodes):    # parents precede their children
+            if parent >= 0:
+                anc[i] |= anc[parent]
+        self.anc = anc
+        self.tok = torch.tensor([t for t, _ in nodes], dtype=torch.long)
+        self.depth = torch.tensor(depth, dtype=torch.long)
+        self.step_node = torch.tensor(step_node, dtype=torch.long)
+        self.step_tok = torch.tensor(step_tok, dtype=torch.long)
+        self.step_owner = torch.tensor(step_owner, dtype=torch.long)
+        self.n_candidates = len(seqs)
 
 
-def _tree_forward(model, cache, tries: list[_Packed], mask: torch.Tensor, deltas, pad_id: int
-                  ) -> torch.Tensor:
-    """log softmax of the logits at every trie node, (B, Q, V), by one forward that
-    continues the prompts' cache under a tree attention mask."""
+@lru_cache(maxsize=4096)
+def _packed(seqs: tuple[tuple[int, ...], ...]) -> _Packed:
+    return _Packed(seqs)
+
+
+def _tree_scores(model, cache, tries: list[_Packed], mask: torch.Tensor, deltas, pad_id: int
+                 ) -> torch.Tensor:
+    """Per (prompt, candidate), flattened: the summed log-probabilities of the candidate's
+    tokens after the first, by one forward that continues the prompts' cache under a tree
+    attention mask."""
     device = mask.device
     b, p = mask.shape
-    q = max(len(t.nodes) for t in tries)
+    q = max(t.n_nodes for t in tries) or 1
     ids = torch.full((b, q), pad_id, dtype=torch.long)
     depth = torch.zeros((b, q), dtype=torch.long)
-    see = torch.zeros((b, q, q), dtype=torch.bool)          # node -> ancestors and itself
+    see = torch.eye(q, dtype=torch.bool).repeat(b, 1, 1)   # padding nodes: themselves only
+    valid = torch.zeros((b, q), dtype=torch.bool)
     for i, t in enumerate(tries):
-        for n, (tok, parent) in enumerate(t.nodes):
-            ids[i, n] = tok
-            depth[i, n] = t.depth[n]
-            see[i, n, n] = True
-            if parent >= 0:
-                see[i, n] |= see[i, parent]
-        for n in range(len(t.nodes), q):                    # padding nodes: themselves only
-            see[i, n, n] = True
-    valid = torch.tensor([[n < len(t.nodes) for n in range(q)] for t in tries])
-    prompt = mask.bool().cpu()[:, None, :].expand(b, q, p) & valid[:, :, None]
-    allowed = torch.cat([prompt, see], dim=2)[:, None]      # (B, 1, Q, P + Q)
+        n = t.n_nodes
+        ids[i, :n] = t.tok
+        depth[i, :n] = t.depth
+        see[i, :n, :n] = t.anc
+        valid[i, :n] = True
+    prompt = mask.bool().cpu()[:, None, :] & valid[:, :, None]             # (B, Q, P)
+    allowed = torch.cat([prompt, see], dim=2)[:, None]                      # (B, 1, Q, P + Q)
     dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
              else next(model.parameters()).dtype)
     attn = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed,
                                                               torch.finfo(dtype).min)
-    pos = mask.long().sum(-1).cpu()[:, None] + depth                       # (B, Q)
+    pos = mask.long().sum(-1).cpu()[:, None] + depth                        # (B, Q)
     pos = pos.to(device)
     if deltas is not None:
         pos = pos[None].expand(3, -1, -1) + deltas[None]
     out = model(input_ids=ids.to(device), attention_mask=attn.to(device), position_ids=pos,
                 cache=cache, use_cache=True)
-    return torch.log_softmax(out.logits.float(), dim=-1)
+    logits = out.logits.float()                                             # (B, Q, V)
+    lse = torch.logsumexp(logits, dim=-1)                                   # (B, Q)
+    # one gather for every (prompt, node, next token) step of every candidate
+    counts = torch.tensor([len(t.step_owner) for t in tries])
+    n_cand = torch.tensor([t.n_candidates for t in tries])
+    offset = (torch.cumsum(n_cand, 0) - n_cand).tolist()
+    pi = torch.repeat_interleave(torch.arange(b), counts).to(device)
+    ni = torch.cat([t.step_node for t in tries]).to(device)
+    ti = torch.cat([t.step_tok for t in tries]).to(device)
+    owner = torch.cat([t.step_owner + o for t, o in zip(tries, offset)]).to(device)
+    steps = logits[pi, ni, ti] - lse[pi, ni]
+    return torch.zeros(int(n_cand.sum()), device=device).index_add(0, owner, steps)
