@@ -159,24 +159,24 @@ def evaluate(retriever: Retriever, cases: list[tuple[list[str], str]],
     return out
 
 
-def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
-                    cfg: RetrieverConfig, out_dir: str | Path | None = None, *,
-                    progress: bool = True) -> RetrieverResult:
-    """Train the SASRec retriever, evaluate it against popularity within the true next
-    cluster, and save it to ``out_dir`` (if given). Deterministic under ``cfg.seed``. The
-    low level of the paper's hierarchical framework (§2): a sequence model ranks the items of
-    the cluster the MLLM chose.
+@dataclass
+class _Data:
+    """The retriever's inputs, prepared once: the vocabulary, the training windows and the
+    held-out cases."""
 
-    Raises:
-        ConfigError: a setting out of range. SerendipError: no user sequence long enough to
-            train on (field ``interactions``).
-    """
-    cfg.check()
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    item_ids: list[str]               # vocabulary: clustered items first, then the rest
+    n_users: int
+    cluster_cols: dict[str, list]     # c1..c4 per vocabulary position (None: unclustered)
+    cluster_of: dict[str, tuple]      # clustered item -> (c1, c2, c3, c4)
+    windows: torch.Tensor             # [N, max_len + 1] right-padded positions + 1
+    popularity: np.ndarray            # training occurrences per vocabulary position
+    cases: list[tuple[list[str], str]]   # test: (history, unseen next item)
+    valid: list[tuple[list[str], str]]   # early stopping: the item before the test items
+
+
+def _prepare(interactions: pa.Table, item_clusters: pa.Table | None,
+             cfg: RetrieverConfig) -> _Data:
     seqs = user_sequences(interactions)
-
     # vocabulary: every clustered item (retrievable even if never interacted), then the rest
     clustered = item_clusters.column("item_id").to_pylist() if item_clusters is not None else []
     extra = sorted({i for s in seqs.values() for i in s} - set(clustered))
@@ -204,38 +204,88 @@ def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
     popularity = np.zeros(len(item_ids), dtype=np.float32)
     for s in train_seqs:
         np.add.at(popularity, s - 1, 1.0)
-
     windows = torch.as_tensor(_windows(train_seqs, cfg.max_len))
     if len(windows) == 0:
         raise SerendipError("no user has two or more items in sequence", field="interactions",
                             fix="train on sessions with at least one context → next transition")
-    cluster_vocab = sorted({c for col in cluster_cols.values() for c in col if c is not None}
-                           ) if cfg.cluster_features else []
+    return _Data(item_ids, len(seqs), cluster_cols, cluster_of, windows, popularity, cases,
+                 valid)
+
+
+def _build(data: _Data, cfg: RetrieverConfig) -> Retriever:
+    """A fresh SASRec (item biases start at the log popularity prior; the sequence part learns
+    the rest) wrapped as a :class:`Retriever` with its saved config."""
+    cluster_vocab = sorted({c for col in data.cluster_cols.values() for c in col
+                            if c is not None}) if cfg.cluster_features else []
     cvi = {c: j + 1 for j, c in enumerate(cluster_vocab)}
-    model = SASRec(len(item_ids), cfg.dim, cfg.layers, cfg.heads, cfg.max_len, cfg.dropout,
-                   n_clusters=len(cluster_vocab))
-    with torch.no_grad():  # start from the popularity prior; the sequence part learns the rest
-        logp = np.log(popularity + 1.0)
+    model = SASRec(len(data.item_ids), cfg.dim, cfg.layers, cfg.heads, cfg.max_len,
+                   cfg.dropout, n_clusters=len(cluster_vocab))
+    with torch.no_grad():
+        logp = np.log(data.popularity + 1.0)
         model.item_bias[1:] = torch.as_tensor(logp - logp.mean(), dtype=torch.float32)
     if cluster_vocab:
         for j, lvl in enumerate(LEVELS):
-            col = [cvi.get(c, 0) if c is not None else 0 for c in cluster_cols[lvl]]
+            col = [cvi.get(c, 0) if c is not None else 0 for c in data.cluster_cols[lvl]]
             model.item_clusters[1:, j] = torch.as_tensor(col, dtype=torch.long)
     config = {"retriever": to_dict(cfg),
-              "model": {"n_items": len(item_ids), "dim": cfg.dim, "layers": cfg.layers,
+              "model": {"n_items": len(data.item_ids), "dim": cfg.dim, "layers": cfg.layers,
                         "heads": cfg.heads, "max_len": cfg.max_len, "dropout": cfg.dropout,
                         "n_clusters": len(cluster_vocab)}}
-    retriever = Retriever(model, item_ids, popularity, cluster_cols, config)
+    return Retriever(model, data.item_ids, data.popularity, data.cluster_cols, config)
+
+
+def _validate(retriever: Retriever, data: _Data, cfg: RetrieverConfig) -> float | None:
+    """NDCG@k on the validation cases within their true ``eval_level`` cluster (None: none)."""
+    if not data.valid or not data.cluster_of:
+        return None
+    retriever.refresh()
+    ev = evaluate(retriever, data.valid, data.cluster_of, cfg.k, levels=(cfg.eval_level,),
+                  baseline=False)
+    return ev[f"level{cfg.eval_level}"]["model"][f"ndcg@{cfg.k}"]
+
+
+def _final_metrics(retriever: Retriever, data: _Data, cfg: RetrieverConfig,
+                   losses: list[float], valid_curve: list[float], t0: float) -> dict:
+    """The curves, sizes and the held-out gate (model vs popularity within the true
+    cluster); the scalar ones also go into the retriever's saved config."""
     valid_key = f"ndcg@{cfg.k}"
+    metrics: dict = {"train_loss": losses, f"valid_{valid_key}": valid_curve,
+                     "best_epoch": (int(np.argmax(valid_curve)) + 1) if valid_curve else len(losses),
+                     "n_items": len(data.item_ids), "n_users": data.n_users,
+                     "n_windows": int(len(data.windows)),
+                     "train_s": round(time.perf_counter() - t0, 2)}
+    if data.cases and data.cluster_of:
+        ev = evaluate(retriever, data.cases, data.cluster_of, cfg.k)
+        metrics["eval"] = ev
+        gate = ev[f"level{cfg.eval_level}"]
+        metrics[f"hit@{cfg.k}"] = gate["model"][f"hit@{cfg.k}"]
+        metrics[f"ndcg@{cfg.k}"] = gate["model"][f"ndcg@{cfg.k}"]
+        metrics[f"popularity_hit@{cfg.k}"] = gate["popularity"][f"hit@{cfg.k}"]
+        metrics[f"popularity_ndcg@{cfg.k}"] = gate["popularity"][f"ndcg@{cfg.k}"]
+    retriever.config["metrics"] = {k: v for k, v in metrics.items()
+                                   if k not in ("train_loss", f"valid_{valid_key}")}
+    return metrics
 
-    def validate() -> float | None:
-        if not valid or not cluster_of:
-            return None
-        retriever.refresh()
-        ev = evaluate(retriever, valid, cluster_of, cfg.k, levels=(cfg.eval_level,),
-                      baseline=False)
-        return ev[f"level{cfg.eval_level}"]["model"][valid_key]
 
+def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
+                    cfg: RetrieverConfig, out_dir: str | Path | None = None, *,
+                    progress: bool = True) -> RetrieverResult:
+    """Train the SASRec retriever, evaluate it against popularity within the true next
+    cluster, and save it to ``out_dir`` (if given). Deterministic under ``cfg.seed``. The
+    low level of the paper's hierarchical framework (§2): a sequence model ranks the items of
+    the cluster the MLLM chose.
+
+    Raises:
+        ConfigError: a setting out of range. SerendipError: no user sequence long enough to
+            train on (field ``interactions``).
+    """
+    cfg.check()
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    data = _prepare(interactions, item_clusters, cfg)
+    retriever = _build(data, cfg)
+    model, windows = retriever.model, data.windows
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses, valid_curve = [], []
     best, best_state, bad = -1.0, None, 0
@@ -259,12 +309,12 @@ def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
             total, count = total + float(loss.detach()) * n, count + n
         losses.append(total / max(count, 1))
         model.eval()
-        score = validate()
+        score = _validate(retriever, data, cfg)
         if score is None:
             continue
         valid_curve.append(score)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", valid=f"{score:.3f}")
-        if score > best:
+        if score > best:                             # early stopping on validation NDCG
             best, bad = score, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
@@ -276,20 +326,7 @@ def train_retriever(interactions: pa.Table, item_clusters: pa.Table | None,
     model.eval()
     retriever.refresh()
 
-    metrics: dict = {"train_loss": losses, f"valid_{valid_key}": valid_curve,
-                     "best_epoch": (int(np.argmax(valid_curve)) + 1) if valid_curve else len(losses),
-                     "n_items": len(item_ids), "n_users": len(seqs),
-                     "n_windows": int(len(windows)), "train_s": round(time.perf_counter() - t0, 2)}
-    if cases and cluster_of:
-        ev = evaluate(retriever, cases, cluster_of, cfg.k)
-        metrics["eval"] = ev
-        gate = ev[f"level{cfg.eval_level}"]
-        metrics[f"hit@{cfg.k}"] = gate["model"][f"hit@{cfg.k}"]
-        metrics[f"ndcg@{cfg.k}"] = gate["model"][f"ndcg@{cfg.k}"]
-        metrics[f"popularity_hit@{cfg.k}"] = gate["popularity"][f"hit@{cfg.k}"]
-        metrics[f"popularity_ndcg@{cfg.k}"] = gate["popularity"][f"ndcg@{cfg.k}"]
-    config["metrics"] = {k: v for k, v in metrics.items()
-                         if k not in ("train_loss", f"valid_{valid_key}")}
+    metrics = _final_metrics(retriever, data, cfg, losses, valid_curve, t0)
     if out_dir is not None:
         retriever.save(out_dir, torchscript=cfg.torchscript)
         metrics["model_version"] = retriever.model_version
