@@ -86,8 +86,8 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
     mllm_dir = predictor.save(wd / "mllm" / "serving-tiny")
 
     train_retriever(read_table(wd, "interactions"), item_clusters,
-                    RetrieverConfig(epochs=cfg.retriever_epochs, dim=32, progress=False,
-                                    torchscript=False, seed=cfg.seed), wd / "retriever")
+                    RetrieverConfig(epochs=cfg.retriever_epochs, dim=32, torchscript=False,
+                                    seed=cfg.seed), wd / "retriever", progress=False)
 
     # item_serendipity for the most popular items (the rest are "not scored yet")
     rows = sorted(items.to_pylist(), key=lambda r: (-r["impressions"], r["item_id"]))
