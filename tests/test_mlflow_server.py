@@ -60,7 +60,7 @@ def flow(server, synth_dir, tmp_path_factory):
                                           "remote", *FINETUNE]))
         out["promote"] = run(["promote", "--workdir", str(wd), "--force"])  # gate: test_gate
         out["retriever"] = json.loads(run(["train-retriever", "--workdir", str(wd), "--set",
-                                           "epochs=1", "--set", "progress=false"]))
+                                           "epochs=1", "--quiet"]))
         # one epoch may not beat in-cluster popularity (the gate's subject is test_gate)
         run(["promote", "--workdir", str(wd), "--name", "serendip-retriever", "--force"])
         out["export"] = run(["export", "--workdir", str(wd), "--source", "registry",
