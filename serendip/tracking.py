@@ -69,3 +69,13 @@ class NullTracker:
 def is_tracking(tracker: Tracker | None) -> bool:
     """True when ``tracker`` logs somewhere (not ``None`` and not a :class:`NullTracker`)."""
     return tracker is not None and not isinstance(tracker, NullTracker)
+
+
+def has_registry(workdir: str | os.PathLike) -> bool:
+    """Whether a model registry is configured for ``workdir``: a tracking URI is set
+    (``MLFLOW_TRACKING_URI``), or the work directory has its local MLflow store
+    (``mlflow/mlflow.db``). A file check: no platform SDK is imported."""
+    from pathlib import Path
+
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or \
+        (Path(workdir) / "mlflow" / "mlflow.db").exists()

@@ -19,6 +19,7 @@ from pathlib import Path
 from serendip.errors import SerendipError
 from serendip.mllm.inference import ClusterPredictor
 from serendip.mllm.stage import newest_model_dir
+from serendip.tracking import has_registry
 
 CHAMPION_URI = "models:/serendip-mllm@champion"
 
@@ -78,10 +79,3 @@ def load_predictor(model: ClusterPredictor | str | os.PathLike | None = None,
                             field="--model",
                             fix=f"pass {CHAMPION_URI} or <workdir>/mllm/<run>")
     return ClusterPredictor.load(ref, **kw)
-
-
-def has_registry(workdir: str | os.PathLike) -> bool:
-    """A tracking URI is set (``MLFLOW_TRACKING_URI``), or the work directory has its local
-    MLflow store (``mlflow/mlflow.db``)."""
-    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or \
-        (Path(workdir) / "mlflow" / "mlflow.db").exists()

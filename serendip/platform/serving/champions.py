@@ -17,7 +17,7 @@ MARKERS = {"mllm": ("serendip.json",), "retriever": ("model.safetensors", "confi
 
 
 def registry_configured(workdir: str | os.PathLike) -> bool:
-    from serendip.mllm.models import has_registry
+    from serendip.tracking import has_registry
 
     return has_registry(workdir)
 
