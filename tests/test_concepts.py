@@ -158,3 +158,26 @@ def test_mllm_does_not_import_the_synthetic_oracle():
                             if m.startswith(("serendip.evaluation", "serendip.data.synth")))
              for f in (ROOT / "serendip" / "mllm").glob("*.py")}
     assert not {k: v for k, v in found.items() if v}
+
+
+def test_a_catalogue_item_reaches_the_served_model_with_its_training_frames(tmp_path):
+    """The recommend flow sends a known item's frames to the MLLM; beyond the request limit
+    (32) it re-spaced them (linspace, first and last kept), so the model then sampled its 4
+    from 32 re-spaced frames, not the 4 curation picked from the item's 40."""
+    import pyarrow as pa
+
+    from serendip.platform.serving.lookup import ItemCatalog
+    from serendip.prompts import prompt_manifest
+    from serendip.serving.infer_requests import mllm_request
+
+    frames = [f"synth:2.120.1.0.1.{i}#f{i}" for i in range(40)]
+    write_table(tmp_path, "items", pa.table({
+        "item_id": ["v1", "v2"], "title": ["forty frames", "no frames"],
+        "impressions": pa.array([2, 1], pa.int64()),
+        "thumbnail": [None, "synth:2.120.1.0.1.9#thumb"], "frames": [frames, None]}))
+    prompt = PromptConfig("video", 4)
+    (tmp_path / "curation.json").write_text(json.dumps({"level": 3, "delta": 1,
+                                                        "prompt": prompt_manifest(prompt)}))
+    sent = [x.decode() for x in mllm_request(ItemCatalog(tmp_path)("v1"))["FRAMES"][0]]
+    assert sent == select_images(prompt, None, frames) == sample_frames(frames, 4)
+    assert "FRAMES" not in mllm_request(ItemCatalog(tmp_path)("v2"))

@@ -173,10 +173,16 @@ class ItemCatalog:
         self._sibs: dict[str, list[str]] = {}
         wd = Path(workdir) if workdir else None
         self.level, self.delta = level or 3, delta or 1
+        self.prompt = None      # the prompt manifest the served model was curated with
         if wd is not None and (wd / "curation.json").exists():
             cur = json.loads((wd / "curation.json").read_text())
             self.level = level or int(cur.get("level", 3))
             self.delta = delta or int(cur.get("delta", 1))
+            if isinstance(cur.get("prompt"), dict):
+                from serendip.prompts import read_prompt_manifest
+
+                self.prompt = read_prompt_manifest(cur, str(wd / "curation.json"),
+                                                   fix="re-run `serendip curate`")
         if clusters and own_cluster is not None:
             # in a cluster: the tree's clusters table + each item's own cluster from Feast
             from serendip.candidates import sibling_map
@@ -211,7 +217,9 @@ class ItemCatalog:
 
             base_dir = media_root(wd)
         base = str(base_dir) if base_dir else None
+        frames_of = _model_frames(self.prompt)
         for row in _rows(table):
+            row["frames"] = frames_of(row.get("frames"))
             row["context_description"] = own.get(row["item_id"], "")
             row["candidates"] = cands.get(row["item_id"]) if cands else None
             row["base_dir"] = base
@@ -233,6 +241,22 @@ class ItemCatalog:
 
 def _rows(table: pa.Table) -> list[dict]:
     return table.to_pylist()
+
+
+def _model_frames(prompt):
+    """An item's frames as the model's prompt samples them (:func:`serendip.prompts.
+    select_images`, as curation sampled the training examples), so a catalogue item with more
+    frames than a request may carry (``MAX_FRAMES``) reaches the model with the frames it was
+    trained on, not a re-spacing of them; unchanged without a frame prompt."""
+    if prompt is None or not prompt.uses_images or prompt.use_thumbnail:
+        return lambda frames: frames
+    from serendip.prompts import select_images
+
+    def sample(frames):
+        if not frames or all(isinstance(f, str) and not f.strip() for f in frames):
+            return frames
+        return select_images(prompt, None, list(frames))
+    return sample
 
 
 def RedisOnline(connection_string: str) -> DirectOnline:  # noqa: N802 — reads as the class
