@@ -106,8 +106,8 @@ def run(quick: bool = False) -> dict:
         # ---- incremental (10% new items) vs full
         wd = tmp / "wd"
         shutil.copytree(base, wd)
-        cfg = ScoringConfig(k=1, batch_size=64, progress=False)
-        first = score_items(wd, p, cfg)
+        cfg = ScoringConfig(k=1, batch_size=64)
+        first = score_items(wd, p, cfg, progress=False)
         rng = np.random.default_rng(0)
         scored = first.table.column("item_id").to_pylist()
         by_id = {r["item_id"]: r for r in items.to_pylist()}
@@ -122,11 +122,11 @@ def run(quick: bool = False) -> dict:
             run_dir = tmp / f"rep{rep}"
             shutil.copytree(wd, run_dir)
             t0 = time.perf_counter()
-            inc = score_items(run_dir, p, cfg, embed=embed)
+            inc = score_items(run_dir, p, cfg, embed=embed, progress=False)
             t_inc.append(time.perf_counter() - t0)
             p.model_version = version + "-next"             # a new model: everything rescored
             t0 = time.perf_counter()
-            full = score_items(run_dir, p, cfg)
+            full = score_items(run_dir, p, cfg, progress=False)
             t_full.append(time.perf_counter() - t0)
             p.model_version = version
         t_inc_m, t_full_m = float(np.median(t_inc)), float(np.median(t_full))

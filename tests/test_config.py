@@ -111,6 +111,31 @@ def test_the_prompt_manifest_is_read_by_the_same_loader():
         assert msg.startswith(f"{field}: curation.json: ") and words in msg, msg
 
 
+def test_a_tree_saved_before_threads_became_a_flag_still_loads(tmp_path):
+    """``threads`` (faiss threads) left ClusterConfig for a keyword of cluster_stage /
+    build_cluster_tree; trees saved with it in their config load as before."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+
+    from serendip.tree import ClusterConfig, ClusterTree, build_cluster_tree
+
+    n = 48
+    items = pa.table({"item_id": [f"i{i}" for i in range(n)],
+                      "title": [f"video number {i}" for i in range(n)],
+                      "impressions": pa.array(np.arange(1, n + 1), pa.int64())})
+    emb = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    tree = build_cluster_tree(items, emb, ClusterConfig(branching=(2, 2, 2, 2)), threads=1)
+    tree.save(tmp_path / "t")
+    doc = json.loads((tmp_path / "t" / "tree.json").read_text())
+    doc["config"]["threads"] = 4
+    (tmp_path / "t" / "tree.json").write_text(json.dumps(doc))
+    assert ClusterTree.load(tmp_path / "t").config == tree.config
+    with pytest.raises(ConfigError, match="threads"):
+        load_config(ClusterConfig, sets=["threads=4"])      # a flag now: --threads
+
+
 # ---------------------------------------------------------------- every config class
 def _config_classes() -> list[type]:
     """Every config dataclass reachable from SECTIONS, nested ones included."""

@@ -72,7 +72,7 @@ def test_rescore_materializes_incrementally(scored, tmp_path):
     wd = tmp_path / "wd"
     shutil.copytree(scored[0], wd)                  # the copy carries its own Feast repo
     predictor = ClusterPredictor.load(scored[1], model_version="v-next")
-    score_items(wd, predictor, ScoringConfig(k=1, batch_size=16, progress=False))
+    score_items(wd, predictor, ScoringConfig(k=1, batch_size=16), progress=False)
     stats = features.sync(wd)
     assert {v["mode"] for v in stats["materialized"].values()} == {"incremental"}
     online = features.OnlineFeatures(wd)

@@ -24,7 +24,7 @@ from serendip.scoring import ChunkStore, ScoringConfig, score_items, select_by_c
 from serendip.testing.scoring import build_scoring_workdir
 from serendip.testing.truth import topic_embedding
 
-CFG = dict(k=1, batch_size=8, chunk_size=32, progress=False)
+CFG = dict(k=1, batch_size=8, chunk_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def reference(base, predictor, tmp_path_factory):
     """One clean full run: the outputs every other run must reproduce."""
     wd = tmp_path_factory.mktemp("scoring-ref") / "wd"
     shutil.copytree(base[0], wd)
-    return score_items(wd, predictor, ScoringConfig(**CFG))
+    return score_items(wd, predictor, ScoringConfig(**CFG), progress=False)
 
 
 def test_select_by_coverage(synth_dir):
@@ -136,7 +136,7 @@ def test_incremental_reuse_changed_new_and_new_version(base, predictor, referenc
     assert set(fourth.table.column("model_version").to_pylist()) == {"other-version"}
 
     # more clusters per item than the stored rows hold → rescored; fewer → reused, cut to k
-    wider = score_items(wd, predictor, ScoringConfig(**{**CFG, "k": 2}))
+    wider = score_items(wd, predictor, ScoringConfig(**{**CFG, "k": 2}), progress=False)
     assert wider.stats["scored"] == wider.table.num_rows
     assert {len(c) for c in wider.table.column("cluster_ids").to_pylist()} == {2}
     narrow = score_items(wd, predictor, cfg)
@@ -183,7 +183,7 @@ def test_sigkill_resume_loses_nothing_duplicates_nothing(base, predictor, refere
     first.write_bytes(bytes(data))
     (wd / "scoring" / ".chunk-999999.parquet.tmp").write_bytes(b"half a write")
 
-    resumed = score_items(wd, predictor, ScoringConfig(**CFG))
+    resumed = score_items(wd, predictor, ScoringConfig(**CFG), progress=False)
     s = resumed.stats
     assert s["corrupt_chunks"] == ["chunk-000000.parquet"]
     assert s["resumed_chunks"] == committed - 1
@@ -236,7 +236,7 @@ def test_errors(base, predictor, tmp_path):
     # empty corpus
     pq.write_table(items.slice(0, 0), wd / "items.parquet")
     with pytest.raises(SerendipError, match="empty"):
-        score_items(wd, predictor, ScoringConfig(**CFG))
+        score_items(wd, predictor, ScoringConfig(**CFG), progress=False)
     # the CLI turns bad input into one line and exit code 2
     from serendip.cli import main
 
@@ -371,7 +371,7 @@ def test_answers_are_only_the_contexts_serendipitous_candidates(base, predictor,
     for pred in (predictor, NoCandidates(predictor)):
         # a filtered answer list may come out empty: that item fails (error table), never an
         # empty row; the candidate-ranking predictor answers every item
-        res = score_items(wd, pred, ScoringConfig(**{**CFG, "k": 3, "max_error_rate": 1.0}))
+        res = score_items(wd, pred, ScoringConfig(**{**CFG, "k": 3, "max_error_rate": 1.0}), progress=False)
         assert res.stats["delta"] == 1 and res.stats["answers_restricted_to_candidates"]
         rows = res.table.to_pylist()
         assert rows and all(r["cluster_ids"] for r in rows)

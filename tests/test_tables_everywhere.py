@@ -208,8 +208,8 @@ def test_score_resolves_media_against_the_work_dir_not_the_cwd(csv_wd, tmp_path,
 
     monkeypatch.chdir(tmp_path)                    # not the work dir: media/v1.png is not here
     pred = _LoadingPredictor()
-    result = score_items(csv_wd, pred, ScoringConfig(coverage=1.0, assign_new=False,
-                                                     progress=False))
+    result = score_items(csv_wd, pred, ScoringConfig(coverage=1.0, assign_new=False),
+                         progress=False)
     assert result.table.num_rows == 4
     assert all(Path(p).is_absolute() and Path(p).is_relative_to(csv_wd) for p in pred.loaded)
 
@@ -265,8 +265,8 @@ def test_scoring_state_resolves_media_against_the_data_dir(csv_wd, tmp_path, mon
     state = prepare_state(tmp_path / "state", csv_wd, tree)
     monkeypatch.chdir(tmp_path)
     pred = _LoadingPredictor()
-    result = score_items(state, pred, ScoringConfig(coverage=1.0, assign_new=False,
-                                                    progress=False))
+    result = score_items(state, pred, ScoringConfig(coverage=1.0, assign_new=False),
+                         progress=False)
     assert result.table.num_rows == 4 and len(pred.loaded) == 4
     assert all(Path(p).parent == csv_wd.resolve() / "media" for p in pred.loaded)
     assert ItemCatalog(state)("001")["base_dir"] == str(csv_wd.resolve())

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML with ClusterConfig fields and an optional 'embedding:' mapping")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. traffic_power=0 or embedding.w_text=0.5")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="faiss threads while building (default 1: the nodes are small)")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute embeddings even if embeddings.parquet matches")
 
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from serendip.locks import workdir_lock
 
     with workdir_lock(args.out or args.data, "cluster", "cluster"):
-        tree = cluster_stage(args.data, args.out, cfg, use_cache=not args.no_cache)
+        tree = cluster_stage(args.data, args.out, cfg, use_cache=not args.no_cache,
+                             threads=args.threads)
     chosen = tree.stats.get("branching", {})
     if chosen.get("mode") == "auto":
         print(f"branching (auto): {'/'.join(map(str, tree.config.branching))} - {chosen['why']}",

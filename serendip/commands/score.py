@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ScoringConfig(coverage=args.coverage, k=args.k, batch_size=args.batch_size,
                         chunk_size=args.chunk_size, assign_new=not args.no_assign,
-                        progress=not args.quiet, max_error_rate=args.max_error_rate)
+                        max_error_rate=args.max_error_rate)
     cfg.check()
     # scoring AND the Feast sync: what is materialized is what this run wrote
     with workdir_lock(args.workdir, "score", "score"):
         predictor = load_predictor(args.model, args.workdir)   # URI or directory
-        result = score_items(args.workdir, predictor, cfg)
+        result = score_items(args.workdir, predictor, cfg, progress=not args.quiet)
         summary = dict(result.stats)
         if not args.no_feast:
             from serendip.platform import features

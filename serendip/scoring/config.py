@@ -22,8 +22,6 @@ class ScoringConfig:
         "help": "decode with the trie of cluster descriptions (only valid clusters)"})
     assign_new: bool = field(default=True, metadata={
         "help": "place items missing from item_clusters in the tree before scoring"})
-    progress: bool = field(default=True, metadata={
-        "help": "show a progress bar (a run-time flag, not a hyper-parameter)"})
     shard: int = field(default=0, metadata={
         "help": "this worker's shard of the selected corpus; 0..num_shards-1"})
     num_shards: int = field(default=1, metadata={

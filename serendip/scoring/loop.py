@@ -34,13 +34,15 @@ class ScoringResult:
 
 
 def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None = None,
-                embed: Callable[[pa.Table], np.ndarray] | None = None) -> ScoringResult:
+                embed: Callable[[pa.Table], np.ndarray] | None = None, *,
+                progress: bool = True) -> ScoringResult:
     """Score the popular corpus of ``workdir`` with ``predictor`` (a ClusterPredictor) and
     write ``item_serendipity.parquet``; see the module docstring for the guarantees. Paper
     §3.2: the most popular items up to ``cfg.coverage`` of impressions (a fraction in (0, 1]),
     incrementally (unchanged items keep their scores). Items missing from item_clusters are
     placed in the saved tree first (``cfg.assign_new``; :func:`serendip.tree.add_new_items`,
-    with ``embed(items) -> (n × d)`` instead of the saved embedder when given).
+    with ``embed(items) -> (n × d)`` instead of the saved embedder when given). ``progress``:
+    a progress bar (a run-time flag, not a setting).
 
     Raises:
         SerendipError: a predictor without ``model_version``, or more failed items than
@@ -58,13 +60,13 @@ def score_items(workdir: str | os.PathLike, predictor, cfg: ScoringConfig | None
     store = ChunkStore(wd)
     store.lock()                       # before anything is written (item_clusters included)
     try:
-        return _score_locked(wd, predictor, cfg, embed, store, version, t0)
+        return _score_locked(wd, predictor, cfg, embed, store, version, t0, progress)
     finally:
         store.unlock()
 
 
 def _score_locked(wd: Path, predictor, cfg: ScoringConfig, embed, store: ChunkStore,
-                  version: str, t0: float) -> ScoringResult:
+                  version: str, t0: float, progress: bool = True) -> ScoringResult:
     items = read_table(wd, "items")
     if items.num_rows == 0:
         raise SerendipError("the items table is empty", field="items",
@@ -162,7 +164,7 @@ def _score_locked(wd: Path, predictor, cfg: ScoringConfig, embed, store: ChunkSt
     check_rate()
     predictor.batch_size = cfg.batch_size
     fresh: list[pa.Table] = []
-    bar = tqdm(total=len(todo), desc="score", unit="item", disable=not cfg.progress,
+    bar = tqdm(total=len(todo), desc="score", unit="item", disable=not progress,
                smoothing=0.1)
     for c in range(0, len(todo), cfg.chunk_size):
         chunk = todo[c:c + cfg.chunk_size]

@@ -75,13 +75,14 @@ def prepare_state(state_dir: str | os.PathLike, data_dir: str | os.PathLike,
 
 def scoring_stage(data_dir: str | os.PathLike, tree_dir: str | os.PathLike,
                   state_dir: str | os.PathLike, predictor, cfg: ScoringConfig | None = None,
-                  out_dir: str | os.PathLike | None = None) -> ScoringResult:
+                  out_dir: str | os.PathLike | None = None, *,
+                  progress: bool = True) -> ScoringResult:
     """Score in ``state_dir`` (see :func:`prepare_state`) and copy item_serendipity.parquet and
     item_clusters.parquet to ``out_dir`` — the KFP component's body."""
     import shutil
 
     state = prepare_state(state_dir, data_dir, tree_dir)
-    result = score_items(state, predictor, cfg)
+    result = score_items(state, predictor, cfg, progress=progress)
     if out_dir is not None and Path(out_dir).resolve() != state.resolve():
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

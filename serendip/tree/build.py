@@ -53,14 +53,16 @@ def auto_branching(n_items: int, leaf_items: int = 25, min_leaf_items: int = 1
 
 
 def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
-                       cfg: ClusterConfig | None = None, labels: pa.Table | None = None
-                       ) -> ClusterTree:
+                       cfg: ClusterConfig | None = None, labels: pa.Table | None = None, *,
+                       threads: int = 1) -> ClusterTree:
     """Fit the 4-level tree on ``items`` (item_id, title, impressions; optional ``labels``,
     list<string> or string, e.g. genres, which may also name clusters; or pass ``labels`` as
     an (item_id, labels) table, see :func:`serendip.labels.read_item_labels`) and their embeddings
     (n × d). ``cfg.branching="auto"`` is resolved from the catalogue size
     (:func:`auto_branching`); the tree's config holds the branching used and
-    ``stats["branching"]`` says how it was chosen.
+    ``stats["branching"]`` says how it was chosen. ``threads``: faiss OpenMP threads while
+    building (a run-time flag, not a setting; nodes are small, so more threads mostly spin on a
+    shared machine).
 
     The tree-structured interest clusters of paper §2 (LLM-based hierarchical
     recommendation): the MLLM answers with a cluster's description at level l.
@@ -94,7 +96,7 @@ def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
                           fix=f"use a smaller --branching (product <= {n // cfg.min_leaf_items})"
                               " or more items")
     previous_threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(max(1, cfg.threads))
+    faiss.omp_set_num_threads(max(1, threads))
     try:
         tree = _build(items, embeddings, cfg, _item_labels(items, labels))
         tree.stats["branching"] = chosen

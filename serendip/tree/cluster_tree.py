@@ -81,7 +81,9 @@ class ClusterTree:
                                 fix="run `serendip cluster` first or pass the right directory")
         meta = json.loads((d / TREE_JSON).read_text())
         tensors = load_file(str(d / CENTROIDS_FILE))
-        cfg = load_config(ClusterConfig, settings=meta["config"])
+        saved = dict(meta["config"])
+        saved.pop("threads", None)   # trees saved before issue 13: a run-time flag since
+        cfg = load_config(ClusterConfig, settings=saved)
         return cls(config=cfg, ids=meta["ids"],
                    centroids=[tensors[f"level{lvl}"] for lvl in range(1, LEVELS + 1)],
                    descriptions=meta["descriptions"], sizes=meta.get("sizes", {}),

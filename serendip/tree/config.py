@@ -29,9 +29,6 @@ class ClusterConfig:
         "help": "k-means iterations per node; >= 1"})
     kmeans_redo: int = field(default=3, metadata={
         "help": "k-means restarts per node (the best objective wins); >= 1"})
-    threads: int = field(default=1, metadata={
-        "help": "faiss OpenMP threads while building; >= 1 (nodes are small: more threads "
-                "mostly spin on a shared machine)"})
     kmeans_max_points_per_centroid: int = field(default=256, metadata={
         "help": "faiss subsamples a node to this many points per centroid; >= 1"})
     traffic_power: float = field(default=1.0, metadata={
@@ -98,7 +95,7 @@ class ClusterConfig:
         if self.description_words < 1:
             raise ConfigError(f"description_words={self.description_words}",
                               field="description_words", fix="use description_words >= 1")
-        for name in ("kmeans_iters", "kmeans_redo", "threads", "kmeans_max_points_per_centroid",
+        for name in ("kmeans_iters", "kmeans_redo", "kmeans_max_points_per_centroid",
                      "sinkhorn_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")

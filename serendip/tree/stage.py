@@ -13,7 +13,8 @@ from serendip.tree.config import ClusterConfig
 
 
 def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                  cfg: ClusterConfig | None = None, *, use_cache: bool = True) -> ClusterTree:
+                  cfg: ClusterConfig | None = None, *, use_cache: bool = True,
+                  threads: int = 1) -> ClusterTree:
     """Read ``items`` (and ``interactions`` when present: the behaviour block) from
     ``data_dir``; write embeddings.parquet, cluster_tree/, clusters.parquet and
     item_clusters.parquet to ``out_dir`` (default: ``data_dir``), embedding the items as
@@ -21,7 +22,8 @@ def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     ``embedding.blocks`` (each block's weight, dim and distance share) and, when item labels
     exist (``item_labels.parquet`` or a ``labels`` column), ``labels``: NMI/ARI per level
     against the primary label (:func:`serendip.labels.label_agreement`). The tree-structured
-    clusters of paper §2.
+    clusters of paper §2. ``use_cache``: reuse embeddings.parquet when it matches;
+    ``threads``: faiss threads (run-time flags, not settings).
 
     Raises:
         SchemaError: a missing or malformed table. ConfigError: as
@@ -43,7 +45,7 @@ def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     emb, embedder = embed_catalogue(items, embedding, base_dir=data_dir, cache_dir=out,
                                     interactions=interactions)
     labels = read_item_labels(data_dir)
-    tree = build_cluster_tree(items, emb, cfg, labels=labels)   # labels may name clusters
+    tree = build_cluster_tree(items, emb, cfg, labels=labels, threads=threads)   # labels may name clusters
     tree.stats["embedding"] = {"config": asdict(embedding), "encoder": embedder.encoder,
                                "dim": int(emb.shape[1]), "blocks": embedder.block_report()}
     if labels is not None:

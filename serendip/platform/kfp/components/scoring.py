@@ -58,8 +58,9 @@ def score_shard(data: Input[Dataset], tree: Input[Dataset], scores: Output[Datas
 
     predictor = load_predictor(model_uri, state)     # registry URI or model directory
     cfg = ScoringConfig(coverage=coverage, batch_size=batch_size, chunk_size=chunk_size, k=k,
-                        progress=False, shard=shard, num_shards=num_shards)
-    result = scoring_stage(data.path, tree.path, state, predictor, cfg, out_dir=scores.path)
+                        shard=shard, num_shards=num_shards)
+    result = scoring_stage(data.path, tree.path, state, predictor, cfg, out_dir=scores.path,
+                           progress=False)
     s = result.stats
     scores.metadata.update({"model_version": s["model_version"], "rows": result.table.num_rows,
                             "shard": shard, "num_shards": num_shards})
