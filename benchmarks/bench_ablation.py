@@ -37,10 +37,11 @@ clusters, item_clusters = truth_clusters(data)
 def build(prompt: PromptConfig):
     return curate(items, inter, clusters, item_clusters, CurationConfig(prompt=prompt)).examples
 
-cfg = AblationConfig(groups=("thumbnail",), steps=steps, eval_every=steps, workers=workers,
+cfg = AblationConfig(groups=("thumbnail",), steps=steps, eval_every=steps,
                      finetune=FinetuneConfig(eval_max_examples=32))
 t0 = time.perf_counter()
-res = run_ablation(build, clusters, cfg, out, items=items, progress=False, base_dir=data)
+res = run_ablation(build, clusters, cfg, out, items=items, progress=False, base_dir=data,
+                   workers=workers)
 print(json.dumps({"wall_s": time.perf_counter() - t0,
                   "histories": {k: v["history"] for k, v in res["results"].items()}}))
 """

@@ -190,7 +190,7 @@ def test_every_config_validates_on_construction():
            "ClusterConfig": {"balance_tol": 0.5}, "EmbeddingConfig": {"w_text": -1.0},
            "CurationConfig": {"top_k": 0}, "PromptConfig": {"strategy": "audio"},
            "TinyVLMConfig": {"text_heads": 3}, "BaseConfig": {"text_layers": 0},
-           "AblationConfig": {"workers": -1}, "RetrieverConfig": {"heads": 3},
+           "AblationConfig": {"steps": 0}, "RetrieverConfig": {"heads": 3},
            "ReplayConfig": {"k": 0}, "OnlineSimConfig": {"seeds": ()},
            "BlendConfig": {"k": 0}, "ServeConfig": {"workdir": Path("/nonexistent")},
            "SatisfactionModel": {"noise": 2.0}, "PolicyModel": {"same_leaf": 1.5},

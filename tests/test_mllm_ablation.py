@@ -4,7 +4,6 @@ with the paper-vs-ours verdicts, and finished variants reused on a re-run."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 from mllm_truth import TEST_TINY, truth_examples, truth_tables
@@ -46,8 +45,7 @@ def test_thumbnail_ablation_writes_curves_table_and_reuses_runs(synth_dir, tmp_p
     assert again["results"]["cot-1f"]["history"] == out["results"]["cot-1f"]["history"]
 
     # the same runs in two worker processes: the same curves as one after the other
-    pooled = run_ablation(build, clusters, replace(cfg, workers=2), tmp_path / "pooled",
-                          progress=False)
+    pooled = run_ablation(build, clusters, cfg, tmp_path / "pooled", progress=False, workers=2)
     for name, res in out["results"].items():
         assert pooled["results"][name]["history"] == res["history"], name
 

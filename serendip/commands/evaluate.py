@@ -155,15 +155,15 @@ def _ablation(args: argparse.Namespace) -> int:
     cfg = load_config(AblationConfig, None, [f"finetune.{s}" for s in args.set], settings={
         "groups": [g.strip() for g in args.groups.split(",") if g.strip()],
         "steps": args.steps, "eval_every": args.eval_every,
-        "seeds": [s.strip() for s in args.seeds.split(",") if s.strip()],
-        "workers": args.workers})
+        "seeds": [s.strip() for s in args.seeds.split(",") if s.strip()]})
     out = Path(args.out) if args.out else Path(args.workdir) / "ablation"
     tracker = None
     if not args.no_mlflow:
         from serendip.platform.tracking import MLflowTracker
 
         tracker = MLflowTracker(args.workdir)
-    ablation_stage(args.workdir, out, cfg, progress=not args.quiet, tracker=tracker)
+    ablation_stage(args.workdir, out, cfg, progress=not args.quiet, tracker=tracker,
+                   workers=args.workers)
     print((out / "table.md").read_text())
     return 0
 

@@ -67,17 +67,12 @@ class AblationConfig:
         "help": "seeds per variant (mean and spread reported); at least one"})
     keep_models: bool = field(default=False, metadata={
         "help": "keep each variant's model directory, not just its curve"})
-    workers: int = field(default=1, metadata={
-        "help": "runs trained at once, in processes; >= 0 (0: one per CPU core)"})
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig, metadata={
         "help": "the fine-tuning settings every variant shares (steps, eval_every and the "
                 "prompt are set per variant)"})
 
     def __post_init__(self) -> None:
         self.check()
-
-    def resolved_workers(self) -> int:
-        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
     def check(self) -> None:
         unknown = set(self.groups) - set(GROUPS)
@@ -86,9 +81,6 @@ class AblationConfig:
                               fix=f"use some of {', '.join(GROUPS)}")
         if not self.seeds:
             raise ConfigError("no seeds", field="seeds", fix="give at least one seed")
-        if self.workers < 0:
-            raise ConfigError(f"workers={self.workers}", field="workers",
-                              fix="use 0 (one per CPU core) or a positive count")
         for name in ("steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")
@@ -139,10 +131,11 @@ def _init_worker(threads: int) -> None:
 def run_ablation(build_examples: BuildExamples, clusters: pa.Table, cfg: AblationConfig,
                  out_dir: str | os.PathLike, items: pa.Table | None = None,
                  on_variant: Callable[[str, int, dict], None] | None = None,
-                 progress: bool = True, base_dir: str | None = None) -> dict:
+                 progress: bool = True, base_dir: str | None = None, workers: int = 1) -> dict:
     """Fine-tune every variant of the selected groups; write plots, table and JSON.
 
-    Runs are independent, so with ``cfg.workers`` > 1 they train in that many processes, each
+    Runs are independent, so with ``workers`` > 1 (0: one per CPU core; a run-time flag, not
+    a setting) they train in that many processes, each
     with an equal share of the CPU threads: the tiny model scales poorly across threads, so
     runs side by side finish sooner than one at a time with every thread (1.12x on 2 cores for
     two 240-step runs, worker start-up included: ``make bench``, ``ablation``). The worker
@@ -156,6 +149,9 @@ def run_ablation(build_examples: BuildExamples, clusters: pa.Table, cfg: Ablatio
     from tqdm.auto import tqdm
 
     cfg.check()
+    if workers < 0:
+        raise ConfigError(f"workers={workers}", field="workers",
+                          fix="use 0 (one per CPU core) or a positive count")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records: dict[tuple[str, int], dict] = {}
@@ -189,7 +185,7 @@ def run_ablation(build_examples: BuildExamples, clusters: pa.Table, cfg: Ablatio
         if on_variant:
             on_variant(name, seed, rec)
 
-    workers = min(cfg.resolved_workers(), len(jobs))
+    workers = min(workers if workers > 0 else (os.cpu_count() or 1), len(jobs))
     if workers <= 1:
         for (name, seed), (key, args) in jobs.items():
             bar.set_postfix_str(f"{name} seed {seed}: training")
@@ -367,14 +363,14 @@ def plot_group(group: str, results: dict, path: Path) -> Path:
 
 def ablation_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                    cfg: AblationConfig | None = None, *, progress: bool = True,
-                   tracker=None) -> dict:
+                   tracker=None, workers: int = 1) -> dict:
     """The ablations of paper Figs. 3-5 on a work directory: every variant is fine-tuned on the
     same curated selection (same pairs, same split) with its own prompt config; writes
     ``results.json``, ``table.md`` and one plot per group to ``out_dir`` (default
     ``<workdir>/ablation``) and returns the results payload. With a tracker
     (:class:`serendip.tracking.Tracker`) each variant's curve, the table and the plots are
     logged as a ``serendip-ablation`` run. The one entry shared by ``serendip evaluate
-    --ablation`` and the demo.
+    --ablation`` and the demo. ``progress``, ``workers``: run-time flags (:func:`run_ablation`).
 
     Raises:
         SchemaError: a missing or malformed input table. ConfigError: a bad setting.
@@ -389,7 +385,8 @@ def ablation_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
 
     def go() -> dict:
         return run_ablation(lambda prompt: rebuild_examples(inp, prompt), inp.clusters, cfg,
-                            out, items=inp.items, progress=progress, base_dir=str(inp.workdir))
+                            out, items=inp.items, progress=progress, base_dir=str(inp.workdir),
+                            workers=workers)
 
     if not is_tracking(tracker):
         return go()

@@ -227,9 +227,10 @@ def ablation(wd: Path, p: DemoSize) -> dict:
     from serendip.platform.tracking import MLflowTracker
 
     cfg = AblationConfig(steps=p.ablation_steps, eval_every=max(25, p.ablation_steps // 4),
-                         workers=0, finetune=FinetuneConfig(batch_size=p.ablation_batch))
+                         finetune=FinetuneConfig(batch_size=p.ablation_batch))
     with workdir_lock(wd, "ablation", "evaluate"):
-        ablation_stage(wd, wd / "evaluation" / "ablation", cfg, tracker=MLflowTracker(wd))
+        ablation_stage(wd, wd / "evaluation" / "ablation", cfg, tracker=MLflowTracker(wd),
+                       workers=0)
     summary_path = wd / "evaluation" / "ablation" / "results.json"
     data = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     atomic_write_bytes(wd / "evaluation" / "ablation.json",
