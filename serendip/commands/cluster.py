@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="children per level, e.g. 4/3/4/2, or auto (default: from the "
                         "catalogue size, ~25 items per leaf; the choice is printed)")
     p.add_argument("--config", default=None,
-                   help="YAML with ClusterConfig fields and an optional 'embedding:' mapping")
+                   help="YAML with ClusterConfig fields and an optional 'embedding:' mapping "
+                        "(`serendip config --list cluster` lists them all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. traffic_power=0 or embedding.w_text=0.5")
     p.add_argument("--threads", type=int, default=1, metavar="N",
