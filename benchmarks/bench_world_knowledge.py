@@ -240,7 +240,7 @@ def train_and_evaluate(wd: Path, model: str, seed: int, budget_s: float, s_per_s
 
 # ------------------------------------------------------------------ one data set
 def run_dataset(name: str, quick: bool, seeds, budget_s: float, root: Path,
-                partial: Path | None = None) -> dict:
+                partial: Path | None = None, models=MODELS) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -249,12 +249,12 @@ def run_dataset(name: str, quick: bool, seeds, budget_s: float, root: Path,
     res["prepared"] = prepare(name, wd, quick)
     res["baselines"] = choice_eval(wd)
     res["calibration_cpu_s_per_step"] = {}
-    res["runs"] = {m: [] for m in MODELS}
-    for m in MODELS:
+    res["runs"] = {m: [] for m in models}
+    for m in models:
         res["calibration_cpu_s_per_step"][m] = round(calibrate(wd, m, root / f"cal-{m}"), 3)
         _save_partial(partial, res)
     for seed in seeds:                       # seed-major: a cut-short run stays balanced
-        for m in MODELS:
+        for m in models:
             print(f"[{time.strftime('%H:%M:%S')}] {name} {m} seed {seed}", flush=True)
             res["runs"][m].append(train_and_evaluate(
                 wd, m, seed, budget_s, res["calibration_cpu_s_per_step"][m],
@@ -305,38 +305,62 @@ def summarize(res: dict) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
+    """Top: the held-out curve (curated test examples) vs training CPU seconds; bottom: each
+    final model on all held-out pairs (95% interval) at the CPU seconds it used. Baselines
+    are horizontal lines (bottom: with their intervals). Extra runs (``--tag``) dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [d for d in DATASETS if d in result["datasets"]]
-    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(names), figsize=(6.5 * len(names), 8), squeeze=False)
     colours = {"tiny": "tab:blue", "pretrained": "tab:red"}
-    for ax, name in zip(axes[0], names):
+    for j, name in enumerate(names):
         d = result["datasets"][name]
-        for m, runs in d["runs"].items():
-            for i, r in enumerate(runs):
-                xs = [h["train_cpu_s"] for h in r["curve"]]
-                ys = [h["recall_constrained"] for h in r["curve"]]
-                ax.plot(xs, ys, "o-", color=colours[m], alpha=0.75, lw=1.2, ms=4,
-                        label=f"{m} ({len(runs)} seeds)" if i == 0 else None)
-        cur = d["baselines"]["curated_test"]
-        for b, style in (("random_sibling", ":"), ("transition", "--")):
-            if b in cur["methods"]:
-                ax.axhline(cur["methods"][b]["recall"]["value"], color="k", ls=style, lw=1,
-                           label=f"{b} baseline")
-        ax.axvline(d["budget_cpu_s"], color="grey", lw=0.8, alpha=0.5)
+        groups = [(d, "-", "o", "")] + [
+            (e, "--", "s", f", {e['budget_cpu_s']:.0f} s budget")
+            for k, e in (result.get("extra_runs") or {}).items() if k.split("-")[0] == name]
+        top, bottom = axes[0][j], axes[1][j]
+        for g, ls, mk, extra in groups:
+            for m, runs in g["runs"].items():
+                for i, r in enumerate(runs):
+                    lab = f"{m} ({len(runs)} seed{'s' if len(runs) > 1 else ''}{extra})"
+                    top.plot([h["train_cpu_s"] for h in r["curve"]],
+                             [h["recall_constrained"] for h in r["curve"]], ls, marker=mk,
+                             color=colours[m], alpha=0.75, lw=1.2, ms=4,
+                             label=lab if i == 0 else None)
+                    rec = r["choice"]["all_heldout_pairs"]["methods"]["model"]["recall"]
+                    bottom.errorbar([r["train_cpu_s"]], [rec["value"]], fmt=mk,
+                                    yerr=[[rec["value"] - rec["ci95"][0]],
+                                          [rec["ci95"][1] - rec["value"]]],
+                                    color=colours[m], alpha=0.8, capsize=3,
+                                    label=lab if i == 0 else None)
+        for ax, key in ((top, "curated_test"), (bottom, "all_heldout_pairs")):
+            cs = d["baselines"][key]
+            for b, style in (("random_sibling", ":"), ("transition", "--")):
+                r = cs["methods"][b]["recall"]
+                ax.axhline(r["value"], color="k", ls=style, lw=1, label=f"{b} baseline")
+                if key == "all_heldout_pairs" and r["ci95"][1] > r["ci95"][0]:
+                    ax.axhspan(r["ci95"][0], r["ci95"][1], color="k", alpha=0.07)
+            ax.axvline(d["budget_cpu_s"], color="grey", lw=0.8, alpha=0.5)
+            ax.set_xlabel("training CPU seconds (time.process_time, one thread)")
+            ax.set_xlim(left=0)
+            ax.legend(fontsize=7)
         p = d["prepared"]["prompt"]
-        ax.set_title(f"{name} ({p['strategy']}, {d['prepared']['test_examples']} test examples)")
-        ax.set_xlabel("training CPU seconds (time.process_time, one thread)")
-        ax.set_ylabel("held-out recall (trie-constrained, top-1)")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
+        top.set_title(f"{name} ({p['strategy']}): curve on ≤48 of "
+                      f"{d['prepared']['test_examples']} curated test examples", fontsize=10)
+        top.set_ylabel("recall (trie-constrained, top-1)")
+        a = d["baselines"]["all_heldout_pairs"]
+        bottom.set_title(f"{name}: final model, all held-out pairs ({a['n_cases']} cases, "
+                         f"{a['n_contexts']} contexts), 95% CI", fontsize=10)
+        bottom.set_ylabel("recall over the candidates (weighted)")
+        top.set_ylim(0, 1)
+        bottom.set_ylim(0, max(0.6, bottom.get_ylim()[1]))
     fig.suptitle("What world knowledge buys: tiny vs pretrained VLM under the same CPU budget")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
 
@@ -379,13 +403,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge(parts: dict, quick: bool) -> dict:
+def merge(parts: dict, quick: bool, extra: dict | None = None) -> dict:
     result = {"note": __doc__.split("\n\n")[0].replace("\n", " "),
               "budget": "time_budget_s: CPU seconds (time.process_time of the training "
                         "process, all threads, OMP_NUM_THREADS=1) spent in training steps; "
                         "held-out evaluations and checkpoints not counted; wall time recorded "
                         "beside it (shared 2-core machine, nice -n 5)",
-              "quick": quick, "datasets": parts}
+              "quick": quick, "datasets": parts, "extra_runs": extra or {}}
     RESULTS.mkdir(exist_ok=True)
     plot(result, RESULTS / ("world_knowledge_quick.png" if quick else "world_knowledge.png"))
     from serendip.data.io import atomic_write_bytes
@@ -415,24 +439,34 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--budget-s", type=float, help="CPU seconds per run (default 120; quick 8)")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated (with --data)")
+    ap.add_argument("--tag", default="", help="with --data: a separate partial file "
+                    "(e.g. a longer budget for one model), merged under 'extra_runs'")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     suffix = "_quick" if a.quick else ""
     partial = {d: RESULTS / f"world_knowledge{suffix}.{d}.partial.json" for d in DATASETS}
+    tagged = RESULTS / f"world_knowledge{suffix}.{a.data}-{a.tag}.partial.json"
     seeds = tuple(range(a.seeds)) if a.seeds else ((0,) if a.quick else (0, 1, 2))
     budget = a.budget_s or (8.0 if a.quick else 120.0)
     if a.data:
         root = Path(tempfile.mkdtemp(prefix=f"bench-wk-{a.data}-"))
         try:
-            run_dataset(a.data, a.quick, seeds, budget, root, partial[a.data])
+            models = tuple(m for m in a.models.split(",") if m)
+            if set(models) - set(MODELS):
+                ap.error(f"--models: use some of {', '.join(MODELS)}")
+            run_dataset(a.data, a.quick, seeds, budget, root,
+                        tagged if a.tag else partial[a.data], models)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         return 0
     if a.merge:
         parts = {d: json.loads(p.read_text()) for d, p in partial.items() if p.exists()}
+        extra = {p.name.split(".")[1]: json.loads(p.read_text()) for p in sorted(
+            RESULTS.glob(f"world_knowledge{suffix}.*-*.partial.json"))}
     else:
         return _write(run(a.quick, seeds=seeds, budget_s=budget), a.quick)
-    return _write(merge(parts, a.quick), a.quick)
+    return _write(merge(parts, a.quick, extra), a.quick)
 
 
 def _write(result: dict, quick: bool) -> int:
