@@ -7,10 +7,13 @@ Blocks (issue 14):
   or TF-IDF + truncated SVD (scikit-learn) when the wheel is not installed or
   ``text_encoder="tfidf"``.
 * ``image``: the pooled 1280-d ImageNet features of EfficientNet-Lite0
-  (:func:`serendip.pretrained.efficientnet.load_efficientnet_lite0`) of the thumbnail at
-  ``image_px`` pixels. Every image is embedded once: features are cached by a hash of the
-  image's content (file bytes, bytes, or the ``synth:`` URI that fully determines a drawn
-  thumbnail) in memory and in ``image_features.parquet`` beside the embeddings.
+  (:func:`serendip.pretrained.efficientnet.load_efficientnet_lite0`, run as its inference copy
+  :func:`~serendip.pretrained.efficientnet.inference_model`) of the thumbnail at ``image_px``
+  pixels. Every image is embedded once: features are cached by a hash of the image's content
+  (file bytes, bytes, or the ``synth:`` URI that fully determines a drawn thumbnail) in memory
+  and in ``image_features.parquet`` beside the embeddings. A picture is decoded once for the
+  network and the hand-made blocks (a JPEG in draft mode, at the smallest scale that covers
+  ``image_px``), in a thread that overlaps the network.
 * ``behaviour``: items the same users engage with belong together. The item × user
   engagement matrix (an item counts as engaged when it is a context or a next item of the
   user's interactions; ``behaviour_matrix="transitions"`` uses the symmetrised item × item
@@ -23,7 +26,15 @@ Blocks (issue 14):
   block sits at its centre for the item, so content alone places it; on ml-100k it gave a
   higher genre NMI than the ridge map, see ``benchmarks/results/topics.json``).
 * hand-made visual cues from the thumbnail's *foreground* (saturated pixels; grey background
-  and grey overlays are ignored), made for the synthetic platform's drawn thumbnails:
+  and grey overlays are ignored), made for the synthetic platform's drawn thumbnails. Next to
+  the image network only colour (0.8) and texture (0.6) are on by default: shape and layout
+  add nothing to the synthetic taxonomy recovery once the network sees the picture, colour
+  and texture still do (the synthetic topics *are* hues and patterns). On real photos of one
+  product in several colourways the colour block pulls clusters towards colour (object ARI
+  1.0 → 0.74 at these weights), so by default (``hand_made_on="drawn"``) only drawn
+  ``synth:`` thumbnails get the hand-made blocks; for a photo they are all-zero rows (silent),
+  and a catalogue without drawn thumbnails has no hand-made blocks at all (measured:
+  ``benchmarks/results/topics.json``, ``synthetic_ari`` and ``real_photos``):
   - ``colour``: chroma-weighted hue histogram, circularly smoothed (nearby hues stay near);
   - ``shape``: the largest foreground blob cropped to its bounding box and resized to a small
     grid (translation and scale invariant);
@@ -52,6 +63,7 @@ import functools
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,6 +76,7 @@ from serendip.errors import ConfigError
 TEXT_ENCODERS = ("auto", "minilm", "tfidf", "none")
 BEHAVIOUR_MATRICES = ("users", "transitions")
 COLD_STARTS = ("ridge", "zeros")
+HAND_MADE_ON = ("drawn", "all")
 EMBEDDINGS_FILE = "embeddings.parquet"
 IMAGE_FEATURES_FILE = "image_features.parquet"
 EMBEDDER_DIR = "embedder"
@@ -76,8 +89,11 @@ class EmbeddingConfig:
 
     Default weights were chosen on real data (MovieLens-100k, genres as labels; see
     ``benchmarks/bench_topics.py`` and ``benchmarks/results/topics.json``) for text and
-    behaviour, and kept so the synthetic platform's taxonomy recovery is no worse for the
-    visual blocks. A block whose input is absent (no interactions, no thumbnails) is skipped.
+    behaviour; for the visual blocks, the fewest hand-made blocks (colour, texture) at the
+    lowest weights that keep the synthetic platform's taxonomy recovery no worse next to the
+    pretrained image block, on drawn thumbnails only (``hand_made_on``). Without the
+    image block (``w_image=0``) give shape and layout weights again (1.0 and 0.2 before). A
+    block whose input is absent (no interactions, no thumbnails) is skipped.
     """
 
     text_encoder: str = field(default="auto", metadata={
@@ -87,24 +103,30 @@ class EmbeddingConfig:
     image_size: int = field(default=64, metadata={
         "help": "thumbnails are resized to this for the hand-made visual blocks, in pixels; "
                 ">= 16"})
-    image_px: int = field(default=112, metadata={
-        "help": "input side of the pretrained image network, in pixels; >= 32 (112: 4x "
-                "cheaper than 224, synthetic ARI as good or better)"})
+    image_px: int = field(default=96, metadata={
+        "help": "input side of the pretrained image network, in pixels; >= 32 (96: 5x "
+                "cheaper than 224, synthetic ARI as good; see benchmarks/results/topics.json)"})
     w_text: float = field(default=0.3, metadata={
         "help": "weight of the title/description block; >= 0 (chosen on ml-100k)"})
     w_image: float = field(default=1.0, metadata={
         "help": "weight of the pretrained image-network block; >= 0"})
     w_behaviour: float = field(default=1.0, metadata={
         "help": "weight of the engagement (behaviour) block; >= 0"})
-    w_shape: float = field(default=1.0, metadata={
-        "help": "weight of the hand-made shape block; >= 0 (synthetic level-2 ARI falls "
-                "0.97 → 0.67 at half the visual weights)"})
-    w_colour: float = field(default=1.0, metadata={
-        "help": "weight of the hand-made hue-histogram block; >= 0"})
+    w_shape: float = field(default=0.0, metadata={
+        "help": "weight of the hand-made shape block; >= 0 (0: the image network already "
+                "separates shapes; synthetic ARI as good without it)"})
+    w_colour: float = field(default=0.8, metadata={
+        "help": "weight of the hand-made hue-histogram block; >= 0 (0.8: the lowest that keeps "
+                "the synthetic taxonomy next to the image network; see hand_made_on)"})
     w_texture: float = field(default=0.6, metadata={
-        "help": "weight of the hand-made texture block; >= 0"})
-    w_layout: float = field(default=0.2, metadata={
-        "help": "weight of the hand-made layout block; >= 0 (at least one w_* > 0)"})
+        "help": "weight of the hand-made texture block; >= 0 (see hand_made_on)"})
+    w_layout: float = field(default=0.0, metadata={
+        "help": "weight of the hand-made layout block; >= 0 (0: the image network already "
+                "sees where things are; at least one w_* > 0)"})
+    hand_made_on: str = field(default="drawn", metadata={
+        "help": "which thumbnails get the hand-made blocks: drawn (synth: URIs, the synthetic "
+                "platform's pictures; photos are left to the image network, where hand-made "
+                "colour pulls clusters towards colour) | all"})
     behaviour_matrix: str = field(default="users", metadata={
         "help": "users: item × user engagement | transitions: item × next-item counts"})
     behaviour_dim: int = field(default=32, metadata={
@@ -145,6 +167,9 @@ class EmbeddingConfig:
         if self.cold_start not in COLD_STARTS:
             raise ConfigError(f"unknown cold start {self.cold_start!r}", field="cold_start",
                               fix=f"use one of {', '.join(COLD_STARTS)}")
+        if self.hand_made_on not in HAND_MADE_ON:
+            raise ConfigError(f"unknown hand_made_on {self.hand_made_on!r}",
+                              field="hand_made_on", fix=f"use one of {', '.join(HAND_MADE_ON)}")
         weights = {k: v for k, v in asdict(self).items() if k.startswith("w_")}
         for k, v in weights.items():
             if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
@@ -310,70 +335,108 @@ def _resize_mask(mask: np.ndarray, grid: int) -> np.ndarray:
     return np.asarray(im, np.float32).ravel() / 255.0
 
 
-def visual_blocks(img: np.ndarray, cfg: EmbeddingConfig) -> dict[str, np.ndarray]:
-    """Feature blocks of one RGB float image (H × W × 3 in [0, 1])."""
+def visual_blocks(img: np.ndarray, cfg: EmbeddingConfig,
+                  which: tuple[str, ...] = ("colour", "shape", "texture", "layout")
+                  ) -> dict[str, np.ndarray]:
+    """Feature blocks ``which`` of one RGB float image (H × W × 3 in [0, 1]); only those are
+    computed (the blob labelling that shape and layout need is skipped without them)."""
+    from scipy import ndimage
+
     h, w, _ = img.shape
     hue, chroma, value = _rgb_to_hcv(img)
     fg = chroma > cfg.fg_chroma
     if fg.mean() < 0.01:          # no saturated content (e.g. a grey photo): use everything
         fg = np.ones_like(fg)
-    # colour: chroma-weighted hue histogram over the foreground, circularly smoothed
-    bins = cfg.hue_bins
-    idx = ((hue[fg] + np.pi) / (2 * np.pi) * bins).astype(np.int64) % bins
-    hist = np.bincount(idx, weights=chroma[fg], minlength=bins).astype(np.float64)
-    k = np.arange(-3 * int(np.ceil(cfg.hue_sigma)), 3 * int(np.ceil(cfg.hue_sigma)) + 1)
-    kern = np.exp(-0.5 * (k / max(cfg.hue_sigma, 1e-3)) ** 2)
-    hist = sum(kern[i] * np.roll(hist, int(k[i])) for i in range(len(k)))
-    colour = hist / (np.linalg.norm(hist) + 1e-9)
-    # shape: largest blob, bounding-box normalised
-    blob, n_blobs = _largest_blob(fg)
-    shape = _resize_mask(blob, cfg.shape_grid) if blob.any() else np.zeros(cfg.shape_grid ** 2)
-    shape = shape / (np.linalg.norm(shape) + 1e-9)
-    # texture: directional brightness differences inside the (eroded) foreground
-    from scipy import ndimage
+    out: dict[str, np.ndarray] = {}
+    if "colour" in which:         # chroma-weighted hue histogram of the foreground, smoothed
+        bins = cfg.hue_bins
+        idx = ((hue[fg] + np.pi) / (2 * np.pi) * bins).astype(np.int64) % bins
+        hist = np.bincount(idx, weights=chroma[fg], minlength=bins).astype(np.float64)
+        k = np.arange(-3 * int(np.ceil(cfg.hue_sigma)), 3 * int(np.ceil(cfg.hue_sigma)) + 1)
+        kern = np.exp(-0.5 * (k / max(cfg.hue_sigma, 1e-3)) ** 2)
+        hist = sum(kern[i] * np.roll(hist, int(k[i])) for i in range(len(k)))
+        out["colour"] = hist / (np.linalg.norm(hist) + 1e-9)
+    if "shape" in which or "layout" in which:
+        blob, n_blobs = _largest_blob(fg)
+    if "shape" in which:          # largest blob, bounding-box normalised
+        shape = (_resize_mask(blob, cfg.shape_grid) if blob.any()
+                 else np.zeros(cfg.shape_grid ** 2))
+        out["shape"] = shape / (np.linalg.norm(shape) + 1e-9)
+    if "texture" in which:        # directional brightness differences inside the foreground
+        inner = ndimage.binary_erosion(fg, iterations=2)
+        if inner.sum() < 16:
+            inner = fg
+        v = value / (value[fg].max() + 1e-6)
+        tex = []
+        for off in (1, 2):
+            for dy, dx in ((0, off), (off, 0), (off, off), (off, -off)):
+                shifted = np.roll(np.roll(v, -dy, axis=0), -dx, axis=1)
+                both = inner & np.roll(np.roll(inner, -dy, axis=0), -dx, axis=1)
+                tex.append(float(np.abs(shifted - v)[both].mean()) if both.any() else 0.0)
+        dark = float((v[inner] < 0.6).mean()) if inner.any() else 0.0
+        out["texture"] = np.array(tex + [dark], np.float64)
+    if "layout" in which:         # where the foreground mass sits, how many blobs, how large
+        g = 4
+        cells = fg[: h - h % g, : w - w % g].reshape(g, h // g, g, w // g).mean(
+            axis=(1, 3)).ravel()
+        out["layout"] = np.concatenate([cells, [min(n_blobs, 4) / 4.0, fg.mean()]])
+    return out
 
-    inner = ndimage.binary_erosion(fg, iterations=2)
-    if inner.sum() < 16:
-        inner = fg
-    v = value / (value[fg].max() + 1e-6)
-    tex = []
-    for off in (1, 2):
-        for dy, dx in ((0, off), (off, 0), (off, off), (off, -off)):
-            shifted = np.roll(np.roll(v, -dy, axis=0), -dx, axis=1)
-            both = inner & np.roll(np.roll(inner, -dy, axis=0), -dx, axis=1)
-            tex.append(float(np.abs(shifted - v)[both].mean()) if both.any() else 0.0)
-    dark = float((v[inner] < 0.6).mean()) if inner.any() else 0.0
-    texture = np.array(tex + [dark], np.float64)
-    # layout: where the foreground mass sits, how many blobs, how large
-    g = 4
-    cells = fg[: h - h % g, : w - w % g].reshape(g, h // g, g, w // g).mean(axis=(1, 3)).ravel()
-    layout = np.concatenate([cells, [min(n_blobs, 4) / 4.0, fg.mean()]])
-    return {"colour": colour, "shape": shape, "texture": texture, "layout": layout}
+
+def gets_hand_made(ref, cfg: EmbeddingConfig) -> bool:
+    """Whether the thumbnail ``ref`` gets the hand-made blocks: every one with
+    ``hand_made_on="all"``, else only drawn ``synth:`` thumbnails (the others' rows are zeros:
+    the blocks are silent for them)."""
+    return cfg.hand_made_on == "all" or (isinstance(ref, str) and ref.startswith("synth:"))
+
+
+_SILENT: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _silent_blocks(cfg: EmbeddingConfig, which: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """All-zero rows of the blocks ``which`` (a block is silent for an all-zero row)."""
+    key = (cfg.hue_bins, cfg.shape_grid, tuple(which))
+    if key not in _SILENT:
+        probe = visual_blocks(np.zeros((8, 8, 3), np.float32), cfg, which)
+        _SILENT[key] = {b: np.zeros_like(v) for b, v in probe.items()}
+    return _SILENT[key]
 
 
 def visual_features(thumbnails: list, cfg: EmbeddingConfig,
-                    base_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Visual feature blocks (name → n × d) of the items' thumbnails."""
+                    base_dir: str | os.PathLike | None = None,
+                    which: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Hand-made visual feature blocks (name → n × d) of the items' thumbnails: the blocks
+    ``which`` (default: those weighted > 0); the others come back as n × 0."""
     from tqdm import tqdm
 
     from serendip.data.media import load_image
 
-    rows: dict[str, list[np.ndarray]] = {"colour": [], "shape": [], "texture": [], "layout": []}
+    if which is None:
+        which = tuple(b for b in VISUAL_BLOCKS if getattr(cfg, f"w_{b}") > 0)
+    rows: dict[str, list[np.ndarray]] = {b: [] for b in which}
+    silent = _silent_blocks(cfg, which)
     for ref in tqdm(thumbnails, desc="visual features", disable=len(thumbnails) < 5000,
                     mininterval=5):
-        if ref is None:
-            img = np.zeros((cfg.image_size, cfg.image_size, 3), np.float32)
+        if not gets_hand_made(ref, cfg):
+            blocks = silent
+        elif ref is None:
+            blocks = visual_blocks(np.zeros((cfg.image_size, cfg.image_size, 3), np.float32),
+                                   cfg, which)
         else:
-            pil = load_image(ref, cfg.image_size, base_dir=base_dir)
-            img = np.asarray(pil, np.float32) / 255.0
-        for name, vec in visual_blocks(img, cfg).items():
+            pil = load_image(ref, cfg.image_size, base_dir=base_dir, draft=cfg.image_size)
+            blocks = visual_blocks(np.asarray(pil, np.float32) / 255.0, cfg, which)
+        for name, vec in blocks.items():
             rows[name].append(vec)
-    return {k: np.asarray(v, np.float32) for k, v in rows.items()}
+    n = len(thumbnails)
+    return {b: (np.asarray(rows[b], np.float32) if b in rows and n
+                else np.zeros((n, 0), np.float32)) for b in VISUAL_BLOCKS}
 
 
 # ------------------------------------------------------------------ pretrained image features
 _IMAGE_MEMO: dict[str, np.ndarray] = {}   # content hash → pooled features (this process)
 _IMAGE_MEMO_MAX = 200_000
+IMAGE_BATCH = 16           # images per network batch: fastest on one CPU thread (8: +20 %,
+                           # 32: +50 % per image at 96-112 px; cache-bound beyond 16)
 
 
 def image_content_hash(ref, px: int, base_dir: str | os.PathLike | None = None) -> str:
@@ -386,7 +449,7 @@ def image_content_hash(ref, px: int, base_dir: str | os.PathLike | None = None) 
     """
     from serendip.errors import SerendipError
 
-    h = hashlib.sha256(f"effnet-lite0:{px}:".encode())
+    h = hashlib.sha256(f"effnet-lite0:{px}:jpeg-draft:".encode())   # how it is decoded
     if ref is None:
         h.update(b"<none>")
     elif isinstance(ref, (bytes, bytearray, memoryview)):
@@ -408,11 +471,29 @@ def image_content_hash(ref, px: int, base_dir: str | os.PathLike | None = None) 
 
 
 def _image_model():
+    """The inference copy of EfficientNet-Lite0 (folded batch norms, no identity
+    squeeze-excite, channels-last; :func:`serendip.pretrained.efficientnet.inference_model`),
+    loaded once per process."""
     if "effnet" not in _MODEL_CACHE:
-        from serendip.pretrained.efficientnet import load_efficientnet_lite0
+        from serendip.pretrained.efficientnet import inference_model, load_efficientnet_lite0
 
-        _MODEL_CACHE["effnet"] = load_efficientnet_lite0()
+        _MODEL_CACHE["effnet"] = inference_model(load_efficientnet_lite0()[0])
     return _MODEL_CACHE["effnet"]
+
+
+def _network_input(ref, px: int, base_dir) -> object:
+    """The PIL image the network sees for ``ref``: a drawn ``synth:`` thumbnail rendered at
+    ``px``, a file or bytes decoded (a JPEG at the smallest draft scale that still covers
+    ``px``), None → a blank grey image."""
+    from PIL import Image
+
+    from serendip.data.media import load_image
+
+    if ref is None:
+        return Image.new("RGB", (px, px), (128, 128, 128))
+    if isinstance(ref, str) and ref.startswith("synth:"):
+        return load_image(ref, px)
+    return load_image(ref, None, base_dir=base_dir, draft=px)
 
 
 def _read_image_cache(path: Path | None) -> dict[str, np.ndarray]:
@@ -449,58 +530,110 @@ def image_features(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike
 
     Each distinct image (by :func:`image_content_hash`) is run through the network once: in
     this process (memory) and across runs (``image_features.parquet`` in ``cache_dir``).
-    Cost: ~75 ms per image at 224 px, ~20 ms at 112 px on one CPU thread (batch 8).
+    Cost on one CPU thread (``benchmarks/results/topics.json``): ~3 ms per image at 96 px, ~4
+    at 112 px for the network (batches of 16), plus decoding (a JPEG in draft mode) or
+    drawing a ``synth:`` thumbnail (~1 ms); a cached image costs its content hash only.
+
+    Raises:
+        ConfigError: the pretrained package is missing.
+        SerendipError: an image that is missing or cannot be decoded.
+    """
+    return image_blocks(refs, cfg, base_dir, cache_dir)[0]
+
+
+def _hand_made(ref, pil, cfg: EmbeddingConfig, which: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Hand-made blocks ``which`` of the network's input image ``pil``, resized (bilinear) to
+    ``cfg.image_size`` square; a missing image (None) is black, as in
+    :func:`visual_features`; zeros (silent) for a thumbnail :func:`gets_hand_made` excludes."""
+    from PIL import Image
+
+    size = cfg.image_size
+    if not gets_hand_made(ref, cfg):
+        return _silent_blocks(cfg, which)
+    if ref is None:
+        img = np.zeros((size, size, 3), np.float32)
+    else:
+        img = np.asarray(pil.resize((size, size), Image.BILINEAR), np.float32) / 255.0
+    return visual_blocks(img, cfg, which)
+
+
+def image_blocks(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None, which: tuple[str, ...] = (),
+                 network: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The image block (:func:`image_features`; n × 0 with ``network=False``) and the
+    hand-made visual blocks ``which`` (name → n × d, see :func:`visual_blocks`) from ONE
+    decode of each distinct image: the network's input at ``cfg.image_px`` (a ``synth:``
+    thumbnail drawn at that size, a JPEG in draft mode), resized to ``cfg.image_size`` for
+    the hand-made blocks — so a picture is decoded once, not once per block family, and its
+    hand-made blocks are the same whether its network features come from the cache or not.
+    Blocks not in ``which`` come back as n × 0.
 
     Raises:
         ConfigError: the pretrained package is missing.
         SerendipError: an image that is missing or cannot be decoded.
     """
     import torch
-    from PIL import Image
     from tqdm import tqdm
 
-    from serendip.data.media import load_image
+    from serendip.pretrained.efficientnet import preprocess
 
+    n = len(refs)
     px = cfg.image_px
     hashes = [image_content_hash(r, px, base_dir) for r in refs]
-    cache_path = Path(cache_dir) / IMAGE_FEATURES_FILE if cache_dir else None
+    feats: dict[str, np.ndarray] = {}
+    cache_path = Path(cache_dir) / IMAGE_FEATURES_FILE if cache_dir and network else None
     disk = _read_image_cache(cache_path)
-    feats = {h: disk[h] for h in set(hashes) if h in disk}
-    feats.update({h: _IMAGE_MEMO[h] for h in set(hashes) if h in _IMAGE_MEMO and h not in feats})
-    todo: dict[str, object] = {}
+    if network:
+        feats = {h: disk[h] for h in set(hashes) if h in disk}
+        feats.update({h: _IMAGE_MEMO[h] for h in set(hashes)
+                      if h in _IMAGE_MEMO and h not in feats})
+    todo: dict[str, object] = {}          # distinct images still to decode
     for h, r in zip(hashes, refs):
-        if h not in feats and h not in todo:
+        if h not in todo and (which or h not in feats):
             todo[h] = r
+    vis: dict[str, dict[str, np.ndarray]] = {}
+    computed: list[str] = []
     if todo:
-        model, processor = _image_model()
+        model = _image_model() if network else None
         keys = list(todo)
-        bs = max(1, min(cfg.batch_size, 16))
-        with torch.inference_mode():
-            for i in tqdm(range(0, len(keys), bs), desc="image features", unit="batch",
+        bs = max(1, min(cfg.batch_size, IMAGE_BATCH))
+        batches = [keys[i:i + bs] for i in range(0, len(keys), bs)]
+
+        def load(batch: list[str]):
+            ims = [_network_input(todo[h], px, base_dir) for h in batch]
+            for h, im in zip(batch, ims):
+                if which:
+                    vis[h] = _hand_made(todo[h], im, cfg, which)
+            run = [i for i, h in enumerate(batch) if network and h not in feats]
+            return [batch[i] for i in run], (preprocess([ims[i] for i in run], px)
+                                             if run else None)
+
+        # decoding the next batch (PIL releases the GIL) overlaps the network on this one
+        with torch.inference_mode(), ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(load, batches[0])
+            for i in tqdm(range(len(batches)), desc="image features", unit="batch",
                           disable=len(keys) < 256, mininterval=5):
-                batch = []
-                for h in keys[i:i + bs]:
-                    r = todo[h]
-                    if r is None:
-                        batch.append(Image.new("RGB", (px, px), (128, 128, 128)))
-                    elif isinstance(r, str) and r.startswith("synth:"):
-                        batch.append(load_image(r, px))
-                    else:
-                        batch.append(load_image(r, None, base_dir=base_dir))
-                pix = processor(batch, return_tensors="pt", size={"shortest_edge": px},
-                                crop_size={"height": px, "width": px})["pixel_values"]
-                out = model(pixel_values=pix).pooler_output.reshape(len(batch), -1)
-                for h, v in zip(keys[i:i + bs], out.numpy().astype(np.float32)):
+                run, pix = pending.result()
+                if i + 1 < len(batches):
+                    pending = pool.submit(load, batches[i + 1])
+                if pix is None:
+                    continue
+                out = model(pixel_values=pix).pooler_output.reshape(len(run), -1)
+                for h, v in zip(run, out.numpy().astype(np.float32)):
                     feats[h] = v
-        if len(_IMAGE_MEMO) + len(todo) > _IMAGE_MEMO_MAX:
+                computed.extend(run)
+    if computed:
+        if len(_IMAGE_MEMO) + len(computed) > _IMAGE_MEMO_MAX:
             _IMAGE_MEMO.clear()
-        _IMAGE_MEMO.update({h: feats[h] for h in todo})
+        _IMAGE_MEMO.update({h: feats[h] for h in computed})
         if cache_path is not None:
-            disk.update({h: feats[h] for h in todo})
+            disk.update({h: feats[h] for h in computed})
             _write_image_cache(cache_path, disk)
-    if not hashes:
-        return np.zeros((0, 1280), np.float32)
-    return np.stack([feats[h] for h in hashes]).astype(np.float32)
+    image = (np.stack([feats[h] for h in hashes]).astype(np.float32) if network and n
+             else np.zeros((n, 1280 if network else 0), np.float32))
+    visual = {b: (np.asarray([vis[h][b] for h in hashes], np.float32) if b in which and n
+                  else np.zeros((n, 0), np.float32)) for b in VISUAL_BLOCKS}
+    return image, visual
 
 
 # ------------------------------------------------------------------ behaviour (co-engagement)
@@ -607,17 +740,22 @@ class Embedder:
         thumbs = (items.column("thumbnail").to_pylist() if "thumbnail" in items.column_names
                   else [None] * n)
         fitted_image = self.means.get("image")
-        want_image = cfg.w_image > 0 and (len(fitted_image) if fitted_image is not None
-                                          else self._has_images(items))
-        blocks["image"] = (image_features(thumbs, cfg, base_dir, self.cache_dir) if want_image
-                           else np.zeros((n, 0), np.float32))
+        want_image = bool(cfg.w_image > 0 and (len(fitted_image) if fitted_image is not None
+                                               else self._has_images(items)))
         fitted_visual = [len(self.means[b]) for b in VISUAL_BLOCKS if b in self.means]
-        want_visual = (any(getattr(cfg, f"w_{b}") > 0 for b in VISUAL_BLOCKS)
-                       and (any(fitted_visual) if fitted_visual else self._has_images(items)))
-        if want_visual:
-            blocks.update(visual_features(thumbs, cfg, base_dir=base_dir))
-        else:           # no pictures in the catalogue: the hand-made cues say nothing
-            blocks.update({b: np.zeros((n, 0), np.float32) for b in VISUAL_BLOCKS})
+        # the blocks this embedder was fitted with, else (fitting) those weighted > 0
+        which = (tuple(b for b in VISUAL_BLOCKS if len(self.means.get(b, ()))) if fitted_visual
+                 else tuple(b for b in VISUAL_BLOCKS if getattr(cfg, f"w_{b}") > 0))
+        want_visual = bool(which) and (any(fitted_visual) if fitted_visual else any(
+            t is not None and gets_hand_made(t, cfg) for t in thumbs))
+        which = which if want_visual else ()
+        if want_image:      # one decode per picture feeds the network and the hand-made blocks
+            blocks["image"], visual = image_blocks(thumbs, cfg, base_dir, self.cache_dir, which)
+        else:               # no network: the hand-made blocks from thumbnails at image_size
+            blocks["image"] = np.zeros((n, 0), np.float32)
+            visual = (visual_features(thumbs, cfg, base_dir=base_dir, which=which) if which
+                      else {b: np.zeros((n, 0), np.float32) for b in VISUAL_BLOCKS})
+        blocks.update(visual)   # no pictures in the catalogue: the hand-made cues say nothing
         return blocks
 
     def _scaled(self, name: str, x: np.ndarray) -> np.ndarray:

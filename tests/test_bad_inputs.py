@@ -280,6 +280,9 @@ CASES: list[Case] = [
     Case("cluster-unknown-cold-start", "cli settings", "a cold-start rule that does not exist",
          ["cluster", "--data", "{wd}", "--set", "embedding.cold_start=mean"], "cold_start",
          tables()),
+    Case("cluster-unknown-hand-made-on", "cli settings", "hand-made blocks on an unknown "
+         "kind of thumbnail", ["cluster", "--data", "{wd}", "--set",
+                               "embedding.hand_made_on=photos"], "hand_made_on", tables()),
     Case("import-rating-not-a-number", "cli settings", "a RecBole .inter line with a word "
          "for the rating", ["import", "recbole", "--src", "{wd}", "--out", "{wd}/out"],
          "x.inter:3:rating", lambda wd: _recbole(wd, "u\t1\t5\t1\nu\t1\tfive\t2\n")),

@@ -148,9 +148,14 @@ def test_efficientnet_lite0_loads_imagenet_weights_offline():
     torch.testing.assert_close(gate, x, rtol=0, atol=0)
 
 
-def test_pretrained_image_embedding_puts_the_same_object_closer(tmp_path):
-    """Through the whole embedding (image block only): a photo and its cropped, mirrored,
-    brightened copy are closer than two different photos."""
+@pytest.mark.parametrize("cfg", [
+    EmbeddingConfig(w_text=0, w_image=1.0, w_behaviour=0, w_shape=0, w_colour=0, w_texture=0,
+                    w_layout=0, image_px=224),
+    EmbeddingConfig(w_text=0)], ids=["image-224px", "defaults"])
+def test_pretrained_image_embedding_puts_the_same_object_closer(tmp_path, cfg):
+    """Through the whole embedding (image block only; and the default settings, 96 px, where
+    photos get no hand-made blocks): a photo and its cropped, mirrored, brightened copy are
+    closer than two different photos."""
     from serendip.embeddings import item_embeddings
 
     paths = []
@@ -162,8 +167,6 @@ def test_pretrained_image_embedding_puts_the_same_object_closer(tmp_path):
     items = pa.table({"item_id": ["china", "china2", "flower", "flower2"],
                       "title": ["", "", "", ""], "impressions": [1, 1, 1, 1],
                       "thumbnail": paths})
-    cfg = EmbeddingConfig(w_text=0, w_image=1.0, w_behaviour=0, w_shape=0, w_colour=0,
-                          w_texture=0, w_layout=0, image_px=224)
     emb = item_embeddings(items, cfg, base_dir=tmp_path)
     sim = emb @ emb.T
     assert sim[0, 1] > max(sim[0, 2], sim[0, 3], sim[1, 2], sim[1, 3])
@@ -182,12 +185,12 @@ def test_images_are_embedded_once_and_cached_by_content_hash(tmp_path, monkeypat
     real = E._image_model
 
     def counting():
-        model, proc = real()
+        model = real()
 
         def run(**kw):
             calls.append(kw["pixel_values"].shape[0])
             return model(**kw)
-        return run, proc
+        return run
 
     monkeypatch.setattr(E, "_image_model", counting)
     E._IMAGE_MEMO.clear()
@@ -199,6 +202,112 @@ def test_images_are_embedded_once_and_cached_by_content_hash(tmp_path, monkeypat
     again = E.image_features(["b.png"], cfg, base_dir=tmp_path, cache_dir=tmp_path / "cache")
     assert sum(calls) == 1
     np.testing.assert_array_equal(again[0], x[0])
+
+
+def test_inference_copy_of_lite0_computes_the_same_features_from_the_same_pixels():
+    """The fast feature extractor (folded batch norms, no identity squeeze-excite, in-place
+    ReLU6, channels-last) and the one-step preprocessing give the reference model's features;
+    the reference model is left as it was (the pretrained VLM's tower relies on it)."""
+    import torch
+
+    from serendip.pretrained.efficientnet import inference_model, load_efficientnet_lite0, preprocess
+
+    model, processor = load_efficientnet_lite0()
+    fast = inference_model(model)
+    (china, copy), (flower, _) = _photos()
+    images = [china, flower, copy.resize((150, 90)), china.convert("L")]
+    for px in (96, 224):
+        ref = processor(images, return_tensors="pt", size={"shortest_edge": px},
+                        crop_size={"height": px, "width": px})["pixel_values"]
+        pix = preprocess(images, px)
+        assert pix.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(pix, ref, rtol=0, atol=1e-5)
+        with torch.inference_mode():
+            want = model(pixel_values=ref).pooler_output
+            got = fast(pixel_values=pix).pooler_output
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.Identity) for m in model.modules())
+    assert any(p.requires_grad for p in model.parameters())
+
+
+def test_jpeg_draft_decoding_keeps_the_size_the_network_needs(tmp_path):
+    """A large JPEG is decoded at a reduced DCT scale that still covers the requested side
+    (both sides >= it), its features stay those of the full decode; a PNG is decoded in full."""
+    import torch
+
+    from serendip.data.media import load_image
+    from serendip.embeddings import _image_model
+    from serendip.pretrained.efficientnet import preprocess
+
+    (china, _), _ = _photos()
+    big = china.resize((china.width * 2, china.height * 2))
+    big.save(tmp_path / "big.jpg", quality=90)
+    big.save(tmp_path / "big.png")
+    drafted = load_image(tmp_path / "big.jpg", draft=96)
+    assert min(drafted.size) >= 96 and drafted.width < big.width // 2
+    assert load_image(tmp_path / "big.png", draft=96).size == big.size
+    full = load_image(tmp_path / "big.jpg")
+    with torch.inference_mode():
+        a, b = _image_model()(pixel_values=preprocess([full, drafted], 96)).pooler_output
+    assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.97
+
+
+def test_one_decode_feeds_the_network_and_the_hand_made_blocks(tmp_path, monkeypatch):
+    """With the image network and hand-made blocks on, each distinct picture is decoded once;
+    its hand-made blocks are the same whether its network features were computed or came
+    from the cache; only the weighted hand-made blocks are computed."""
+    import serendip.embeddings as E
+
+    (china, copy), (flower, _) = _photos()
+    for name, im in (("a.jpg", china), ("b.jpg", flower), ("c.jpg", copy)):
+        im.save(tmp_path / name)
+    refs = ["a.jpg", "b.jpg", "a.jpg", None, "synth:0.10.1.0.-1.3#thumb", "c.jpg"]
+    cfg = EmbeddingConfig(w_shape=0, w_colour=1.0, w_texture=0.6, w_layout=0,
+                          hand_made_on="all")
+    decoded = []
+    real = E._network_input
+    monkeypatch.setattr(E, "_network_input",
+                        lambda ref, px, base: decoded.append(ref) or real(ref, px, base))
+    E._IMAGE_MEMO.clear()
+    image, visual = E.image_blocks(refs, cfg, tmp_path, tmp_path / "cache",
+                                   which=("colour", "texture"))
+    assert sorted(map(str, decoded)) == sorted(map(str, set(refs)))   # duplicates: once
+    assert image.shape == (6, 1280) and visual["colour"].shape == (6, cfg.hue_bins)
+    assert visual["shape"].shape == (6, 0) and visual["layout"].shape == (6, 0)
+    np.testing.assert_array_equal(visual["texture"][0], visual["texture"][2])
+    E._IMAGE_MEMO.clear()                          # network features now from the disk cache
+    again, visual2 = E.image_blocks(refs, cfg, tmp_path, tmp_path / "cache",
+                                    which=("colour", "texture"))
+    np.testing.assert_array_equal(again, image)
+    for b in ("colour", "texture"):
+        np.testing.assert_array_equal(visual2[b], visual[b])
+        assert np.all(np.any(visual[b][[0, 1, 4, 5]] != 0, axis=1))
+
+
+def test_photos_get_no_hand_made_blocks_by_default(tmp_path):
+    """The hand-made colour/texture blocks were made for the synthetic platform's drawn
+    thumbnails; on photos (hand_made_on="drawn", the default) their rows are zeros (silent),
+    and a catalogue of photos only has no hand-made block at all (the tree followed colour
+    on a real catalogue when they counted). With hand_made_on="all" photos get them."""
+    from serendip.embeddings import embed_catalogue, visual_features
+
+    (china, copy), (flower, _) = _photos()
+    for name, im in (("a.jpg", china), ("b.jpg", flower)):
+        im.save(tmp_path / name)
+    refs = ["a.jpg", "synth:0.10.1.0.-1.3#thumb", "b.jpg", None]
+    cfg = EmbeddingConfig()
+    vis = visual_features(refs, cfg, base_dir=tmp_path)
+    for b in ("colour", "texture"):
+        assert not vis[b][[0, 2, 3]].any() and vis[b][1].any()
+    every = visual_features(refs, EmbeddingConfig(hand_made_on="all"), base_dir=tmp_path)
+    assert every["colour"][[0, 2]].any(axis=1).all()
+    photos = pa.table({"item_id": ["a", "b"], "title": ["palace", "daisy"],
+                       "impressions": [1, 1], "thumbnail": ["a.jpg", "b.jpg"]})
+    _, embedder = embed_catalogue(photos, EmbeddingConfig(w_behaviour=0), base_dir=tmp_path)
+    dims = {k: v["dim"] for k, v in embedder.block_report().items()}
+    assert dims["image"] == 1280 and dims["colour"] == dims["texture"] == 0
+    with pytest.raises(ConfigError, match="hand_made_on"):
+        EmbeddingConfig(hand_made_on="photos")
 
 
 # ------------------------------------------------------------------ behaviour block

@@ -210,8 +210,13 @@ def resolve_media(ref, base_dir: str | os.PathLike | None):
 
 
 def load_image(ref: str | bytes | os.PathLike, size: int | None = None,
-               base_dir: str | os.PathLike | None = None) -> Image.Image:
+               base_dir: str | os.PathLike | None = None,
+               draft: int | None = None) -> Image.Image:
     """Return an RGB image for a media reference (path, bytes or ``synth:`` URI).
+
+    ``draft``: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both
+    sides >= ``draft`` pixels (PIL's draft mode: several times cheaper than a full decode of
+    a large photo when only a small image is needed); other formats are decoded in full.
 
     Corrupt, missing or oversized images raise :class:`SerendipError` naming the image, so a
     server can answer 400 instead of crashing.
@@ -238,6 +243,8 @@ def load_image(ref: str | bytes | os.PathLike, size: int | None = None,
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise SerendipError(f"image {label} is {im.width}x{im.height}, too large",
                                     field="image", fix="resize it below 4096x4096")
+            if draft and im.format == "JPEG":
+                im.draft("RGB", (draft, draft))
             img = im.convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise SerendipError(f"image {label} cannot be decoded ({type(e).__name__})",
