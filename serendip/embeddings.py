@@ -869,6 +869,8 @@ class Embedder:
             raise ConfigError(f"no saved embedder in {d}", field="embedder",
                               fix="run `serendip cluster` (it saves the embedder with the tree)")
         meta = json.loads((d / "embedder.json").read_text())
+        # saved before hand_made_on existed: every thumbnail got the hand-made blocks then
+        meta["config"].setdefault("hand_made_on", "all")
         t = load_file(str(d / "embedder.safetensors"))
         means = {k: t.get(f"mean.{k}", np.zeros(0)) for k in meta["blocks"]}
         tfidf = None

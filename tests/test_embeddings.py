@@ -310,6 +310,30 @@ def test_photos_get_no_hand_made_blocks_by_default(tmp_path):
         EmbeddingConfig(hand_made_on="photos")
 
 
+def test_an_embedder_saved_before_hand_made_on_keeps_embedding_photos_as_it_did(tmp_path):
+    """A tree saved before ``hand_made_on`` existed was fitted with hand-made blocks on every
+    thumbnail: loading it must not switch them off for new photos (they would be placed by
+    other features than the catalogue's)."""
+    import json
+
+    from serendip.embeddings import Embedder, fit_embedder
+
+    (china, _), (flower, _) = _photos()
+    for name, im in (("a.jpg", china), ("b.jpg", flower)):
+        im.save(tmp_path / name)
+    photos = pa.table({"item_id": ["a", "b"], "title": ["palace", "daisy"],
+                       "impressions": [1, 1], "thumbnail": ["a.jpg", "b.jpg"]})
+    cfg = EmbeddingConfig(w_text=0, w_behaviour=0, w_image=0, hand_made_on="all")
+    embedder, emb = fit_embedder(photos, cfg, base_dir=tmp_path)
+    saved = embedder.save(tmp_path / "embedder")
+    meta = json.loads((saved / "embedder.json").read_text())
+    del meta["config"]["hand_made_on"]                      # as written before the setting
+    (saved / "embedder.json").write_text(json.dumps(meta))
+    loaded = Embedder.load(saved)
+    assert loaded.cfg.hand_made_on == "all"
+    np.testing.assert_allclose(loaded.transform(photos, base_dir=tmp_path), emb, atol=1e-6)
+
+
 # ------------------------------------------------------------------ behaviour block
 def _two_communities(n_items=40, n_users=60, seed=0):
     """Two user communities, each engaging only with its own half of the catalogue; titles
