@@ -558,14 +558,14 @@ def _hand_made(ref, pil, cfg: EmbeddingConfig, which: tuple[str, ...]) -> dict[s
 
 
 def image_blocks(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None, which: tuple[str, ...] = (),
-                 network: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The image block (:func:`image_features`; n × 0 with ``network=False``) and the
-    hand-made visual blocks ``which`` (name → n × d, see :func:`visual_blocks`) from ONE
-    decode of each distinct image: the network's input at ``cfg.image_px`` (a ``synth:``
-    thumbnail drawn at that size, a JPEG in draft mode), resized to ``cfg.image_size`` for
-    the hand-made blocks — so a picture is decoded once, not once per block family, and its
-    hand-made blocks are the same whether its network features come from the cache or not.
+                 cache_dir: str | os.PathLike | None = None, which: tuple[str, ...] = ()
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The image block (:func:`image_features`) and the hand-made visual blocks ``which``
+    (name → n × d, see :func:`visual_blocks`) from ONE decode of each distinct image: the
+    network's input at ``cfg.image_px`` (a ``synth:`` thumbnail drawn at that size, a JPEG in
+    draft mode), resized to ``cfg.image_size`` for the hand-made blocks — so a picture is
+    decoded once, not once per block family, and its hand-made blocks are the same whether
+    its network features come from the cache or not.
     Blocks not in ``which`` come back as n × 0.
 
     Raises:
@@ -580,13 +580,10 @@ def image_blocks(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike |
     n = len(refs)
     px = cfg.image_px
     hashes = [image_content_hash(r, px, base_dir) for r in refs]
-    feats: dict[str, np.ndarray] = {}
-    cache_path = Path(cache_dir) / IMAGE_FEATURES_FILE if cache_dir and network else None
+    cache_path = Path(cache_dir) / IMAGE_FEATURES_FILE if cache_dir else None
     disk = _read_image_cache(cache_path)
-    if network:
-        feats = {h: disk[h] for h in set(hashes) if h in disk}
-        feats.update({h: _IMAGE_MEMO[h] for h in set(hashes)
-                      if h in _IMAGE_MEMO and h not in feats})
+    feats = {h: disk[h] for h in set(hashes) if h in disk}
+    feats.update({h: _IMAGE_MEMO[h] for h in set(hashes) if h in _IMAGE_MEMO and h not in feats})
     todo: dict[str, object] = {}          # distinct images still to decode
     for h, r in zip(hashes, refs):
         if h not in todo and (which or h not in feats):
@@ -594,7 +591,6 @@ def image_blocks(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike |
     vis: dict[str, dict[str, np.ndarray]] = {}
     computed: list[str] = []
     if todo:
-        model = _image_model() if network else None
         keys = list(todo)
         bs = max(1, min(cfg.batch_size, IMAGE_BATCH))
         batches = [keys[i:i + bs] for i in range(0, len(keys), bs)]
@@ -604,7 +600,7 @@ def image_blocks(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike |
             for h, im in zip(batch, ims):
                 if which:
                     vis[h] = _hand_made(todo[h], im, cfg, which)
-            run = [i for i, h in enumerate(batch) if network and h not in feats]
+            run = [i for i, h in enumerate(batch) if h not in feats]
             return [batch[i] for i in run], (preprocess([ims[i] for i in run], px)
                                              if run else None)
 
@@ -618,7 +614,7 @@ def image_blocks(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike |
                     pending = pool.submit(load, batches[i + 1])
                 if pix is None:
                     continue
-                out = model(pixel_values=pix).pooler_output.reshape(len(run), -1)
+                out = _image_model()(pixel_values=pix).pooler_output.reshape(len(run), -1)
                 for h, v in zip(run, out.numpy().astype(np.float32)):
                     feats[h] = v
                 computed.extend(run)
@@ -629,8 +625,8 @@ def image_blocks(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike |
         if cache_path is not None:
             disk.update({h: feats[h] for h in computed})
             _write_image_cache(cache_path, disk)
-    image = (np.stack([feats[h] for h in hashes]).astype(np.float32) if network and n
-             else np.zeros((n, 1280 if network else 0), np.float32))
+    image = (np.stack([feats[h] for h in hashes]).astype(np.float32) if n
+             else np.zeros((0, 1280), np.float32))
     visual = {b: (np.asarray([vis[h][b] for h in hashes], np.float32) if b in which and n
                   else np.zeros((n, 0), np.float32)) for b in VISUAL_BLOCKS}
     return image, visual
