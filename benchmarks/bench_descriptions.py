@@ -30,9 +30,9 @@ BRANCHING = (4, 3, 4, 2)
 
 def run(quick: bool = False) -> dict:
     from serendip.data.io import read_table
+    from serendip.data.labels import read_item_labels
     from serendip.data.recbole import import_recbole
     from serendip.embeddings import EmbeddingConfig, embed_catalogue
-    from serendip.labels import read_item_labels
     from serendip.tree import ClusterConfig, build_cluster_tree
 
     if not (DATA / "ml-100k.inter").is_file():

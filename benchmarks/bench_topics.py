@@ -2,7 +2,7 @@
 
 Imports ``../shared/data/ml-100k`` (RecBole atomic files) with ``serendip import``'s library
 code, builds the 4/3/4/2 tree from each embedding variant and scores every level against the
-primary genre (NMI, ARI; :func:`serendip.labels.label_agreement`):
+primary genre (NMI, ARI; :func:`serendip.data.labels.label_agreement`):
 
 * ``title``: title text alone (MiniLM, or TF-IDF when MiniLM is not installed);
 * ``behaviour``: the co-engagement block alone (item × user TF-IDF → TruncatedSVD);
@@ -56,8 +56,8 @@ def variants() -> dict[str, dict]:
 
 
 def tree_agreement(items, interactions, labels, ecfg, seed: int = 0) -> tuple[dict, object]:
+    from serendip.data.labels import label_agreement
     from serendip.embeddings import embed_catalogue
-    from serendip.labels import label_agreement
     from serendip.tree import ClusterConfig, build_cluster_tree
 
     t0 = time.perf_counter()
@@ -71,7 +71,7 @@ def tree_agreement(items, interactions, labels, ecfg, seed: int = 0) -> tuple[di
 
 
 def shuffled(tree, labels, seed: int = 0) -> dict:
-    from serendip.labels import label_agreement
+    from serendip.data.labels import label_agreement
 
     ic = tree.item_clusters
     perm = np.random.default_rng(seed).permutation(ic.num_rows)
@@ -396,9 +396,9 @@ def representation_cost(n_items: int = 600, reps: int = 5, threads=(1, 2)) -> di
 
 def run(quick: bool = False) -> dict:
     from serendip.data.io import read_table
+    from serendip.data.labels import read_item_labels
     from serendip.data.recbole import import_recbole
     from serendip.embeddings import EmbeddingConfig
-    from serendip.labels import read_item_labels
 
     if not (DATA / "ml-100k.inter").is_file():
         return {"skipped": f"{DATA} not present"}

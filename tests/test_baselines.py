@@ -234,7 +234,7 @@ class _CandPred(_Pred):
 
 
 def test_a_predictor_that_takes_candidates_ranks_exactly_them(platform, tmp_path):
-    from serendip.evaluation.replay import mllm_cluster_rankings
+    from serendip.evaluation.rankings import mllm_cluster_rankings
 
     items, inter, clusters, ic = platform
     from serendip.data.io import write_table

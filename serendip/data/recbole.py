@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from serendip.data.labels import ITEM_LABELS, ITEM_LABELS_SCHEMA, read_item_labels  # noqa: F401
 from serendip.errors import ConfigError, SchemaError, SerendipError
-from serendip.labels import ITEM_LABELS, ITEM_LABELS_SCHEMA, read_item_labels  # noqa: F401
 
 TITLE_FIELDS = ("title", "movie_title", "name", "item_name", "product_name", "book_title")
 LABEL_FIELDS = ("class", "genre", "genres", "categories", "category", "categories_seq")

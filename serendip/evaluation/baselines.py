@@ -388,7 +388,7 @@ def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
         retriever = Retriever.load(wd / "retriever")
     model_rankings, model_stats = None, None
     if predictor is not None:
-        from serendip.evaluation.replay import mllm_cluster_rankings
+        from serendip.evaluation.rankings import mllm_cluster_rankings
 
         index = CandidateIndex.build(ic, cl, level, delta)
         _, held, held_ctx = split_transitions(inter, test_fraction, seed)

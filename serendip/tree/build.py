@@ -57,7 +57,7 @@ def build_cluster_tree(items: pa.Table, embeddings: np.ndarray,
                        threads: int = 1) -> ClusterTree:
     """Fit the 4-level tree on ``items`` (item_id, title, impressions; optional ``labels``,
     list<string> or string, e.g. genres, which may also name clusters; or pass ``labels`` as
-    an (item_id, labels) table, see :func:`serendip.labels.read_item_labels`) and their embeddings
+    an (item_id, labels) table, see :func:`serendip.data.labels.read_item_labels`) and their embeddings
     (n × d). ``cfg.branching="auto"`` is resolved from the catalogue size
     (:func:`auto_branching`); the tree's config holds the branching used and
     ``stats["branching"]`` says how it was chosen. ``threads``: faiss OpenMP threads while

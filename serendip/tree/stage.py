@@ -21,7 +21,7 @@ def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     ``cfg.embedding`` says. ``tree.stats`` gains
     ``embedding.blocks`` (each block's weight, dim and distance share) and, when item labels
     exist (``item_labels.parquet`` or a ``labels`` column), ``labels``: NMI/ARI per level
-    against the primary label (:func:`serendip.labels.label_agreement`). The tree-structured
+    against the primary label (:func:`serendip.data.labels.label_agreement`). The tree-structured
     clusters of paper §2. ``use_cache``: reuse embeddings.parquet when it matches;
     ``threads``: faiss threads (run-time flags, not settings).
 
@@ -30,8 +30,8 @@ def cluster_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
             :func:`build_cluster_tree`.
     """
     from serendip.data.io import has_table, read_table, write_table
+    from serendip.data.labels import label_agreement, read_item_labels
     from serendip.embeddings import EMBEDDINGS_FILE, embed_catalogue
-    from serendip.labels import label_agreement, read_item_labels
 
     cfg = cfg or ClusterConfig()
     embedding = cfg.embedding

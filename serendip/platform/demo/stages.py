@@ -243,9 +243,9 @@ def replay_split(wd: Path, src: Path) -> dict:
     and the training interactions go into ``wd`` (every later stage reads only those), item
     labels (and a synthetic platform's ``truth/``) are copied, and relative media paths keep
     resolving against ``src`` (``media_base.txt``)."""
+    from serendip.data.labels import ITEM_LABELS
     from serendip.data.media import MEDIA_BASE_FILE
     from serendip.evaluation.replay import ReplayConfig, write_replay_split
-    from serendip.labels import ITEM_LABELS
 
     out = write_replay_split(src, wd, ReplayConfig())
     truth = src / "truth"
