@@ -55,7 +55,7 @@ def signature():
                           params=ParamSchema([ParamSpec("k", DataType.long, 10)]))
 
 
-@registry._translated
+@registry.translated
 def register_retriever(retriever_dir: str | os.PathLike, metrics: dict,
                        workdir: str | os.PathLike | None = None, params: dict | None = None,
                        alias: str | None = registry.CHALLENGER, name: str = RETRIEVER,
