@@ -190,7 +190,7 @@ def run_online_sim(make_recommenders: Callable[[int], Mapping[str, Recommender]]
                 lists.append(items)
             recs[name] = lists
         # a blend is made of exploitation and serendip: keep it out of the others' pool, and
-        # judge it against the production arms it does not contain (as replay.py does)
+        # judge it against the production arms it does not contain (as the replay's arms are)
         blends = {"blend": ("exploitation", "serendip")}
         nir = beyond.novel_impression_ratio({m: r for m, r in recs.items() if m not in blends})
         for b, parts in blends.items():
