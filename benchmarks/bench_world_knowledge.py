@@ -113,7 +113,7 @@ def choice_eval(wd: Path, predictor=None, max_contexts: int = 100) -> dict:
     from serendip.candidates import CandidateIndex
     from serendip.data.io import read_table
     from serendip.evaluation.baselines import evaluate_baselines, split_transitions
-    from serendip.evaluation.replay import mllm_cluster_rankings
+    from serendip.evaluation.rankings import mllm_cluster_rankings
 
     cur = json.loads((wd / "curation.json").read_text())
     conf = cur.get("config", {})
