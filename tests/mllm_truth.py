@@ -7,14 +7,13 @@ clean, learnable data independent of the clustering and curation stages.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serendip.prompts import PromptConfig, build_prompt, prompt_manifest, select_images
+from serendip.prompts import PromptConfig, build_prompt, select_images
 
 
 def truth_tables(synth_dir: Path) -> tuple[pa.Table, pa.Table, pa.Table]:
@@ -70,6 +69,7 @@ def write_truth_workdir(synth_dir: Path, workdir: Path, prompt: PromptConfig,
     """A work directory as curation leaves it (tables + curation.json), from the ground truth."""
     import shutil
 
+    from serendip.curation import CurationConfig, CurationManifest, write_curation
     from serendip.data.io import write_table
 
     workdir = Path(workdir)
@@ -80,11 +80,11 @@ def write_truth_workdir(synth_dir: Path, workdir: Path, prompt: PromptConfig,
     write_table(workdir, "clusters", clusters)
     write_table(workdir, "item_clusters", item_clusters, refs={"items": items})
     write_table(workdir, "examples", examples, refs={"items": items, "clusters": clusters})
-    (workdir / "curation.json").write_text(json.dumps({
-        "level": level, "delta": 1, "prompt": prompt_manifest(prompt),
-        "candidate_cluster_ids": [c for c, lv in zip(clusters.column("cluster_id").to_pylist(),
-                                                     clusters.column("level").to_pylist())
-                                  if lv == level]}))
+    write_curation(workdir, CurationManifest(
+        CurationConfig(level=level, delta=1, prompt=prompt),
+        candidate_cluster_ids=tuple(c for c, lv in zip(clusters.column("cluster_id").to_pylist(),
+                                                       clusters.column("level").to_pylist())
+                                    if lv == level)))
     return workdir
 
 

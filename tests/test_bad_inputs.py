@@ -139,6 +139,20 @@ def curated_before_the_manifest(wd: Path) -> None:
                                       '"n_frames": 4, "use_thumbnail": false}')
 
 
+def curated_without_delta(wd: Path) -> None:
+    """A curated work dir whose curation.json lacks δ (it used to be read as δ = 1)."""
+    import json
+
+    from serendip.curation import CurationConfig, CurationManifest
+    from serendip.prompts import PromptConfig
+
+    tables(clusters=True)(wd)
+    write_parquet(wd, "examples", {"context_item_id": ["v1"]})
+    doc = CurationManifest(CurationConfig(delta=2, prompt=PromptConfig("text"))).to_json()
+    doc.pop("delta")
+    (wd / "curation.json").write_text(json.dumps(doc))
+
+
 def csv(name: str, text: str, with_interactions: bool = False) -> Callable[[Path], None]:
     def build(wd: Path) -> None:
         write_csv(wd, name, text)
@@ -226,6 +240,10 @@ CASES: list[Case] = [
     Case("finetune-curation-without-prompt", "tables",
          "a work dir curated by an older version (curation.json has no prompt manifest)",
          ["finetune", "--workdir", "{wd}"], "prompt", curated_before_the_manifest),
+    Case("curation-without-delta", "tables",
+         "a curation.json without δ (every stage reads it through serendip.curation."
+         "read_curation)", ["evaluate", "--workdir", "{wd}", "--online-sim"], "delta",
+         curated_without_delta),
     Case("curate-missing-clusters", "tables", "curate before cluster",
          ["curate", "--data", "{wd}"], "clusters", tables()),
     Case("curate-stale-item-clusters", "tables", "item_clusters from an older tree",

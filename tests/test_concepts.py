@@ -166,8 +166,8 @@ def test_a_catalogue_item_reaches_the_served_model_with_its_training_frames(tmp_
     from 32 re-spaced frames, not the 4 curation picked from the item's 40."""
     import pyarrow as pa
 
+    from serendip.curation import CurationManifest, write_curation
     from serendip.platform.serving.lookup import ItemCatalog
-    from serendip.prompts import prompt_manifest
     from serendip.serving.infer_requests import mllm_request
 
     frames = [f"synth:2.120.1.0.1.{i}#f{i}" for i in range(40)]
@@ -176,8 +176,7 @@ def test_a_catalogue_item_reaches_the_served_model_with_its_training_frames(tmp_
         "impressions": pa.array([2, 1], pa.int64()),
         "thumbnail": [None, "synth:2.120.1.0.1.9#thumb"], "frames": [frames, None]}))
     prompt = PromptConfig("video", 4)
-    (tmp_path / "curation.json").write_text(json.dumps({"level": 3, "delta": 1,
-                                                        "prompt": prompt_manifest(prompt)}))
+    write_curation(tmp_path, CurationManifest(CurationConfig(level=3, delta=1, prompt=prompt)))
     sent = [x.decode() for x in mllm_request(ItemCatalog(tmp_path)("v1"))["FRAMES"][0]]
     assert sent == select_images(prompt, None, frames) == sample_frames(frames, 4)
     assert "FRAMES" not in mllm_request(ItemCatalog(tmp_path)("v2"))

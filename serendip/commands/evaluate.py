@@ -110,6 +110,15 @@ def run(args: argparse.Namespace) -> int:
         return _offline(args)
 
 
+def _curated_level_delta(wd) -> dict:
+    """``level``/``delta`` of the work directory's curation.json (read strictly); none for a
+    work directory that was never curated, whose config then keeps its own l and δ."""
+    from serendip.curation import read_curation
+
+    cur = read_curation(wd, missing_ok=True)
+    return {"level": cur.level, "delta": cur.delta} if cur is not None else {}
+
+
 def _online_sim(args: argparse.Namespace) -> int:
     """Replay contexts on the synthetic ground truth and compare recommenders (paper §4)."""
     from pathlib import Path
@@ -118,13 +127,9 @@ def _online_sim(args: argparse.Namespace) -> int:
     from serendip.evaluation.workdir import online_sim, online_sim_markdown
 
     wd = Path(args.workdir)
-    level, delta = 3, 1
-    if (wd / "curation.json").exists():
-        cur = json.loads((wd / "curation.json").read_text())
-        level, delta = int(cur.get("level", 3)), int(cur.get("delta", 1))
     cfg = OnlineSimConfig(n_contexts=args.contexts, k=args.k_items,
                           seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
-                          level=level, delta=delta)
+                          **_curated_level_delta(wd))
     summary = online_sim(wd, cfg, model_dir=args.model, progress=not args.quiet)
     print(online_sim_markdown(summary))
     print(f"\nwrote {wd / 'evaluation' / 'online_sim.json'} and online_sim.png")
@@ -178,13 +183,8 @@ def _replay(args: argparse.Namespace) -> int:
 
     wd = Path(args.workdir)
     data = Path(args.data) if args.data else wd
-    level, delta = 3, 1
-    cur = wd / "curation.json"
-    if cur.exists():
-        doc = json.loads(cur.read_text())
-        level, delta = int(doc.get("level", 3)), int(doc.get("delta", 1))
-    cfg = ReplayConfig(holdout_days=args.holdout_days, k=args.k_items, level=level,
-                       delta=delta, serendipitous_share=args.share,
+    cfg = ReplayConfig(holdout_days=args.holdout_days, k=args.k_items,
+                       **_curated_level_delta(wd), serendipitous_share=args.share,
                        seed=int(args.seeds[0]) if isinstance(args.seeds, (list, tuple))
                        else int(str(args.seeds).split(",")[0]))
     if args.write_split:

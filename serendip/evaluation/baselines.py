@@ -358,24 +358,19 @@ def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
 
     Raises:
         SerendipError: curation.json or a table is missing (names the stage to run).
+        ConfigError: a curation.json lacking a setting (:func:`serendip.curation.read_curation`).
     """
-    import json
     from pathlib import Path
 
     import pyarrow.parquet as pq
 
+    from serendip.curation import read_curation
     from serendip.data.io import read_table
 
     wd = Path(workdir)
     tree, exd = Path(tree_dir or wd), Path(examples_dir or wd)
-    cur_path = exd / "curation.json"
-    if not cur_path.exists():
-        raise SerendipError(f"{cur_path} is missing", field="curation.json",
-                            fix=f"run `serendip curate --data {exd}` first")
-    cur = json.loads(cur_path.read_text())
-    conf = cur.get("config", {})
-    level, delta = int(cur.get("level", 3)), int(cur.get("delta", 1))
-    test_fraction, seed = float(conf.get("test_fraction", 0.2)), int(conf.get("seed", 0))
+    cur = read_curation(exd)
+    level, delta, test_fraction, seed = cur.level, cur.delta, cur.test_fraction, cur.seed
     items = read_table(wd, "items", columns=["item_id"])
     inter = read_table(wd, "interactions", refs={"items": items})
     ic, cl = read_table(tree, "item_clusters"), read_table(tree, "clusters")

@@ -3,16 +3,15 @@ and rebuilding examples for another prompt config from the same curated selectio
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
+from serendip.curation import CurationManifest, build_examples, read_curation
 from serendip.data.io import find_table, read_table
-from serendip.errors import SerendipError
-from serendip.prompts import PromptConfig, read_prompt_manifest
+from serendip.prompts import PromptConfig
 
 SELECTION = ["context_item_id", "target_cluster_id", "satisfaction", "split"]
 
@@ -36,51 +35,51 @@ class StageInputs:
     clusters: pa.Table
     item_clusters: pa.Table
     examples: pa.Table
-    curation: dict
-    prompt: PromptConfig
-    level: int
-    delta: int
+    curation: CurationManifest      # curation.json (serendip.curation.read_curation)
+
+    @property
+    def prompt(self) -> PromptConfig:
+        """The prompt the examples were curated with (curation.json's manifest)."""
+        return self.curation.prompt
+
+    @property
+    def level(self) -> int:
+        return self.curation.level
+
+    @property
+    def delta(self) -> int:
+        return self.curation.delta
 
 
 def load_inputs(workdir: str | os.PathLike, tree_dir: str | os.PathLike | None = None,
                 examples_dir: str | os.PathLike | None = None) -> StageInputs:
     """Tables of a work directory; ``tree_dir`` (clusters, item_clusters) and ``examples_dir``
-    (examples, curation.json) default to it — KFP passes them as separate artifacts. The prompt
-    config is curation.json's ``prompt`` manifest, as curation wrote it.
+    (examples, curation.json) default to it — KFP passes them as separate artifacts. l, δ and
+    the prompt config are curation.json's (:func:`serendip.curation.read_curation`), as
+    curation wrote them.
 
     Raises:
         SchemaError: a missing or malformed table. SerendipError: no curation.json.
-        ConfigError: a curation.json without the prompt manifest (re-run curate)."""
+        ConfigError: a curation.json without the prompt manifest or another setting (re-run
+            curate)."""
     wd = Path(workdir)
     tree = Path(tree_dir or wd)
     exd = Path(examples_dir or wd)
     where = {"items": wd, "clusters": tree, "item_clusters": tree, "examples": exd}
     for name, d in where.items():
         find_table(d, name)   # parquet or CSV; a missing one fails before any work is spent
-    cur_path = exd / "curation.json"
-    if not cur_path.exists():
-        raise SerendipError(f"{cur_path} is missing", field="curation.json",
-                            fix=f"run `serendip curate --data {exd}` first")
-    curation = json.loads(cur_path.read_text())
-    prompt = read_prompt_manifest(curation, str(cur_path),
-                                  fix=f"re-run `serendip curate --data {exd}`")
+    curation = read_curation(exd)
     items = read_table(wd, "items")
     clusters = read_table(tree, "clusters")
     item_clusters = read_table(tree, "item_clusters", refs={"items": items, "clusters": clusters})
     examples = read_table(exd, "examples", refs={"items": items, "clusters": clusters})
-    return StageInputs(wd, items, clusters, item_clusters, examples, curation, prompt,
-                       int(curation.get("level", 3)), int(curation.get("delta", 1)))
+    return StageInputs(wd, items, clusters, item_clusters, examples, curation)
 
 
 def rebuild_examples(inp: StageInputs, prompt: PromptConfig) -> pa.Table:
     """Examples for ``prompt`` from the same curated selection (same pairs, same split)."""
     if prompt == inp.prompt:
         return inp.examples
-    try:
-        from serendip.curation import build_examples
-    except ImportError:  # pragma: no cover - the curation stage ships with the package
-        raise SerendipError("serendip.curation is not available", field="prompt",
-                            fix="use the prompt config the examples were curated with") from None
     selected = inp.examples.select(SELECTION)
     return build_examples(selected, inp.items, inp.clusters, inp.item_clusters, prompt,
                           inp.level)

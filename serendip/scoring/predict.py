@@ -3,10 +3,8 @@ retrying a failing batch item by item."""
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -25,17 +23,19 @@ def takes_candidates(predictor) -> bool:
 
 
 def delta_of(workdir: str | os.PathLike, delta: int | None = None) -> int:
-    """δ of the candidates: ``delta`` when given, else the work directory's curation.json,
-    else 1."""
+    """δ of the candidates: ``delta`` when given, else the work directory's curation.json
+    (read strictly), else — a bare cluster tree that was never curated —
+    :class:`~serendip.curation.CurationConfig`'s own δ (1).
+
+    Raises:
+        ConfigError: a curation.json without δ or otherwise malformed
+            (:func:`serendip.curation.read_curation`)."""
+    from serendip.curation import CurationConfig, read_curation
+
     if delta is not None:
         return int(delta)
-    path = Path(workdir) / "curation.json"
-    if path.exists():
-        try:
-            return int(json.loads(path.read_text()).get("delta", 1))
-        except (ValueError, TypeError, AttributeError):
-            return 1
-    return 1
+    cur = read_curation(workdir, missing_ok=True)
+    return cur.delta if cur is not None else CurationConfig().delta
 
 
 def predict_rows(predictor, batch_inputs: list[dict], k: int, constrained: bool,

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
-from serendip.data.io import atomic_write_bytes, read_table, write_table
-from serendip.prompts import PromptConfig, prompt_manifest
+from serendip.curation import CurationConfig, CurationManifest, write_curation
+from serendip.data.io import read_table, write_table
+from serendip.prompts import PromptConfig
 from serendip.testing.truth import write_truth_workdir
 
 
@@ -70,10 +70,9 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
     cfg = cfg or FixtureConfig()
     wd = Path(workdir)
     items, clusters, item_clusters = write_truth_workdir(wd, cfg)
-    atomic_write_bytes(wd / "curation.json", json.dumps(
-        {"level": cfg.level, "delta": 1,
-         "prompt": prompt_manifest(PromptConfig(strategy=cfg.strategy, n_frames=cfg.n_frames))}
-    ).encode())
+    write_curation(wd, CurationManifest(CurationConfig(
+        level=cfg.level, delta=1,
+        prompt=PromptConfig(strategy=cfg.strategy, n_frames=cfg.n_frames))))
 
     torch.manual_seed(cfg.seed)
     cand = [r for r in clusters.to_pylist() if r["level"] == cfg.level]

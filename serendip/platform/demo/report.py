@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from serendip.curation import CurationManifest, read_curation
 from serendip.report import Report, markdown_table
 
 
@@ -135,19 +136,19 @@ def _descriptions(wd: Path, per_level: int = 3) -> tuple[str, list[dict]]:
     return markdown_table(rows), rows
 
 
-def _premise(cur: dict) -> str:
+def _premise(cur: CurationManifest) -> str:
     """The paper's motivating check at the curated (l, δ), then at every (l, δ) the tree allows:
     on average over all logged pairs, and for the pairs curation keeps."""
-    st = cur.get("stats", {})
+    st = cur.stats
     pairs = st.get("pairs", {})
     ser = pairs.get("serendipitous", {}).get("mean_satisfaction") or 0.0
     sim = pairs.get("similar", {}).get("mean_satisfaction") or 0.0
     text = (f"The paper's motivating observation — serendipitous next items satisfy more than "
             f"similar ones — {'holds' if ser > sim else 'does NOT hold'} on average at "
-            f"(l={cur.get('level')}, δ={cur.get('delta')}) on this data ({ser:.3f} vs "
+            f"(l={cur.level}, δ={cur.delta}) on this data ({ser:.3f} vs "
             f"{sim:.3f}).")
     if st.get("selected_mean_satisfaction") is not None:
-        text += (f" The pairs curation keeps (top {cur.get('top_k')} context items per next "
+        text += (f" The pairs curation keeps (top {cur.top_k} context items per next "
                  f"cluster) average {st['selected_mean_satisfaction']:.3f}.")
     grid = st.get("premise_by_level_delta")
     if grid:
@@ -162,24 +163,17 @@ def _premise(cur: dict) -> str:
 def _add_curation(rep, wd: Path) -> None:
     """The curation section (both demos): (l, δ), top-k, the prompt the stage chose, the pair
     counts and the paper's premise."""
-    cur = _read_json(wd / "curation.json")
-    pairs = cur.get("stats", {}).get("pairs", {})
-    chosen = cur.get("stats", {}).get("prompt", {}).get("chosen") or cur.get("prompt_chosen")
+    cur = read_curation(wd)
+    pairs = cur.stats.get("pairs", {})
+    chosen = cur.stats.get("prompt", {}).get("chosen")
     rep.add("Serendipitous curation", (
-        f"Level l={cur.get('level')}, δ={cur.get('delta')}, top {cur.get('top_k')} context items "
-        f"per next cluster, prompt strategy `{_strategy(cur)}`"
+        f"Level l={cur.level}, δ={cur.delta}, top {cur.top_k} context items "
+        f"per next cluster, prompt strategy `{cur.prompt.strategy}`"
         + (f" ({chosen})" if chosen else "") + ".\n\n"
         + markdown_table([{"pairs": k, "count": v.get("pairs"),
                            "mean satisfaction": v.get("mean_satisfaction")}
                           for k, v in pairs.items()])
-        + "\n\n" + _premise(cur)), cur.get("stats", {}))
-
-
-def _strategy(cur: dict) -> str | None:
-    """The prompt strategy curation used: the ``prompt`` manifest's, else the flat key of a
-    curation.json written before the manifest existed."""
-    prompt = cur.get("prompt")
-    return prompt.get("strategy") if isinstance(prompt, dict) else cur.get("strategy")
+        + "\n\n" + _premise(cur)), cur.stats)
 
 
 def _add_finetuning(rep, wd: Path, info: dict, title: str) -> None:

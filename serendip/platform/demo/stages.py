@@ -215,8 +215,11 @@ def online_sim(wd: Path, p: DemoSize) -> dict:
 
 
 def _level_delta(wd: Path) -> tuple[int, int]:
-    cur = json.loads((wd / "curation.json").read_text())
-    return int(cur.get("level", 3)), int(cur.get("delta", 1))
+    """(l, δ) the demo's work directory was curated with (curation.json, read strictly)."""
+    from serendip.curation import read_curation
+
+    cur = read_curation(wd)
+    return cur.level, cur.delta
 
 
 def ablation(wd: Path, p: DemoSize) -> dict:

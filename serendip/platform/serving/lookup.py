@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -161,6 +160,12 @@ class ItemCatalog:
     ``items`` is a parquet path or URI (pyarrow filesystems: s3://, gs://, ...) and the own-
     cluster description comes from ``describe(item_id, level)`` (Feast's item_clusters view).
     Relative media paths resolve against ``base_dir`` (default: the work directory).
+    Without a curation.json (a bare cluster tree), l and δ are ``level``/``delta`` or
+    :class:`~serendip.curation.CurationConfig`'s defaults and there is no prompt manifest.
+
+    Raises:
+        ConfigError: the work directory's curation.json lacks a setting or is malformed
+            (:func:`serendip.curation.read_curation`). SchemaError: a malformed table.
     """
 
     def __init__(self, workdir: str | os.PathLike | None = None, items: str | None = None,
@@ -172,17 +177,16 @@ class ItemCatalog:
         self.own_cluster = own_cluster
         self._sibs: dict[str, list[str]] = {}
         wd = Path(workdir) if workdir else None
-        self.level, self.delta = level or 3, delta or 1
-        self.prompt = None      # the prompt manifest the served model was curated with
-        if wd is not None and (wd / "curation.json").exists():
-            cur = json.loads((wd / "curation.json").read_text())
-            self.level = level or int(cur.get("level", 3))
-            self.delta = delta or int(cur.get("delta", 1))
-            if isinstance(cur.get("prompt"), dict):
-                from serendip.prompts import read_prompt_manifest
+        # l and δ: the arguments, else curation.json's (read strictly); a bare cluster tree
+        # without a curation is served at CurationConfig's own l and δ (the paper's 3 and 1)
+        from serendip.curation import CurationConfig, read_curation
 
-                self.prompt = read_prompt_manifest(cur, str(wd / "curation.json"),
-                                                   fix="re-run `serendip curate`")
+        cur = read_curation(wd, missing_ok=True) if wd is not None else None
+        bare = CurationConfig()
+        self.level = level or (cur.level if cur else bare.level)
+        self.delta = delta or (cur.delta if cur else bare.delta)
+        # the prompt manifest the served model was curated with
+        self.prompt = cur.prompt if cur else None
         if clusters and own_cluster is not None:
             # in a cluster: the tree's clusters table + each item's own cluster from Feast
             from serendip.candidates import sibling_map
