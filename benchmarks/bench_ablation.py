@@ -24,7 +24,7 @@ from serendip.curation import CurationConfig, curate
 from serendip.data.io import read_table
 from serendip.data.synth import SynthConfig, write_synth
 from serendip.mllm.ablation import AblationConfig, run_ablation
-from serendip.mllm.train import FinetuneConfig
+from serendip.mllm.config import FinetuneConfig
 from serendip.prompts import PromptConfig
 from serendip.testing.truth import truth_clusters
 

@@ -28,7 +28,10 @@ from serendip.data.synth import SynthConfig, write_synth
 from serendip.mllm.data import Encoder, collate_train
 from serendip.mllm.inference import ClusterPredictor
 from serendip.mllm.tiny import TinyVLMConfig, build_tiny_vlm, tokenizer_corpus
-from serendip.mllm.train import FinetuneConfig, _apply_lora, _loss, example_targets, split
+from serendip.mllm.config import FinetuneConfig
+from serendip.mllm.data import example_targets, split
+from serendip.mllm.train import _loss
+from serendip.mllm.trainable import apply_lora
 from serendip.prompts import PromptConfig
 from serendip.testing.truth import truth_clusters
 
@@ -48,7 +51,7 @@ lv = clusters.filter(pc.equal(clusters["level"], 3))
 descs = lv.column("description").to_pylist()
 model, processor = build_tiny_vlm(tokenizer_corpus(items.column("title").to_pylist(), descs), tiny)
 if method == "lora":
-    model = _apply_lora(model, FinetuneConfig())
+    model = apply_lora(model, FinetuneConfig())
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 enc = Encoder(processor, 64, out)
 encoded = [enc.encode(p, im, t) for p, im, t in zip(train["prompt"].to_pylist(),

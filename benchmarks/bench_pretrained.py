@@ -46,12 +46,14 @@ def _data(out: Path):
 
 
 def _step_time(base: Path, ex, prompt, out: Path, batch: int, steps: int) -> float:
-    from serendip.mllm.data import Encoder, collate_train
+    from serendip.mllm.config import FinetuneConfig
+    from serendip.mllm.data import Encoder, collate_train, example_targets, split
     from serendip.mllm.loading import load_base
-    from serendip.mllm.train import FinetuneConfig, _apply_lora, _loss, example_targets, split, train_mode
+    from serendip.mllm.train import _loss
+    from serendip.mllm.trainable import apply_lora, train_mode
 
     model, processor = load_base(base)
-    model = _apply_lora(model, FinetuneConfig(base_model=str(base)))
+    model = apply_lora(model, FinetuneConfig(base_model=str(base)))
     train = split(ex, "train")
     enc = Encoder(processor, None, out)
     encoded = [enc.encode(p, im, t) for p, im, t in zip(
@@ -74,7 +76,8 @@ def _step_time(base: Path, ex, prompt, out: Path, batch: int, steps: int) -> flo
 
 def run(quick: bool = False) -> dict:
     from serendip.mllm.base import build_base
-    from serendip.mllm.train import FinetuneConfig, finetune
+    from serendip.mllm.config import FinetuneConfig
+    from serendip.mllm.train import finetune
 
     torch.set_num_threads(1)
     base = Path(os.environ.get("SERENDIP_BASE_DIR")

@@ -54,8 +54,8 @@ _LAZY: dict[str, str] = {
     "curate_stage": "serendip.curation",
     "PromptConfig": "serendip.prompts",
     # MLLM fine-tuning (§2, prompts §3.1)
-    "FinetuneConfig": "serendip.mllm.train",
-    "FinetuneResult": "serendip.mllm.train",
+    "FinetuneConfig": "serendip.mllm.config",
+    "FinetuneResult": "serendip.mllm.config",
     "finetune": "serendip.mllm.train",
     "finetune_stage": "serendip.mllm.stage",
     # controlled generation (§2) and corpus inference (§3.2)

@@ -49,7 +49,7 @@ SECTIONS: dict[str, str] = {
     "embedding": "serendip.embeddings:EmbeddingConfig",
     "curate": "serendip.curation:CurationConfig",
     "prompt": "serendip.prompts:PromptConfig",
-    "finetune": "serendip.mllm.train:FinetuneConfig",
+    "finetune": "serendip.mllm.config:FinetuneConfig",
     "tiny": "serendip.mllm.tiny:TinyVLMConfig",
     "base": "serendip.mllm.base:BaseConfig",
     "ablation": "serendip.mllm.ablation:AblationConfig",

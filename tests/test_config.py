@@ -25,7 +25,7 @@ REGENERATE = ".venv/bin/python tests/test_config.py"
 
 # ---------------------------------------------------------------- the loader
 def test_layers_merge_in_order_and_dotted_keys_reach_nested_configs(tmp_path):
-    from serendip.mllm.train import FinetuneConfig
+    from serendip.mllm.config import FinetuneConfig
     from serendip.prompts import PromptConfig
 
     yaml_file = tmp_path / "ft.yaml"
@@ -70,7 +70,7 @@ def test_optional_nested_config_and_union_types():
     (["tiny=3"], "tiny", ["a mapping of TinyVLMConfig settings"]),
 ])
 def test_bad_settings_are_one_line_naming_the_field(sets, field, words):
-    from serendip.mllm.train import FinetuneConfig
+    from serendip.mllm.config import FinetuneConfig
 
     with pytest.raises(ConfigError) as e:
         load_config(FinetuneConfig, sets=sets)
@@ -179,7 +179,7 @@ def test_every_field_of_every_config_has_help():
 
 def test_every_config_validates_on_construction():
     """``__post_init__`` runs the checks: a bad value fails where the config is built."""
-    from serendip.mllm.train import FinetuneConfig
+    from serendip.mllm.config import FinetuneConfig
 
     with pytest.raises(ConfigError, match="lr"):
         FinetuneConfig(lr=-1)
@@ -205,7 +205,7 @@ def test_every_config_validates_on_construction():
 # ---------------------------------------------------------------- listing and docs
 def test_config_list_prints_every_setting(capsys):
     from serendip.cli import main
-    from serendip.mllm.train import FinetuneConfig
+    from serendip.mllm.config import FinetuneConfig
 
     assert main(["config", "--list", "finetune"]) == 0
     out = capsys.readouterr().out

@@ -11,9 +11,10 @@ from mllm_truth import TEST_TINY, truth_examples
 
 import serendip.mllm.train as train_mod
 from serendip.errors import ConfigError
+from serendip.mllm.config import FinetuneConfig
 from serendip.mllm.inference import read_meta
 from serendip.mllm.tiny import TinyVLMConfig
-from serendip.mllm.train import FinetuneConfig, finetune
+from serendip.mllm.train import finetune
 from serendip.prompts import PromptConfig
 
 

@@ -10,8 +10,8 @@ from mllm_truth import TEST_TINY, truth_examples, truth_tables
 
 from serendip.errors import ConfigError
 from serendip.mllm.ablation import AblationConfig, paper_verdicts, run_ablation
+from serendip.mllm.config import FinetuneConfig
 from serendip.mllm.tiny import TinyVLMConfig
-from serendip.mllm.train import FinetuneConfig
 
 
 def test_thumbnail_ablation_writes_curves_table_and_reuses_runs(synth_dir, tmp_path):

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 
 from serendip.config import load_config
 from serendip.errors import ConfigError
+from serendip.mllm.config import FinetuneConfig
 from serendip.mllm.distributed import Context, check_device, resolve_nproc
 from serendip.mllm.inference import read_meta
 from serendip.mllm.stage import finetune_stage
-from serendip.mllm.train import FinetuneConfig
 from serendip.prompts import PromptConfig
 
 SETTINGS = {"steps": 4, "batch_size": 6, "eval_every": 4, "save_every": 4,

@@ -14,8 +14,10 @@ import pytest
 import torch
 from mllm_truth import truth_examples
 
+from serendip.mllm.config import FinetuneConfig
+from serendip.mllm.data import split
 from serendip.mllm.inference import ClusterPredictor
-from serendip.mllm.train import FinetuneConfig, finetune, split
+from serendip.mllm.train import finetune
 from serendip.prompts import PromptConfig
 
 FAMILIES = ("llava", "qwen2_vl", "idefics3", "fast_vlm")
@@ -132,10 +134,10 @@ def build_fast_vlm(corpus):
 def data(synth_dir):
     prompt = PromptConfig("video", 2)
     examples, clusters, _, items = truth_examples(synth_dir, prompt, n_items=16)
+    from serendip.mllm.data import example_targets, level_clusters, target_level
     from serendip.mllm.tiny import tokenizer_corpus
-    from serendip.mllm.train import _candidates, example_targets, target_level
 
-    _, descriptions = _candidates(clusters, target_level(examples, clusters))
+    _, descriptions = level_clusters(clusters, target_level(examples, clusters))
     corpus = tokenizer_corpus(examples.column("prompt").to_pylist(),
                               descriptions + example_targets(examples, prompt))
     return prompt, examples, clusters, items, corpus
@@ -218,11 +220,11 @@ def test_image_only_processor_round_trips(tmp_path, data):
 def test_frozen_cnn_tower_keeps_its_batchnorm_statistics(data):
     """LoRA leaves the vision tower frozen; training mode must not update a CNN tower's
     BatchNorm running statistics (nor drop its blocks): ``model.train()`` alone did."""
-    from serendip.mllm.train import _apply_lora, train_mode
+    from serendip.mllm.trainable import apply_lora, train_mode
 
     *_, corpus = data
     model, _ = build_fast_vlm(corpus)
-    peft_model = _apply_lora(model, FinetuneConfig(base_model="x"))
+    peft_model = apply_lora(model, FinetuneConfig(base_model="x"))
     bn = model.model.vision_tower.embeddings.batchnorm
     before = bn.running_mean.clone()
     train_mode(peft_model)

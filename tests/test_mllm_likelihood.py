@@ -10,10 +10,9 @@ import torch
 from mllm_truth import trained_tiny
 
 from serendip.errors import ConfigError, SerendipError
-from serendip.mllm.data import collate_generate
+from serendip.mllm.data import collate_generate, split
 from serendip.mllm.inference import ClusterPredictor
 from serendip.mllm.likelihood import score_candidates
-from serendip.mllm.train import split
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,12 @@ from mllm_truth import TEST_TINY, trained_tiny, truth_examples
 from safetensors.torch import load_file
 
 from serendip.errors import ConfigError
+from serendip.mllm.config import FinetuneConfig
+from serendip.mllm.data import split
+from serendip.mllm.evaluation import evaluate_predictor
 from serendip.mllm.inference import ClusterPredictor, read_meta
 from serendip.mllm.tiny import TinyVLMConfig
-from serendip.mllm.train import FinetuneConfig, evaluate_predictor, finetune, split
+from serendip.mllm.train import finetune
 from serendip.prompts import PromptConfig
 
 

@@ -11,9 +11,9 @@ import pytest
 from mllm_truth import trained_tiny
 
 from serendip import cli
+from serendip.mllm.data import split
 from serendip.mllm.inference import ClusterPredictor
 from serendip.mllm.models import load_predictor
-from serendip.mllm.train import split
 
 pytest.importorskip("mlflow")
 from serendip.platform import registry  # noqa: E402

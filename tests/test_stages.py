@@ -10,8 +10,8 @@ from mllm_truth import TEST_TINY, write_truth_workdir
 
 from serendip.config import load_config
 from serendip.mllm.ablation import AblationConfig, ablation_stage
+from serendip.mllm.config import FinetuneConfig
 from serendip.mllm.stage import finetune_stage
-from serendip.mllm.train import FinetuneConfig
 from serendip.prompts import PromptConfig
 from serendip.tracking import NullTracker, Tracker
 

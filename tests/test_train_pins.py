@@ -10,8 +10,9 @@ import pytest
 from mllm_truth import TEST_TINY, truth_examples, truth_tables
 
 from serendip.data.io import read_table
+from serendip.mllm.config import FinetuneConfig
 from serendip.mllm.tiny import TinyVLMConfig
-from serendip.mllm.train import FinetuneConfig, finetune
+from serendip.mllm.train import finetune
 from serendip.prompts import PromptConfig
 from serendip.retriever.train import RetrieverConfig, train_retriever
 

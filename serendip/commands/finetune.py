@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(int(threads))
     from serendip.config import load_config
+    from serendip.mllm.config import FinetuneConfig
     from serendip.mllm.stage import finetune_stage
-    from serendip.mllm.train import FinetuneConfig
 
     cfg = load_config(FinetuneConfig, args.config, args.set)
     tracker = None

@@ -166,8 +166,9 @@ def _reevaluated_baseline(workdir: str, name: str, challenger: str):
 
 def _reevaluator(workdir: str, metric: str):
     from serendip.errors import SerendipError
+    from serendip.mllm.data import split
+    from serendip.mllm.evaluation import evaluate_predictor
     from serendip.mllm.models import load_predictor
-    from serendip.mllm.train import evaluate_predictor, split
     from serendip.mllm.workdir import load_inputs, rebuild_examples
 
     inp = load_inputs(workdir)

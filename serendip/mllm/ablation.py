@@ -28,7 +28,8 @@ import pyarrow as pa
 
 from serendip.data.io import atomic_write_bytes
 from serendip.errors import ConfigError
-from serendip.mllm.train import FinetuneConfig, finetune, to_jsonable
+from serendip.mllm.config import FinetuneConfig, to_jsonable
+from serendip.mllm.train import finetune
 from serendip.prompts import PromptConfig
 
 VARIANTS: dict[str, PromptConfig] = {

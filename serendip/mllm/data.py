@@ -1,4 +1,4 @@
-"""Examples → model inputs.
+"""Examples → model inputs, and the example tables' helpers (split, target level, targets).
 
 A prompt from :mod:`serendip.prompts` carries no image tokens; :func:`format_prompt` inserts
 the processor's image placeholder once per image, and the processor expands it to the vision
@@ -15,13 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from serendip.data.media import load_image
-from serendip.errors import SerendipError
+from serendip.errors import ConfigError, SerendipError
+from serendip.mllm.config import FinetuneConfig
 from serendip.mllm.loading import format_prompt, tokenizer_of
 from serendip.mllm.trie import answer_ids
-from serendip.prompts import ANSWER_MARKER
+from serendip.prompts import ANSWER_MARKER, PromptConfig, build_target
 
 # Processor outputs aligned with the token sequence (padded); everything else is per image.
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
@@ -183,3 +186,76 @@ def collate_generate(batch: Sequence[Encoded], pad_id: int,
     extra = {k: [e.extra_token[k] + [0] * len(s) for e, s in zip(batch, suffixes)]
              for k in batch[0].extra_token}
     return {**left_pad(seqs, pad_id, extra), **_cat_vision(batch)}
+
+
+# ---------------------------------------------------------------------------- example tables
+def level_clusters(clusters: pa.Table, level: int) -> tuple[list[str], list[str]]:
+    """(cluster ids, descriptions) of the tree's clusters at ``level``, sorted by id: the
+    answers a model fine-tuned at that level may give."""
+    lv = clusters.filter(pc.equal(clusters.column("level"), level))
+    lv = lv.sort_by("cluster_id")
+    return lv.column("cluster_id").to_pylist(), lv.column("description").to_pylist()
+
+
+def target_level(examples: pa.Table, clusters: pa.Table) -> int:
+    """The one tree level of the examples' target clusters.
+
+    Raises:
+        SerendipError: a target cluster missing from ``clusters``, or targets at several
+            levels (field ``target_cluster_id``)."""
+    level_of = dict(zip(clusters.column("cluster_id").to_pylist(),
+                        clusters.column("level").to_pylist()))
+    levels = {level_of.get(c) for c in set(examples.column("target_cluster_id").to_pylist())}
+    if None in levels:
+        raise SerendipError("examples target clusters missing from the clusters table",
+                            field="target_cluster_id", fix="curate against these clusters")
+    if len(levels) != 1:
+        raise SerendipError(f"targets span levels {sorted(levels)}", field="target_cluster_id",
+                            fix="curate examples at one tree level")
+    return int(levels.pop())
+
+
+def example_targets(examples: pa.Table, prompt: PromptConfig) -> list[str]:
+    """The target text of each example (reasoning, answer marker, description) as
+    :func:`serendip.prompts.build_target` builds it for ``prompt``."""
+    descs = examples.column("target_description").to_pylist()
+    reasons = (examples.column("reasoning").to_pylist() if "reasoning" in examples.column_names
+               else [None] * len(descs))
+    return [build_target(prompt, d, r) for d, r in zip(descs, reasons)]
+
+
+def split(examples: pa.Table, name: str) -> pa.Table:
+    """The examples whose ``split`` column is ``name`` (``train`` or ``test``)."""
+    return examples.filter(pc.equal(examples.column("split"), name))
+
+
+def check_examples(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
+                   prompt_config: PromptConfig | None):
+    """(prompt, level, cluster ids, descriptions, train, test) of valid fine-tuning inputs;
+    :func:`serendip.mllm.train.finetune` writes nothing before these checks pass.
+
+    Raises:
+        ConfigError: no prompt config, or one (or a strategy) that disagrees with the examples.
+        SerendipError: no ``train`` split, or targets not at one level of ``clusters``."""
+    prompt = prompt_config or cfg.prompt
+    if prompt is None:               # never guessed from the examples (issue 13)
+        raise ConfigError("the prompt config the examples were built with is not given",
+                          field="prompt", fix="pass prompt_config (CurationResult.prompt, or "
+                                              "the prompt object of curation.json)")
+    prompt.check()
+    if cfg.prompt is not None and cfg.prompt != prompt:
+        raise ConfigError(f"examples were built with {prompt}, the config asks for {cfg.prompt}",
+                          field="prompt", fix="rebuild the examples with build_examples, or "
+                                              "drop prompt from the fine-tune config")
+    strategies = set(examples.column("strategy").to_pylist())
+    if strategies != {prompt.strategy}:
+        raise ConfigError(f"examples have strategy {sorted(strategies)}, prompt config "
+                          f"{prompt.strategy!r}", field="strategy",
+                          fix="rebuild the examples for this strategy")
+    level = target_level(examples, clusters)
+    cluster_ids, descriptions = level_clusters(clusters, level)
+    train, test = split(examples, "train"), split(examples, "test")
+    if train.num_rows == 0:
+        raise SerendipError("no training examples (split == 'train')", field="examples",
+                            fix="curate with a test_fraction below 1")
+    return prompt, level, cluster_ids, descriptions, train, test

@@ -5,7 +5,7 @@ the run to a tracker (MLflow: log + register as ``serendip-mllm`` @challenger).
 
 :func:`finetune_stage` is the one entry called alike by ``serendip finetune``, the KFP
 ``finetune`` component and the demo; :func:`serendip.config.load_config` turns settings into
-its :class:`~serendip.mllm.train.FinetuneConfig`.
+its :class:`~serendip.mllm.config.FinetuneConfig`.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def finetune_stage(workdir: str | os.PathLike, out_dir: str | os.PathLike | None
     import dataclasses
 
     from serendip.config import to_dict
+    from serendip.mllm.config import FinetuneConfig
     from serendip.mllm.distributed import check_device, in_launched_worker, launch, resolve_nproc
-    from serendip.mllm.train import FinetuneConfig
 
     cfg = FinetuneConfig() if cfg is None else dataclasses.replace(cfg)
     tracker = tracker if tracker is not None else NullTracker()
@@ -181,7 +181,7 @@ def stage_worker(spec: dict) -> dict:
     """torchrun entry: rebuild the config (and the tracker, by class) from plain data and run
     this rank's share."""
     from serendip.config import load_config
-    from serendip.mllm.train import FinetuneConfig
+    from serendip.mllm.config import FinetuneConfig
 
     cfg = load_config(FinetuneConfig, settings=spec.pop("settings"))
     tracker_path = spec.pop("tracker", None)

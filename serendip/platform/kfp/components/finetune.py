@@ -24,8 +24,8 @@ def finetune(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
     import os
 
     from serendip.config import load_config
+    from serendip.mllm.config import FinetuneConfig
     from serendip.mllm.stage import finetune_stage
-    from serendip.mllm.train import FinetuneConfig
     from serendip.platform.registry import set_kfp_run
     from serendip.platform.tracking import MLflowTracker
 
