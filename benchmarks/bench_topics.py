@@ -85,7 +85,8 @@ def image_cost(n: int = 16) -> dict:
     """Seconds per item of the pretrained image block (fresh images, one thread)."""
     from PIL import Image
 
-    from serendip.embeddings import _IMAGE_MEMO, EmbeddingConfig, image_features, visual_features
+    from serendip.embeddings import EmbeddingConfig, image_features, visual_features
+    from serendip.embeddings.image import _IMAGE_MEMO
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
@@ -343,7 +344,9 @@ def representation_cost(n_items: int = 600, reps: int = 5, threads=(1, 2)) -> di
 
     from serendip.data.io import read_table
     from serendip.data.synth import SynthConfig, write_synth
-    from serendip.embeddings import _IMAGE_MEMO, _MEMO, EmbeddingConfig, embed_catalogue
+    from serendip.embeddings import EmbeddingConfig, embed_catalogue
+    from serendip.embeddings.catalogue import _MEMO
+    from serendip.embeddings.image import _IMAGE_MEMO
 
     saved = torch.get_num_threads()
     out: dict = {"items": n_items, "reps": reps,

@@ -174,7 +174,7 @@ def test_pretrained_image_embedding_puts_the_same_object_closer(tmp_path, cfg):
 
 
 def test_images_are_embedded_once_and_cached_by_content_hash(tmp_path, monkeypatch):
-    import serendip.embeddings as E
+    import serendip.embeddings.image as E
 
     (china, _), _ = _photos()
     small = china.resize((96, 64))
@@ -236,7 +236,7 @@ def test_jpeg_draft_decoding_keeps_the_size_the_network_needs(tmp_path):
     import torch
 
     from serendip.data.media import load_image
-    from serendip.embeddings import _image_model
+    from serendip.embeddings.image import _image_model
     from serendip.pretrained.efficientnet import preprocess
 
     (china, _), _ = _photos()
@@ -256,7 +256,7 @@ def test_one_decode_feeds_the_network_and_the_hand_made_blocks(tmp_path, monkeyp
     """With the image network and hand-made blocks on, each distinct picture is decoded once;
     its hand-made blocks are the same whether its network features were computed or came
     from the cache; only the weighted hand-made blocks are computed."""
-    import serendip.embeddings as E
+    import serendip.embeddings.image as E
 
     (china, copy), (flower, _) = _photos()
     for name, im in (("a.jpg", china), ("b.jpg", flower), ("c.jpg", copy)):
@@ -426,3 +426,33 @@ def test_tfidf_fallback_tokenises_cjk_and_accents_like_descriptions():
     assert {"足球", "吉他", "crème", "brûlée", "café"} <= vocab
     assert not {"la", "le", "au"} & vocab
     assert "足球技巧教学" not in vocab
+
+
+# ------------------------------------------------------------------ the package split (issue 13)
+def test_an_embedder_saved_by_the_single_file_module_loads_and_embeds_as_it_did():
+    """``serendip/embeddings.py`` became the package ``serendip/embeddings/``: an embedder saved
+    before (tests/data/embedder-pre-split, written by the old module) loads and embeds its
+    catalogue and a new item as then, and a fit today (same seed) gives the embeddings it
+    gave; two fits in one process give identical arrays."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    import serendip.embeddings.catalogue as catalogue
+    from serendip.embeddings import Embedder, embed_catalogue, fit_embedder
+
+    d = Path(__file__).parent / "data" / "embedder-pre-split"
+    items, inter = pq.read_table(d / "items.parquet"), pq.read_table(d / "interactions.parquet")
+    saved = load_embeddings(d / "embeddings.parquet")
+    loaded = Embedder.load(d / "embedder")
+    assert loaded.cfg.cold_start == "ridge" and len(loaded.behaviour["ids"]) == 22
+    np.testing.assert_allclose(loaded.transform(items), saved, atol=1e-5)
+    embedder, emb = fit_embedder(items, loaded.cfg, interactions=inter)
+    np.testing.assert_allclose(emb, saved, atol=1e-5)
+    assert embedder.block_report() == loaded.block_report()
+    new = pa.table({"item_id": ["new"], "title": [items.column("title")[0].as_py()],
+                    "impressions": [0], "thumbnail": [items.column("thumbnail")[0].as_py()]})
+    np.testing.assert_allclose(loaded.transform(new), embedder.transform(new), atol=1e-5)
+    catalogue._MEMO.clear()                       # a fresh fit, not the process memo
+    again, _ = embed_catalogue(items, loaded.cfg, interactions=inter)
+    np.testing.assert_array_equal(again, emb)
