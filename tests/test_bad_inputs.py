@@ -351,6 +351,8 @@ CASES: list[Case] = [
          ["finetune", "--workdir", "{wd}", "--set", "prompt.n_frames=many"], "prompt.n_frames"),
     Case("finetune-negative-lr", "cli settings", "a negative learning rate",
          ["finetune", "--workdir", "{wd}", "--set", "lr=-1"], "lr"),
+    Case("finetune-negative-time-budget", "cli settings", "a negative compute budget",
+         ["finetune", "--workdir", "{wd}", "--set", "time_budget_s=-1"], "time_budget_s"),
     Case("config-file-unknown-key", "cli settings", "a misspelt key in a --config file",
          ["train-retriever", "--workdir", "{wd}", "--config", "{wd}/r.yaml"], "epoch",
          lambda wd: (wd.mkdir(parents=True, exist_ok=True),
