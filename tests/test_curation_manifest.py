@@ -133,6 +133,12 @@ def test_a_bad_curation_json_is_refused_by_every_reader_the_same_way(curated, tm
         assert "serendip curate" in str(e.value) and "\n" not in str(e.value), name
         errors[name] = str(e.value)
     assert len(set(errors.values())) == 1, errors
+    # the promotion gate's baseline: refused too, not silently left out of the gate
+    from serendip.commands.promote import _workdir_baseline
+
+    with pytest.raises(ConfigError) as e:
+        _workdir_baseline(str(bad))
+    assert str(e.value) in errors.values()
 
 
 def test_the_held_out_split_is_never_a_default(curated, tmp_path):

@@ -127,7 +127,11 @@ def _workdir_baseline(workdir: str):
     """The best cluster-choice baseline (transition statistics, random sibling,
     retriever-ranked sibling; training logs only) on the curated test split — the examples the
     recorded ``recall_constrained`` was measured on. None when the work directory lacks the
-    logs or the curation (e.g. a bare MLflow store)."""
+    logs or the curation (e.g. a bare MLflow store).
+
+    Raises:
+        ConfigError: a curation.json lacking a setting (:func:`serendip.curation.read_curation`).
+    """
     from pathlib import Path
 
     from serendip.errors import SerendipError
@@ -136,8 +140,10 @@ def _workdir_baseline(workdir: str):
     wd = Path(workdir)
     if not (wd / "curation.json").exists() or not (wd / "curated_pairs.parquet").exists():
         return None
+    from serendip.curation import read_curation
     from serendip.evaluation.baselines import baselines_stage
 
+    read_curation(wd)   # a malformed curation.json is refused, not a gate without baseline
     try:
         rep = baselines_stage(wd, n_boot=1)
     except SerendipError:
