@@ -98,8 +98,9 @@ def trained_tiny(synth_dir: Path, root: Path, strategy: str = "video", steps: in
                  **overrides):
     """(FinetuneResult, examples, clusters, item_clusters) of a tiny fine-tune, cached per
     session so several test modules share one training run."""
+    from serendip.mllm.config import FinetuneConfig
     from serendip.mllm.tiny import TinyVLMConfig
-    from serendip.mllm.train import FinetuneConfig, finetune
+    from serendip.mllm.train import finetune
 
     key = (str(synth_dir), strategy, steps, tuple(sorted(overrides.items())))
     if key not in _TRAINED:

@@ -16,11 +16,12 @@ from serendip.curation import CurationConfig, curate_stage
 from serendip.data.io import read_table, write_table
 from serendip.data.media import sample_frames
 from serendip.errors import ConfigError, SerendipError
+from serendip.mllm.config import FinetuneConfig
 from serendip.mllm.inference import META, ClusterPredictor
 from serendip.mllm.models import load_predictor
 from serendip.mllm.stage import finetune_stage
 from serendip.mllm.tiny import TinyVLMConfig
-from serendip.mllm.train import FinetuneConfig, finetune
+from serendip.mllm.train import finetune
 from serendip.mllm.workdir import load_inputs
 from serendip.prompts import PromptConfig, select_images
 

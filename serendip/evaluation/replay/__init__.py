@@ -21,7 +21,6 @@ bootstrap intervals, the summary), :mod:`.report` (markdown), :mod:`.stage` (the
 directory). The public names are re-exported here.
 """
 
-from serendip.evaluation.rankings import mllm_cluster_rankings
 from serendip.evaluation.replay.arms import (
     COMPONENTS,
     PRODUCTION,
@@ -46,6 +45,6 @@ from serendip.evaluation.replay.stage import replay_stage
 __all__ = [
     "COMPONENTS", "METRICS", "PRODUCTION", "ContentNeighbours", "ReplayCase", "ReplayConfig",
     "ReplayResult", "SiblingBandit", "build_arms", "heldout_leak", "holdout_mask",
-    "mllm_cluster_rankings", "replay_cases", "replay_markdown", "replay_stage",
+    "replay_cases", "replay_markdown", "replay_stage",
     "retrieve_lists", "run_replay", "split_interactions", "summarise", "write_replay_split",
 ]

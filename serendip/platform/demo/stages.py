@@ -226,7 +226,7 @@ def ablation(wd: Path, p: DemoSize) -> dict:
     """The paper's prompt / frames / thumbnail ablations (Figures 3–5), at demo scale."""
     from serendip.locks import workdir_lock
     from serendip.mllm.ablation import AblationConfig, ablation_stage
-    from serendip.mllm.train import FinetuneConfig
+    from serendip.mllm.config import FinetuneConfig
     from serendip.platform.tracking import MLflowTracker
 
     cfg = AblationConfig(steps=p.ablation_steps, eval_every=max(25, p.ablation_steps // 4),
