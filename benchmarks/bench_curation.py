@@ -83,7 +83,8 @@ def pandas_selection(inter: pa.Table, item_clusters: pa.Table, level: int, delta
 
 
 def run(quick: bool = False) -> dict:
-    from serendip.curation import CurationConfig, _Coded, curate, pair_stats, select_diversified
+    from serendip.curation import CurationConfig, curate, pair_stats, select_diversified
+    from serendip.curation.pairs import _Coded
 
     n_items, n_inter = (20_000, 1_000_000) if quick else (200_000, 10_000_000)
     t0 = time.perf_counter()

@@ -47,7 +47,7 @@ SECTIONS: dict[str, str] = {
     "import": "serendip.data.recbole:RecBoleImportConfig",
     "cluster": "serendip.tree.config:ClusterConfig",
     "embedding": "serendip.embeddings:EmbeddingConfig",
-    "curate": "serendip.curation:CurationConfig",
+    "curate": "serendip.curation.config:CurationConfig",
     "prompt": "serendip.prompts:PromptConfig",
     "finetune": "serendip.mllm.config:FinetuneConfig",
     "tiny": "serendip.mllm.tiny:TinyVLMConfig",

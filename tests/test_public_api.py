@@ -42,7 +42,7 @@ def test_public_names_are_the_library_entries():
             "print(json.dumps({n: getattr(serendip, n).__module__ for n in names}))")
     where = json.loads(_python(code))
     assert where["finetune"] == "serendip.mllm.train"
-    assert where["curate"] == "serendip.curation"
+    assert where["curate"] == "serendip.curation.stage"
     assert where["build_cluster_tree"] == "serendip.tree.build"
     assert where["finetune_stage"] == "serendip.mllm.stage"
     assert where["evaluate_stage"] == "serendip.evaluation.offline"
