@@ -180,7 +180,7 @@ def config(model: str, seed: int, **kw):
     """Each model with its own training recipe: the tiny default (full, batch 32, lr 1e-3),
     the pretrained base with LoRA q/k/v/o + lm_head + projector (bench_pretrained), batch 8,
     lr 3e-4 (the usual LoRA range; batch 8 gives it more than a handful of steps)."""
-    from serendip.mllm.train import FinetuneConfig
+    from serendip.mllm.config import FinetuneConfig
 
     if model == "tiny":
         return FinetuneConfig(seed=seed, **kw)
