@@ -43,7 +43,7 @@ T = TypeVar("T")
 #: configs (``prompt``, ``tiny``, ``embedding``, ...) are listed inside their parent with
 #: dotted names; they are sections of their own too.
 SECTIONS: dict[str, str] = {
-    "synth": "serendip.data.synth:SynthConfig",
+    "synth": "serendip.data.synth.config:SynthConfig",
     "import": "serendip.data.recbole:RecBoleImportConfig",
     "cluster": "serendip.tree.config:ClusterConfig",
     "embedding": "serendip.embeddings:EmbeddingConfig",
