@@ -48,26 +48,38 @@ from benchmarks.bench_world_knowledge import (
 TOP_KS = (10, 50, 100000)
 
 
-def prepare_base(wd: Path, quick: bool) -> dict:
-    """Import ml-100k and cluster it (tree ``auto``) once."""
-    from serendip.data.recbole import import_recbole
+def prepare_base(wd: Path, quick: bool, data: str = "ml100k") -> dict:
+    """Import ml-100k and cluster it (tree ``auto``) once; or the synthetic platform at the
+    demo's ``small`` size (2/2/3/2 tree, traffic_power 0.5), as bench_world_knowledge."""
     from serendip.tree import ClusterConfig, cluster_stage
+
+    wd.mkdir(parents=True, exist_ok=True)
+    if data == "synth":
+        from serendip.data.synth import SynthConfig, write_synth
+
+        size = (dict(items=300, users=100, interactions=3000) if quick
+                else dict(items=600, users=200, interactions=8000))
+        write_synth(SynthConfig(**size, seed=7, branching=(2, 2, 3, 2)), wd, with_ceiling=False)
+        cluster_stage(wd, wd, ClusterConfig(branching=(2, 2, 3, 2), traffic_power=0.5))
+        return {"source": "serendip synth", "synth": {**size, "branching": [2, 2, 3, 2]}}
+    from serendip.data.recbole import import_recbole
 
     src = SUBSET if quick else Path(os.environ.get("SERENDIP_ML100K",
                                                    "/work/shared/data/ml-100k"))
-    wd.mkdir(parents=True, exist_ok=True)
     info = {"source": str(src), "import": import_recbole(src, wd)}
     cluster_stage(wd, wd, ClusterConfig())
     return info
 
 
-def curate_top_k(base: Path, wd: Path, top_k: int) -> dict:
-    """A copy of the clustered directory, curated with ``top_k`` (text prompt, l = 3, δ = 2)."""
+def curate_top_k(base: Path, wd: Path, top_k: int, data: str = "ml100k") -> dict:
+    """A copy of the clustered directory, curated with ``top_k`` (l = 3, δ = 2; text prompt on
+    ml-100k, chain of thought on one frame on the synthetic platform)."""
     from serendip.curation import CurationConfig, curate_stage
     from serendip.prompts import PromptConfig
 
     shutil.copytree(base, wd)
-    res = curate_stage(wd, wd, CurationConfig(delta=2, top_k=top_k, prompt=PromptConfig("text")))
+    prompt = PromptConfig("cot", 1) if data == "synth" else PromptConfig("text")
+    res = curate_stage(wd, wd, CurationConfig(delta=2, top_k=top_k, prompt=prompt))
     ex = res.examples
     split = ex.column("split").to_pylist()
     ctx = ex.column("context_item_id").to_pylist()
@@ -100,20 +112,22 @@ def heldout_check(wd: Path, train_ctx: list[str]) -> dict:
     return {"heldout_contexts": sorted(held), "train_heldout_overlap": 0}
 
 
-def run(quick: bool, top_ks, seeds, budget_s: float, root: Path, partial: Path) -> dict:
+def run(quick: bool, top_ks, seeds, budget_s: float, root: Path, partial: Path,
+        data: str = "ml100k") -> dict:
     import torch
 
     torch.set_num_threads(1)
-    res: dict = {"data": "ml100k", "budget_cpu_s": budget_s, "seeds": list(seeds),
-                 "top_k": list(top_ks), "level": 3, "delta": 2, "prompt": "text"}
+    res: dict = {"data": data, "budget_cpu_s": budget_s, "seeds": list(seeds),
+                 "top_k": list(top_ks), "level": 3, "delta": 2,
+                 "prompt": "cot, 1 frame" if data == "synth" else "text"}
     base = root / "base"
     t0 = time.perf_counter()
-    res["prepared"] = prepare_base(base, quick)
+    res["prepared"] = prepare_base(base, quick, data)
     res["prepared"]["prepare_wall_s"] = round(time.perf_counter() - t0, 1)
     res["curations"], held_sets, wds = {}, {}, {}
     for k in top_ks:
         wds[k] = root / f"top{k}"
-        info = curate_top_k(base, wds[k], k)
+        info = curate_top_k(base, wds[k], k, data)
         chk = heldout_check(wds[k], info.pop("_train_ctx"))
         held_sets[k] = chk["heldout_contexts"]
         info["train_heldout_overlap"] = chk["train_heldout_overlap"]
@@ -198,6 +212,7 @@ def main(argv=None) -> int:
                     help="comma-separated CurationConfig.top_k values")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     ap.add_argument("--budget-s", type=float, help="CPU seconds per run (default 120)")
+    ap.add_argument("--data", choices=("ml100k", "synth"), default="ml100k")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--from-partial", action="store_true",
                     help="write the result from the partial file of a cut-short run")
@@ -210,7 +225,8 @@ def main(argv=None) -> int:
         ap.error("--top-k: comma-separated integers >= 1, e.g. 10,50,100000")
     seeds = tuple(range(a.seeds or (1 if a.quick else 3)))
     budget = a.budget_s or (8.0 if a.quick else 120.0)
-    name = "curation_size_quick" if a.quick else "curation_size"
+    name = ("curation_size" + ("" if a.data == "ml100k" else f"_{a.data}")
+            + ("_quick" if a.quick else ""))
     partial = RESULTS / f"{name}.partial.json"
     if a.from_partial:
         res = json.loads(partial.read_text())
@@ -218,7 +234,7 @@ def main(argv=None) -> int:
     else:
         root = Path(tempfile.mkdtemp(prefix="bench-curation-size-"))
         try:
-            res = run(a.quick, top_ks, seeds, budget, root, partial)
+            res = run(a.quick, top_ks, seeds, budget, root, partial, a.data)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     from serendip.data.io import atomic_write_bytes
