@@ -119,6 +119,10 @@ def _tree_section(wd: Path) -> tuple[str, dict]:
                "sibling traffic max/min (worst balanceable)":
                    st.get("balanceable_max_min_traffic_worst"),
                "share within bound": st.get("within_tol_share"),
+               # what the tree balanced (impressions^traffic_power): the demo's 0.5 keeps the
+               # Zipf-weighted taxonomy, so raw-traffic ratios above are not what it promised
+               "balanced on": st.get("balanced_on", "impressions"),
+               "max/min on it (worst achievable)": st.get("achievable_max_min_traffic_worst"),
                "example description": c.description.iloc[0] if len(c) else ""}
         rows.append(row)
         figures[f"level{level}"] = {**row, **st}
