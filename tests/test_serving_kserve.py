@@ -58,19 +58,23 @@ def test_kserve_binds_loopback_only_and_stops_on_sigint(kserve_server):
 
 
 @pytest.mark.slow
-def test_auto_backend_falls_back_to_kserve_when_triton_cannot_start(request):
-    import socket
+def test_auto_backend_falls_back_to_kserve_when_triton_cannot_start(request, tmp_path):
+    """Triton is installed but cannot load the repository (a retriever config.pbtxt that is not
+    protobuf text): ``--backend auto`` prints why and serves with KServe. A Triton port in use
+    is not this case: it is the client's mistake, refused before anything starts (exit 2)."""
+    import shutil
 
     from serendip.platform.serving.harness import probe
+    from serendip.platform.serving.server import ensure_repository
     from serendip.platform.serving.triton import triton_available
 
     if not triton_available():
         pytest.skip("Triton venv missing: auto selects kserve directly")
-    wd = request.getfixturevalue("served_wd")
+    wd = tmp_path / "wd"
+    shutil.copytree(request.getfixturevalue("served_wd"), wd, symlinks=True)
+    config = ensure_repository(wd) / "retriever" / "config.pbtxt"
+    config.write_text(config.read_text() + "\nthis is not protobuf text {\n")
     server = ServeProcess(wd, "auto", extra=["--features", "table"])
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", server.ports[2]))       # Triton's HTTP port is taken
-    blocker.listen()
     try:
         server.start()
         text = server.log_text()
@@ -81,5 +85,4 @@ def test_auto_backend_falls_back_to_kserve_when_triton_cannot_start(request):
                        "datatype": "BYTES"}}}])
         assert res["results"][0]["ok"]
     finally:
-        blocker.close()
         server.stop()
