@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from serendip.errors import ConfigError
 from serendip.prompts import PromptConfig
+from serendip.transitions import TransitionPrior
 
 LEVELS = 4
 
@@ -67,4 +68,5 @@ class CurationResult:
     candidate_cluster_ids: list[str]
     candidates: list[str]           # descriptions of all level-l clusters (controlled generation)
     prompt: PromptConfig | None = None   # the prompt the examples were built with
+    prior: TransitionPrior | None = None  # flows of the training contexts (logit adjustment)
 

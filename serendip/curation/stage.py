@@ -3,6 +3,7 @@ and its stage entry on a work directory, :func:`curate_stage` (CLI, KFP, demo)."
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from serendip.curation.examples import build_examples, choose_prompt
 from serendip.curation.manifest import CurationManifest, write_curation
 from serendip.curation.pairs import _Coded, pair_stats, premise_grid
 from serendip.errors import ConfigError, SchemaError
+from serendip.transitions import PRIOR_FILE, TransitionPrior, training_transitions
 
 
 def _check_targets_are_candidates(selected: pa.Table, clusters: pa.Table,
@@ -112,7 +114,24 @@ def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
     }
     return CurationResult(selected=selected, examples=examples, stats=stats,
                           candidate_cluster_ids=cand_ids,
-                          candidates=level_rows.column("description").to_pylist(), prompt=prompt)
+                          candidates=level_rows.column("description").to_pylist(), prompt=prompt,
+                          prior=training_prior(interactions, clusters, item_clusters, cfg))
+
+
+def training_prior(interactions: pa.Table, clusters: pa.Table, item_clusters: pa.Table,
+                   cfg: CurationConfig) -> TransitionPrior:
+    """The transition prior (:mod:`serendip.transitions`) of the **training** context items:
+    every logged context item is split by the same hash as the examples
+    (:func:`split_by_context`, ``cfg.test_fraction``, ``cfg.seed``), so no held-out context's
+    transition informs it — the same training logs the baselines are computed on
+    (:func:`serendip.evaluation.baselines.split_transitions`)."""
+    from serendip.candidates import CandidateIndex
+
+    ctx = pc.unique(interactions.column("context_item_id")).to_pylist()
+    held = {c for c, s in split_by_context(ctx, cfg.test_fraction, cfg.seed).items()
+            if s == "test"}
+    index = CandidateIndex.build(item_clusters, clusters, cfg.level, cfg.delta)
+    return TransitionPrior.fit(training_transitions(interactions, held), index)
 
 
 
@@ -127,7 +146,7 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     Raises:
         SchemaError: a missing or malformed table. ConfigError: as :func:`curate`.
     """
-    from serendip.data.io import atomic_write_parquet, has_table, read_table, write_table
+    from serendip.data.io import atomic_write_bytes, atomic_write_parquet, has_table, read_table, write_table
 
     cfg = cfg or CurationConfig()
     out = Path(out_dir or data_dir)
@@ -143,4 +162,5 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     write_table(out, "examples", result.examples, refs={"items": items, "clusters": clusters})
     atomic_write_parquet(result.selected, out / "curated_pairs.parquet")
     write_curation(out, CurationManifest.from_result(result, cfg))
+    atomic_write_bytes(out / PRIOR_FILE, json.dumps(result.prior.to_json()).encode())
     return result

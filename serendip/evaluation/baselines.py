@@ -132,36 +132,20 @@ def random_sibling_hits(cases: ChoiceCases, index: CandidateIndex, k: int = 1) -
 
 def transition_rankings(train: pa.Table, index: CandidateIndex,
                         context_ids: Sequence[str]) -> dict[str, list[str]]:
-    """context → its candidates ranked by transition statistics (see module docstring)."""
-    n = len(index.cluster_ids)
-    ctx_rows = index._codes(train.column("context_item_id").to_pylist())
-    nxt_rows = index._codes(train.column("next_item_id").to_pylist())
-    sat = train.column("satisfaction").to_numpy().astype(np.float64)
-    ok = (ctx_rows >= 0) & (nxt_rows >= 0)
-    a = index.own[ctx_rows[ok]]
-    b = index.own[nxt_rows[ok]]
-    s = sat[ok]
-    keys = a * n + b
-    uniq, inv = np.unique(keys, return_inverse=True)
-    flow = np.bincount(inv, weights=s, minlength=len(uniq))
-    into = np.bincount(b, weights=s, minlength=n)
-    code_of = {c: j for j, c in enumerate(index.cluster_ids)}
+    """context → its candidates ranked by transition statistics (see module docstring;
+    :meth:`serendip.transitions.TransitionPrior.ranking`)."""
+    from serendip.transitions import TransitionPrior
+
+    prior = TransitionPrior.fit(train, index)
     by_cluster: dict[str, list[str]] = {}
     out: dict[str, list[str]] = {}
-    for ctx, own in zip(context_ids, index.own_cluster(context_ids)):
+    for ctx, own, cand in zip(context_ids, index.own_cluster(context_ids),
+                              index.candidates(context_ids)):
         if own is None:
             out[ctx] = []
             continue
         if own not in by_cluster:
-            code = code_of[own]
-            m = index.members[code]
-            score = np.zeros(len(m))
-            if len(uniq) and len(m):
-                q = code * n + m
-                pos = np.minimum(np.searchsorted(uniq, q), len(uniq) - 1)
-                score = np.where(uniq[pos] == q, flow[pos], 0.0)
-            order = np.lexsort((m, -into[m], -score))     # code order == id order (sorted)
-            by_cluster[own] = [index.cluster_ids[j] for j in m[order]]
+            by_cluster[own] = prior.ranking(own, cand)
         out[ctx] = by_cluster[own]
     return out
 

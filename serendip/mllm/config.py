@@ -83,6 +83,12 @@ class FinetuneConfig:
     reasoning_tokens: int = field(default=24, metadata={
         "help": "chain of thought: free tokens generated before the answer marker is forced; "
                 ">= 2"})
+    prior_weight: float = field(default=1.0, metadata={
+        "help": "logit adjustment τ: the saved model adds τ · log π(cluster | context's "
+                "cluster), the logged transition prior of the training contexts "
+                "(serendip.transitions), to each candidate's log-likelihood, undoing the "
+                "uniform target prior of the top-k-per-cluster curation; >= 0 (0: the model "
+                "alone, 1: Bayes' rule)"})
     seed: int = field(default=0, metadata={
         "help": "seed of data order, initial weights and dropout; >= 0"})
     precision: str = field(default="auto", metadata={
@@ -104,7 +110,7 @@ class FinetuneConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr}", field="lr", fix="use a positive learning rate")
-        for name in ("weight_decay", "warmup_steps", "seed", "time_budget_s"):
+        for name in ("weight_decay", "warmup_steps", "seed", "time_budget_s", "prior_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)}", field=name, fix="use >= 0")
         if not self.grad_clip > 0:

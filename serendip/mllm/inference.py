@@ -50,6 +50,7 @@ from serendip.prompts import (
     read_prompt_manifest,
     select_images,
 )
+from serendip.transitions import TransitionPrior
 
 FORMAT_VERSION = 1
 META = "serendip.json"
@@ -77,7 +78,8 @@ class ClusterPredictor:
     def __init__(self, model, processor, cluster_ids: Sequence[str], descriptions: Sequence[str],
                  prompt_config: PromptConfig, level: int, model_version: str = "",
                  image_size: int | None = None, reasoning_tokens: int = 32,
-                 batch_size: int = 32, base_dir: str | None = None, decoding: str = "auto"):
+                 batch_size: int = 32, base_dir: str | None = None, decoding: str = "auto",
+                 prior: TransitionPrior | None = None, prior_weight: float = 0.0):
         if decoding not in DECODINGS:
             raise ConfigError(f"unknown decoding {decoding!r}", field="decoding",
                               fix=f"use one of {', '.join(DECODINGS)}")
@@ -106,6 +108,11 @@ class ClusterPredictor:
         self.marker = marker_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         self.eos_id = self.tokenizer.eos_token_id
+        if prior_weight < 0:
+            raise ConfigError(f"prior_weight={prior_weight}", field="prior_weight",
+                              fix="use >= 0 (0: the model alone)")
+        self.prior = prior                 # logit adjustment (serendip.transitions)
+        self.prior_weight = float(prior_weight)
 
     # ------------------------------------------------------------------ public API
     def predict(self, inputs: Sequence[dict], k: int = 1, constrained: bool = True,
@@ -119,8 +126,15 @@ class ClusterPredictor:
         frames, which are sampled to the model's frame count exactly as curation sampled the
         training examples (:func:`serendip.prompts.select_images`). Instead of ``images`` an
         input may give the item's ``thumbnail`` and ``frames``.
+
+        With a transition prior (a model fine-tuned on a curation that wrote one, weight
+        ``prior_weight`` > 0) every constrained answer is ranked by log-likelihood +
+        ``prior_weight`` · log π(cluster | the context's own cluster) (logit adjustment,
+        :mod:`serendip.transitions`); the own cluster is the input's ``context_cluster_id``,
+        else the level-l cluster whose description is its ``context_description``. The
+        returned ``score`` stays the model's own likelihood.
         """
-        prompts, images = [], []
+        prompts, images, owns = [], [], []
         for i, x in enumerate(inputs):
             try:
                 prompts.append(build_prompt(self.prompt_config, str(x.get("title") or ""),
@@ -130,14 +144,19 @@ class ClusterPredictor:
                                     fix="pass dict(title=, context_description=, images=)") \
                     from None
             images.append(self._images_for(x, i))
+            owns.append(x.get("context_cluster_id")
+                        or self._by_description.get(str(x.get("context_description") or "")))
         return self.predict_prompts(prompts, images, k=k, constrained=constrained,
-                                    candidates=candidates)
+                                    candidates=candidates, context_clusters=owns)
 
     def predict_prompts(self, prompts: Sequence[str], images: Sequence[Sequence],
                         k: int = 1, constrained: bool = True,
-                        candidates: Sequence[Sequence[str]] | None = None
+                        candidates: Sequence[Sequence[str]] | None = None,
+                        context_clusters: Sequence[str | None] | None = None
                         ) -> list[list[Prediction]]:
-        """Like :meth:`predict` for already-built prompts (e.g. the examples table).
+        """Like :meth:`predict` for already-built prompts (e.g. the examples table);
+        ``context_clusters``: each context's own level-l cluster, for the transition prior
+        (None: no prior for that input).
 
         Raises:
             ConfigError: k < 1, or ``candidates`` with ``constrained=False``.
@@ -150,6 +169,10 @@ class ClusterPredictor:
             raise SerendipError("prompts and images differ in length", field="images",
                                 fix="give one image list per prompt")
         pairs = self._candidate_indices(candidates, len(prompts), constrained)
+        owns = list(context_clusters) if context_clusters is not None else [None] * len(prompts)
+        if len(owns) != len(prompts):
+            raise SerendipError(f"{len(owns)} context clusters for {len(prompts)} prompts",
+                                field="context_clusters", fix="give one (or None) per prompt")
         # Batches of similar length (by prompt text) waste little compute on left padding.
         order = sorted(range(len(prompts)), key=lambda i: (len(images[i]), len(prompts[i])))
         out: list[list[Prediction] | None] = [None] * len(prompts)
@@ -160,7 +183,8 @@ class ClusterPredictor:
                                                   [images[i] for i in rows])
                 row_pairs = [pairs[i] for i in rows] if pairs is not None else None
                 for i, preds in zip(rows, self._predict_batch(batch, k, constrained,
-                                                              row_pairs)):
+                                                              row_pairs,
+                                                              [owns[i] for i in rows])):
                     out[i] = preds
         return out  # type: ignore[return-value]
 
@@ -189,12 +213,20 @@ class ClusterPredictor:
             out.append(list(dict.fromkeys(index[c] for c in row)))
         return out
 
-    def _use_likelihood(self, k: int, pairs) -> bool:
+    @property
+    def adjusts(self) -> bool:
+        """Does this model add a transition prior to its answers' scores?"""
+        return self.prior is not None and self.prior_weight > 0
+
+    def _use_likelihood(self, k: int, pairs, owns=()) -> bool:
         if pairs is not None or self.decoding == "likelihood":
             return True
+        if self.adjusts and any(o is not None for o in owns):
+            return True            # the prior re-ranks exact candidate scores, not beams
         return self.decoding == "auto" and k > 1
 
-    def _likelihood(self, batch: list[Encoded], k: int, pairs) -> list[list[Prediction]]:
+    def _likelihood(self, batch: list[Encoded], k: int, pairs, owns=None
+                    ) -> list[list[Prediction]]:
         """Exact top-k by scoring every (allowed) candidate as a continuation (one prompt
         encoding per input, its KV cache reused for all candidates)."""
         from serendip.mllm.likelihood import score_candidates
@@ -207,7 +239,11 @@ class ClusterPredictor:
         out = []
         for i, row in enumerate(scores):
             idx = pairs[i] if pairs is not None else list(range(len(self.descriptions)))
-            order = torch.argsort(row, descending=True, stable=True)[:k].tolist()
+            rank = row
+            if self.adjusts and owns is not None and owns[i] is not None:
+                adj = self.prior.log_prior(owns[i], [self.cluster_ids[j] for j in idx])
+                rank = row.double() + self.prior_weight * torch.from_numpy(adj)
+            order = torch.argsort(rank, descending=True, stable=True)[:k].tolist()
             reasoning = self._decode_reasoning(suffixes[i]) if cot else None
             out.append([Prediction(self.cluster_ids[idx[j]], self.descriptions[idx[j]],
                                    float(torch.exp(row[j])), reasoning) for j in order])
@@ -249,12 +285,13 @@ class ClusterPredictor:
         return text.rsplit("Answer:", 1)[0].strip()
 
     def _predict_batch(self, batch: list[Encoded], k: int, constrained: bool,
-                       pairs: list[list[int]] | None = None) -> list[list[Prediction]]:
+                       pairs: list[list[int]] | None = None, owns=None
+                       ) -> list[list[Prediction]]:
         cot = self.prompt_config.strategy == "cot"
         if not constrained:
             return self._free(batch, k, cot)
-        if self._use_likelihood(k, pairs):
-            return self._likelihood(batch, k, pairs)
+        if self._use_likelihood(k, pairs, owns or ()):
+            return self._likelihood(batch, k, pairs, owns)
         k = min(k, len(self.descriptions))
         suffixes = self._reason(batch, True) if cot else [self.marker for _ in batch]
         inputs = collate_generate(batch, self.pad_id, suffixes)
@@ -330,6 +367,8 @@ class ClusterPredictor:
                                for c, d in zip(self.cluster_ids, self.descriptions)],
                 "image_size": self.image_size, "reasoning_tokens": self.reasoning_tokens,
                 "batch_size": self.batch_size}
+        if self.prior is not None:
+            meta.update(transition_prior=self.prior.to_json(), prior_weight=self.prior_weight)
         meta.update(extra_meta or {})
         if _is_peft(self.model):
             self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
@@ -381,7 +420,15 @@ class ClusterPredictor:
                    image_size=meta.get("image_size"),
                    reasoning_tokens=meta.get("reasoning_tokens", 32),
                    batch_size=batch_size or meta.get("batch_size", 32), base_dir=base_dir,
-                   decoding=decoding)
+                   decoding=decoding, **_prior_of(meta, str(meta_path)))
+
+
+def _prior_of(meta: dict, source: str) -> dict:
+    """The ``prior`` / ``prior_weight`` arguments of a saved model (none before priors)."""
+    if meta.get("transition_prior") is None:
+        return {}
+    return {"prior": TransitionPrior.from_json(meta["transition_prior"], source),
+            "prior_weight": float(meta.get("prior_weight", 0.0))}
 
 
 def read_meta(model_dir: str | os.PathLike) -> dict:

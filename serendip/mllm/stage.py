@@ -135,7 +135,7 @@ def _finetune_locked(inp, cfg, prompt, examples, name, out, tracker: Tracker, pr
     def train(on_eval=None):
         return finetune(examples, inp.clusters, cfg, out, prompt_config=prompt, items=inp.items,
                         on_eval=on_eval, resume=resume, base_dir=str(inp.workdir),
-                        progress=progress, device=device)
+                        progress=progress, device=device, prior=inp.prior)
 
     if not is_tracking(tracker):
         result = train()

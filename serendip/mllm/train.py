@@ -47,6 +47,7 @@ from serendip.mllm.loading import TINY, quiet_transformers, tokenizer_of
 from serendip.mllm.tiny import tokenizer_corpus
 from serendip.mllm.trainable import prepare_model, train_mode
 from serendip.prompts import PromptConfig
+from serendip.transitions import TransitionPrior
 
 
 def _lr_at(step: int, cfg: FinetuneConfig) -> float:
@@ -180,7 +181,8 @@ def _evaluate(run: _Run, cfg: FinetuneConfig, step: int, train_loss: float, t0: 
         on_eval(step, row)
 
 
-def _finish(run: _Run, cfg: FinetuneConfig, t0: float) -> FinetuneResult:
+def _finish(run: _Run, cfg: FinetuneConfig, t0: float,
+            prior: TransitionPrior | None = None) -> FinetuneResult:
     """Rank 0 saves the model directory (safetensors, serendip.json with the prompt manifest,
     history.json); every rank leaves the process group."""
     n_train = sum(p.numel() for p in run.params)
@@ -190,6 +192,7 @@ def _finish(run: _Run, cfg: FinetuneConfig, t0: float) -> FinetuneResult:
         final = {k: v for k, v in run.history[-1].items()
                  if k not in ("elapsed_s", "train_cpu_s")}
         predictor = run.predictor(cfg)
+        predictor.prior, predictor.prior_weight = prior, cfg.prior_weight
         meta = {"base_model": cfg.base_model, "method": run.method, "config": to_jsonable(cfg),
                 "metrics": final, "trainable_params": n_train, "total_params": n_total,
                 "world_size": run.ctx.world, "device": run.ctx.device.type}
@@ -206,7 +209,8 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
              out_dir: str | os.PathLike, prompt_config: PromptConfig | None = None,
              items: pa.Table | None = None, on_eval: EvalCallback | None = None,
              resume: bool = True, base_dir: str | None = None,
-             progress: bool = True, device: str = "auto") -> FinetuneResult:
+             progress: bool = True, device: str = "auto",
+             prior: TransitionPrior | None = None) -> FinetuneResult:
     """Train on the ``train`` split, evaluate on ``test``, save a model dir to ``out_dir``.
 
     ``prompt_config`` (or ``cfg.prompt``) is the config the examples were built with
@@ -223,6 +227,10 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
         progress, device: run-time flags, not hyper-parameters: a progress bar; ``auto``
             (CUDA when a GPU is visible) | ``cpu`` | ``cuda``. Data parallelism is the
             caller's (:func:`serendip.mllm.stage.finetune_stage`, ``nproc``).
+        prior: the training contexts' transition prior (curation's
+            ``transition_prior.json``); the saved model applies it with weight
+            ``cfg.prior_weight`` (logit adjustment, :mod:`serendip.transitions`). The held-out
+            metrics during training are the model's alone (the paper's recall).
 
     Returns:
         FinetuneResult: held-out ``metrics`` (match rate and recall in [0, 1], with and without
@@ -291,4 +299,4 @@ def finetune(examples: pa.Table, clusters: pa.Table, cfg: FinetuneConfig,
     bar.close()
     if ctx.is_main and (not run.history or run.history[-1]["step"] != done):
         _evaluate(run, cfg, done, loss_sum / max(loss_n, 1), t0, train_cpu, on_eval)
-    return _finish(run, cfg, t0)
+    return _finish(run, cfg, t0, prior)

@@ -12,6 +12,7 @@ import pyarrow as pa
 from serendip.curation import CurationManifest, build_examples, read_curation
 from serendip.data.io import find_table, read_table
 from serendip.prompts import PromptConfig
+from serendip.transitions import PRIOR_FILE, TransitionPrior
 
 SELECTION = ["context_item_id", "target_cluster_id", "satisfaction", "split"]
 
@@ -36,6 +37,7 @@ class StageInputs:
     item_clusters: pa.Table
     examples: pa.Table
     curation: CurationManifest      # curation.json (serendip.curation.read_curation)
+    prior: TransitionPrior | None = None   # transition_prior.json (None: curated before it)
 
     @property
     def prompt(self) -> PromptConfig:
@@ -73,7 +75,25 @@ def load_inputs(workdir: str | os.PathLike, tree_dir: str | os.PathLike | None =
     clusters = read_table(tree, "clusters")
     item_clusters = read_table(tree, "item_clusters", refs={"items": items, "clusters": clusters})
     examples = read_table(exd, "examples", refs={"items": items, "clusters": clusters})
-    return StageInputs(wd, items, clusters, item_clusters, examples, curation)
+    return StageInputs(wd, items, clusters, item_clusters, examples, curation,
+                       read_prior(exd))
+
+
+def read_prior(examples_dir: Path) -> TransitionPrior | None:
+    """The transition prior curation wrote beside curation.json; None when it predates it.
+
+    Raises:
+        ConfigError: the file is not a transition prior (re-run curate)."""
+    import json
+
+    path = examples_dir / PRIOR_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError:
+        doc = None
+    return TransitionPrior.from_json(doc, str(path))
 
 
 def rebuild_examples(inp: StageInputs, prompt: PromptConfig) -> pa.Table:
