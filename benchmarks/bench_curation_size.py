@@ -43,6 +43,7 @@ from benchmarks.bench_world_knowledge import (
     _save_partial,
     calibrate,
     train_and_evaluate,
+    write_results,
 )
 
 TOP_KS = (10, 50, 100000)
@@ -54,10 +55,11 @@ def prepare_base(wd: Path, quick: bool, data: str = "ml100k") -> dict:
     from serendip.tree import ClusterConfig, cluster_stage
 
     wd.mkdir(parents=True, exist_ok=True)
-    if data == "synth":
+    if data in ("synth", "synth_large"):
         from serendip.data.synth import SynthConfig, write_synth
 
         size = (dict(items=300, users=100, interactions=3000) if quick
+                else dict(items=2400, users=800, interactions=32000) if data == "synth_large"
                 else dict(items=600, users=200, interactions=8000))
         write_synth(SynthConfig(**size, seed=7, branching=(2, 2, 3, 2)), wd, with_ceiling=False)
         cluster_stage(wd, wd, ClusterConfig(branching=(2, 2, 3, 2), traffic_power=0.5))
@@ -78,7 +80,7 @@ def curate_top_k(base: Path, wd: Path, top_k: int, data: str = "ml100k") -> dict
     from serendip.prompts import PromptConfig
 
     shutil.copytree(base, wd)
-    prompt = PromptConfig("cot", 1) if data == "synth" else PromptConfig("text")
+    prompt = PromptConfig("cot", 1) if data.startswith("synth") else PromptConfig("text")
     res = curate_stage(wd, wd, CurationConfig(delta=2, top_k=top_k, prompt=prompt))
     ex = res.examples
     split = ex.column("split").to_pylist()
@@ -237,12 +239,7 @@ def main(argv=None) -> int:
             res = run(a.quick, top_ks, seeds, budget, root, partial, a.data)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-    from serendip.data.io import atomic_write_bytes
-
-    atomic_write_bytes(RESULTS / f"{name}.json", json.dumps(res, indent=2).encode())
-    atomic_write_bytes(RESULTS / f"{name}.md", markdown(res).encode())
-    partial.unlink(missing_ok=True)
-    print(markdown(res))
+    write_results(name, res, markdown(res), partial)
     return 0
 
 

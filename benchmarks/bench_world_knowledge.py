@@ -272,6 +272,18 @@ def _save_partial(path: Path | None, res: dict) -> None:
     atomic_write_bytes(path, json.dumps(res, indent=2).encode())
 
 
+def write_results(name: str, res: dict, md: str, partial: Path | None = None) -> None:
+    """``RESULTS/<name>.json`` and ``.md`` (atomically); the partial file removed; the
+    markdown printed."""
+    from serendip.data.io import atomic_write_bytes
+
+    atomic_write_bytes(RESULTS / f"{name}.json", json.dumps(res, indent=2).encode())
+    atomic_write_bytes(RESULTS / f"{name}.md", md.encode())
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+    print(md)
+
+
 # ------------------------------------------------------------------ summary, plot
 def _ms(xs) -> dict:
     a = np.asarray([x for x in xs if x is not None], dtype=float)

@@ -148,6 +148,18 @@ class CandidateIndex:
                           value_set=pa.array(self.item_ids, pa.string()))
         return idx.fill_null(-1).to_numpy().astype(np.int64, copy=False)
 
+    def transition_codes(self, transitions: pa.Table
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(from, to, satisfaction) of logged transitions (``context_item_id``,
+        ``next_item_id``, ``satisfaction``): the level-l cluster codes of both items (int64
+        [m]) and the satisfaction (float64 [m]), for the m transitions whose two items both
+        have clusters."""
+        ctx = self._codes(transitions.column("context_item_id").to_pylist())
+        nxt = self._codes(transitions.column("next_item_id").to_pylist())
+        sat = transitions.column("satisfaction").to_numpy().astype(np.float64)
+        ok = (ctx >= 0) & (nxt >= 0)
+        return self.own[ctx[ok]], self.own[nxt[ok]], sat[ok]
+
     def own_cluster(self, item_ids: Sequence[str]) -> list[str | None]:
         """Each item's level-l cluster (None for an item without clusters)."""
         rows = self._codes(item_ids)

@@ -65,11 +65,7 @@ class TransitionPrior:
         items without clusters are ignored. Pass the **training** transitions only
         (:func:`serendip.evaluation.baselines.split_transitions`)."""
         n = len(index.cluster_ids)
-        ctx = index._codes(transitions.column("context_item_id").to_pylist())
-        nxt = index._codes(transitions.column("next_item_id").to_pylist())
-        sat = transitions.column("satisfaction").to_numpy().astype(np.float64)
-        ok = (ctx >= 0) & (nxt >= 0)
-        a, b, s = index.own[ctx[ok]], index.own[nxt[ok]], sat[ok]
+        a, b, s = index.transition_codes(transitions)
         into = np.bincount(b, weights=s, minlength=n)
         keys, inv = np.unique(a * n + b, return_inverse=True)
         flow = np.bincount(inv, weights=s, minlength=len(keys))

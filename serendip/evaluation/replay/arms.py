@@ -69,11 +69,7 @@ class SiblingBandit:
     def __init__(self, index: CandidateIndex, train: pa.Table, seed: int = 0):
         self.index = index
         n = len(index.cluster_ids)
-        ctx = index._codes(train.column("context_item_id").to_pylist())
-        nxt = index._codes(train.column("next_item_id").to_pylist())
-        sat = train.column("satisfaction").to_numpy().astype(np.float64)
-        ok = (ctx >= 0) & (nxt >= 0)
-        a, b, s = index.own[ctx[ok]], index.own[nxt[ok]], sat[ok]
+        a, b, s = index.transition_codes(train)
         self.n = n
         key = a * n + b
         self.keys, inv = np.unique(key, return_inverse=True)
