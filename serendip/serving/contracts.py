@@ -8,7 +8,10 @@ Every input and output has a leading batch dimension, as Triton requires with
 * ``mllm``      TITLE, CONTEXT_DESCRIPTION?, THUMBNAIL?, FRAMES?, K?, CANDIDATES? →
                 CLUSTER_IDS, DESCRIPTIONS, SCORES, MODEL_VERSION (CANDIDATES: the only
                 cluster ids the answer may name — the context's serendipitous candidates,
-                ranked by likelihood; the recommend flow always sends them when it knows them)
+                ranked by likelihood; the recommend flow always sends them when it knows them;
+                CONTEXT_DESCRIPTION, the context's own level-l cluster description, also
+                selects the model's transition prior, :mod:`serendip.transitions` — without
+                it the answer is the model's alone)
 * ``retriever`` HISTORY?, CLUSTER_ID, K? → ITEM_IDS, SCORES (an empty CLUSTER_ID: the whole
                 catalogue, the unrestricted exploitation retriever)
 * ``recommend`` ITEM_ID, HISTORY?, K?, SHARE? → ITEM_IDS, SCORES, CLUSTER_ID, DESCRIPTION,
