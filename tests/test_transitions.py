@@ -106,3 +106,46 @@ def test_the_model_ranks_by_likelihood_plus_the_weighted_prior_and_keeps_it(synt
     again = q.predict_prompts(prompts, images, k=4, candidates=cands,
                               context_clusters=["own"] * len(prompts))
     assert [[x.cluster_id for x in r] for r in again] == [[x.cluster_id for x in r] for r in adj]
+
+
+def test_the_served_model_ranks_with_the_curations_prior(served_wd, mllm_handler):
+    """The serving path (the v2 ``mllm`` handler, as Triton and KServe call it) answers with the
+    curation's prior applied: its ranking of a catalogue item's candidates is the model's
+    log-likelihood + prior_weight · log prior; without CONTEXT_DESCRIPTION it is the model's
+    alone."""
+    from serendip.platform.serving.lookup import ItemCatalog
+    from serendip.serving.infer_requests import mllm_request
+
+    p = mllm_handler.predictor
+    assert p.adjusts and p.prior_weight == 1.0          # curation wrote it, finetune kept it
+    saved = TransitionPrior.from_json(json.loads((served_wd / PRIOR_FILE).read_text()))
+    assert saved.to_json() == p.prior.to_json()
+    catalog = ItemCatalog(served_wd)
+    by_desc = {d: c for c, d in zip(p.cluster_ids, p.descriptions)}
+    changed = 0
+    for item in _some_items(served_wd):
+        info = catalog(item)
+        cands = list(info["candidates"])
+        req = mllm_request(info)
+        req["K"] = np.array([[len(cands)]], np.int32)
+        got = [c.decode() for c in mllm_handler.infer([req])[0]["CLUSTER_IDS"][0] if c]
+        x = {"title": info["title"], "context_description": info["context_description"],
+             "thumbnail": info.get("thumbnail"), "frames": info.get("frames")}
+        lik = {q.cluster_id: np.log(q.score) for q in p.predict([x], k=len(cands),
+                                                                candidates=[cands])[0]}
+        own = by_desc[info["context_description"]]
+        prior = dict(zip(cands, p.prior.log_prior(own, cands)))
+        want = sorted(cands, key=lambda c: -(lik[c] + p.prior_weight * prior[c]))
+        assert got[0] == want[0]
+        alone = max(lik, key=lik.get)
+        changed += alone != want[0]
+        req.pop("CONTEXT_DESCRIPTION")
+        plain = [c.decode() for c in mllm_handler.infer([req])[0]["CLUSTER_IDS"][0] if c]
+        assert plain[0] == alone
+    assert changed > 0                                  # the prior does change answers here
+
+
+def _some_items(wd, n: int = 12) -> list[str]:
+    from serving_fixtures import unscored_items
+
+    return unscored_items(wd)[:n]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
 from serendip.curation import CurationConfig, CurationManifest, write_curation
-from serendip.data.io import read_table, write_table
+from serendip.data.io import atomic_write_bytes, read_table, write_table
 from serendip.prompts import PromptConfig
 from serendip.testing.truth import write_truth_workdir
 
@@ -70,9 +71,15 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
     cfg = cfg or FixtureConfig()
     wd = Path(workdir)
     items, clusters, item_clusters = write_truth_workdir(wd, cfg)
-    write_curation(wd, CurationManifest(CurationConfig(
-        level=cfg.level, delta=1,
-        prompt=PromptConfig(strategy=cfg.strategy, n_frames=cfg.n_frames))))
+    cur_cfg = CurationConfig(level=cfg.level, delta=1,
+                             prompt=PromptConfig(strategy=cfg.strategy, n_frames=cfg.n_frames))
+    write_curation(wd, CurationManifest(cur_cfg))
+    # the transition prior curation writes and a fine-tuned model carries (weight 1, default)
+    from serendip.curation.stage import training_prior
+    from serendip.transitions import PRIOR_FILE
+
+    prior = training_prior(read_table(wd, "interactions"), clusters, item_clusters, cur_cfg)
+    atomic_write_bytes(wd / PRIOR_FILE, json.dumps(prior.to_json()).encode())
 
     torch.manual_seed(cfg.seed)
     cand = [r for r in clusters.to_pylist() if r["level"] == cfg.level]
@@ -81,7 +88,8 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
     predictor = ClusterPredictor(model, processor, [c["cluster_id"] for c in cand],
                                  [c["description"] for c in cand],
                                  PromptConfig(strategy=cfg.strategy, n_frames=cfg.n_frames),
-                                 cfg.level, image_size=64, batch_size=32)
+                                 cfg.level, image_size=64, batch_size=32, prior=prior,
+                                 prior_weight=1.0)
     mllm_dir = predictor.save(wd / "mllm" / "serving-tiny")
 
     train_retriever(read_table(wd, "interactions"), item_clusters,
