@@ -149,3 +149,41 @@ def _some_items(wd, n: int = 12) -> list[str]:
     from serving_fixtures import unscored_items
 
     return unscored_items(wd)[:n]
+
+
+def test_another_prior_weight_re_saves_the_trained_model_without_training(synth_dir, tmp_path):
+    """prior_weight only re-ranks answers: a re-run with another weight resumes the finished
+    checkpoint (no training step), and the saved model's version changes with the weight (the
+    same weights answer differently, so caches keyed by version must not mix them)."""
+    import dataclasses
+
+    from mllm_truth import TEST_TINY, truth_examples
+
+    from serendip.mllm.checkpoints import config_key
+    from serendip.mllm.config import FinetuneConfig
+    from serendip.mllm.inference import ClusterPredictor, read_meta
+    from serendip.mllm.stage import run_name_for
+    from serendip.mllm.tiny import TinyVLMConfig
+    from serendip.mllm.train import finetune
+    from serendip.prompts import PromptConfig
+
+    prompt = PromptConfig("text")
+    examples, clusters, _, items = truth_examples(synth_dir, prompt, n_items=48)
+    level3 = [c for c, lv in zip(clusters.column("cluster_id").to_pylist(),
+                                 clusters.column("level").to_pylist()) if lv == 3]
+    prior = TransitionPrior(3, {level3[0]: {level3[1]: 5.0}}, {level3[1]: 5.0})
+    cfg = FinetuneConfig(steps=6, batch_size=8, eval_every=6, save_every=6,
+                         eval_max_examples=4, tiny=TinyVLMConfig(**TEST_TINY))
+    other = dataclasses.replace(cfg, prior_weight=4.0)
+    assert run_name_for(cfg, prompt) == run_name_for(other, prompt)
+    assert config_key(cfg) == config_key(other)
+    out = tmp_path / "m"
+    first = finetune(examples, clusters, cfg, out, prompt_config=prompt, items=items,
+                     progress=False, prior=prior)
+    v1 = read_meta(out)["model_version"]
+    again = finetune(examples, clusters, other, out, prompt_config=prompt, items=items,
+                     progress=False, prior=prior)
+    assert again.history == first.history                # resumed at the end: no new step
+    p = ClusterPredictor.load(out)
+    assert p.prior_weight == 4.0 and p.prior.to_json() == prior.to_json()
+    assert read_meta(out)["model_version"] != v1

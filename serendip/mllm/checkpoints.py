@@ -100,11 +100,15 @@ def load_checkpoint(ckpt: Path, model, opt) -> dict:
     return json.loads((ckpt / "state.json").read_text())
 
 
+SCORING_ONLY = ("prior_weight",)   # settings that change how answers rank, not training
+
+
 def config_key(cfg: FinetuneConfig) -> dict:
-    """Settings that must not change across a resume (cadence and length may)."""
+    """Settings that must not change across a resume (cadence, length and the scoring-only
+    settings may)."""
     d = asdict(cfg)
     for k in ("steps", "eval_every", "eval_max_examples", "eval_batch_size", "save_every",
-              "keep_checkpoints", "precision", "time_budget_s"):
+              "keep_checkpoints", "precision", "time_budget_s", *SCORING_ONLY):
         d.pop(k)
     return json.loads(json.dumps(d, default=str))
 

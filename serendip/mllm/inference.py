@@ -382,7 +382,8 @@ class ClusterPredictor:
         else:
             self.model.save_pretrained(tmp / "model", safe_serialization=True)
             meta["kind"] = "full"
-        meta["model_version"] = meta.get("model_version") or _weights_hash(tmp)
+        meta["model_version"] = meta.get("model_version") or _weights_hash(
+            tmp, {k: meta[k] for k in ("transition_prior", "prior_weight") if k in meta})
         atomic_write_bytes(tmp / META, json.dumps(meta, indent=2).encode())
         if out.exists():
             shutil.rmtree(out)
@@ -468,8 +469,12 @@ def _is_peft(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def _weights_hash(d: Path) -> str:
+def _weights_hash(d: Path, scoring: dict | None = None) -> str:
+    """12 hex digits of the weights (and of the scoring settings — the transition prior and
+    its weight — that change the answers of the same weights)."""
     h = hashlib.sha256()
+    if scoring:
+        h.update(json.dumps(scoring, sort_keys=True).encode())
     for p in sorted(d.rglob("*.safetensors")):
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -18,15 +18,18 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from serendip.errors import SerendipError
+from serendip.mllm.checkpoints import SCORING_ONLY
 from serendip.tracking import NullTracker, Tracker, is_tracking
 
 
 def run_name_for(cfg, prompt) -> str:
     """``<strategy>-<method>-<8 hex digits of the config>``: the same config, the same folder
-    (so a re-run resumes from its checkpoints)."""
+    (so a re-run resumes from its checkpoints). ``prior_weight`` only re-ranks answers, so it
+    is left out: a re-run with another weight re-saves the trained model at once."""
     from serendip.config import to_dict
 
-    digest = hashlib.sha256(json.dumps([to_dict(cfg), to_dict(prompt)], sort_keys=True)
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in SCORING_ONLY}
+    digest = hashlib.sha256(json.dumps([settings, to_dict(prompt)], sort_keys=True)
                             .encode()).hexdigest()[:8]
     return f"{prompt.strategy}-{cfg.resolved_method()}-{digest}"
 
