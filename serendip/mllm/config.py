@@ -88,7 +88,8 @@ class FinetuneConfig:
                 "cluster), the logged transition prior of the training contexts "
                 "(serendip.transitions), to each candidate's log-likelihood, undoing the "
                 "uniform target prior of the top-k-per-cluster curation; >= 0 (0: the model "
-                "alone, 1: Bayes' rule)"})
+                "alone, 1: Bayes' rule); scoring only: a re-run with another weight re-saves "
+                "the trained model without training"})
     seed: int = field(default=0, metadata={
         "help": "seed of data order, initial weights and dropout; >= 0"})
     precision: str = field(default="auto", metadata={
