@@ -250,3 +250,30 @@ def test_a_predictor_that_takes_candidates_ranks_exactly_them(platform, tmp_path
     for c in ctx:
         assert ranks[c] == sorted(index.candidates([c])[0], reverse=True)
     assert stats["top1_is_own_cluster"] == 0
+
+
+def test_baselines_stage_ranks_the_retriever_sibling_from_a_separate_artifact(platform,
+                                                                              tmp_path):
+    """KFP passes the retriever as its own artifact (not ``<workdir>/retriever``): with
+    ``retriever_dir`` the retriever-ranked sibling is among the baselines the gate compares
+    with; without a retriever it is not."""
+    from serendip.curation import CurationConfig, curate_stage
+    from serendip.data.io import write_table
+    from serendip.evaluation.baselines import baselines_stage
+    from serendip.retriever import RetrieverConfig, train_retriever
+
+    items, inter, clusters, ic = platform
+    wd = tmp_path / "wd"
+    write_table(wd, "items", items)
+    write_table(wd, "interactions", inter, refs={"items": items})
+    write_table(wd, "clusters", clusters)
+    write_table(wd, "item_clusters", ic, refs={"items": items})
+    curate_stage(wd, wd, CurationConfig(seed=0))
+    art = tmp_path / "artifact" / "retriever"
+    train_retriever(inter, ic, RetrieverConfig(epochs=1, dim=16, torchscript=False), art,
+                    progress=False)
+    without = baselines_stage(wd, ks=(1,), n_boot=50)
+    assert "retriever" not in without["case_sets"][0]["methods"]
+    rep = baselines_stage(wd, ks=(1,), n_boot=50, retriever_dir=art)
+    assert "retriever" in rep["case_sets"][0]["methods"]
+    assert "| retriever |" in rep["markdown"]

@@ -107,6 +107,18 @@ def test_training_requests_a_gpu_for_finetune(compiled):
         assert knob in params
 
 
+def test_the_gate_sees_the_retriever_sibling_baseline(compiled):
+    """Issue 15: evaluate (whose report the gate reads) gets the trained retriever, so the
+    retriever-ranked sibling is among the baselines the MLLM must beat; the retriever trains
+    beside the fine-tune, not after the gate."""
+    ir = yaml.safe_load((compiled / "training.yaml").read_text())
+    tasks = _tasks(ir)
+    arts = tasks["evaluate"]["inputs"]["artifacts"]
+    assert arts["retriever"]["taskOutputArtifact"]["producerTask"] == "train-retriever"
+    assert "train-retriever" in tasks["evaluate"]["dependentTasks"]
+    assert "promote" not in tasks["train-retriever"].get("dependentTasks", [])
+
+
 def test_scoring_fans_out_over_shards_with_gpus(compiled):
     ir = yaml.safe_load((compiled / "scoring.yaml").read_text())
     loops = [c for c in ir["components"].values()

@@ -329,10 +329,11 @@ def baselines_markdown(rep: dict) -> str:
 
 def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
                     n_boot: int = 1000, answers: int = 10, tree_dir=None,
-                    examples_dir=None) -> dict:
+                    examples_dir=None, retriever_dir=None) -> dict:
     """:func:`evaluate_baselines` on a work directory, for ``serendip evaluate`` and the
     promotion gate: level, δ, test fraction and seed from ``curation.json`` (the same split as
-    the curated examples); the retriever baseline when ``<workdir>/retriever`` exists; the
+    the curated examples); the retriever baseline when ``retriever_dir`` (default
+    ``<workdir>/retriever``; KFP passes the retriever artifact) holds a retriever; the
     model's candidate rankings from ``predictor`` (a loaded ``ClusterPredictor``: its top
     ``max(answers, max(ks))`` constrained answers per held-out context, non-candidates dropped
     — until the trie itself is restricted to the context's candidates, asking for more answers
@@ -361,10 +362,11 @@ def baselines_stage(workdir, predictor=None, ks: Sequence[int] = (1, 5),
     curated = pq.read_table(exd / "curated_pairs.parquet") \
         if (exd / "curated_pairs.parquet").exists() else None
     retriever = None
-    if (wd / "retriever" / "config.json").exists():
+    rdir = Path(retriever_dir) if retriever_dir else wd / "retriever"
+    if (rdir / "config.json").exists():
         from serendip.retriever import Retriever
 
-        retriever = Retriever.load(wd / "retriever")
+        retriever = Retriever.load(rdir)
     model_rankings, model_stats = None, None
     if predictor is not None:
         from serendip.evaluation.rankings import mllm_cluster_rankings

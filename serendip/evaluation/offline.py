@@ -20,7 +20,8 @@ def evaluate_stage(workdir: str | os.PathLike, model, out_dir: str | os.PathLike
                    *, k: int = 5, max_examples: int | None = None,
                    tree_dir: str | os.PathLike | None = None,
                    examples_dir: str | os.PathLike | None = None,
-                   tracker: Tracker | None = None, model_name: str | None = None) -> dict:
+                   tracker: Tracker | None = None, model_name: str | None = None,
+                   retriever_dir: str | os.PathLike | None = None) -> dict:
     """The offline report of ``model`` on the held-out split (paper §3.1), written as ``mllm_offline.json``
     and ``mllm_offline.md`` to ``out_dir`` (default ``<workdir>/evaluation``) and, with a
     tracker, logged as a ``serendip-evaluate`` run.
@@ -31,6 +32,8 @@ def evaluate_stage(workdir: str | os.PathLike, model, out_dir: str | os.PathLike
             (:func:`serendip.mllm.models.load_predictor`).
         k: recall@k under the trie (k >= 1). max_examples: cap on held-out examples.
         model_name: how the run names the model (default: the predictor's version).
+        retriever_dir: the sequence retriever for the retriever-ranked-sibling baseline
+            (default ``<workdir>/retriever`` when it exists; KFP passes its artifact).
 
     Returns:
         The report (metrics in [0, 1], ``choice_baselines``) plus ``markdown``.
@@ -61,7 +64,7 @@ def evaluate_stage(workdir: str | os.PathLike, model, out_dir: str | os.PathLike
     # The baselines a platform team tries first (issue 15), on all serendipitous pairs of
     # held-out context items: the promotion gate reads them from here (``choice_baselines``).
     choice = baselines_stage(inp.workdir, predictor, tree_dir=tree_dir,
-                             examples_dir=examples_dir)
+                             examples_dir=examples_dir, retriever_dir=retriever_dir)
     choice_md = choice.pop("markdown")
     rep["choice_baselines"] = choice
     out = Path(out_dir) if out_dir else inp.workdir / "evaluation"

@@ -50,9 +50,12 @@ def finetune(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
 def evaluate(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset],
              model: Input[Model], metrics: Output[Metrics], report: Output[Markdown],
              mlflow_uri: str = "", k: int = 5, kfp_run_id: str = "",
-             kfp_run_name: str = "") -> str:
-    """Held-out match rate and recall (with and without the trie), recall@k and the two
-    baselines for ``model``; the markdown table goes to ``report``. Returns the JSON report."""
+             kfp_run_name: str = "", retriever: Input[Model] = None) -> str:
+    """Held-out match rate and recall (with and without the trie), recall@k and the
+    cluster-choice baselines for ``model`` — with ``retriever`` (the ``train_retriever``
+    artifact, optional) also the retriever-ranked sibling, so the gate compares the model
+    with the best of all three (issue 15); the markdown table goes to ``report``. Returns the
+    JSON report."""
     import json
     import os
     import tempfile
@@ -69,6 +72,8 @@ def evaluate(data: Input[Dataset], tree: Input[Dataset], examples: Input[Dataset
     out = tempfile.mkdtemp(prefix="serendip-eval-")
     rep = evaluate_stage(data.path, model.path, out, k=k, tree_dir=tree.path,
                          examples_dir=examples.path, model_name=model.path,
+                         retriever_dir=(os.path.join(retriever.path, "retriever")
+                                        if retriever is not None else None),
                          tracker=MLflowTracker(data.path) if use_mlflow else None)
     with open(report.path, "w") as f:
         f.write(rep.pop("markdown"))

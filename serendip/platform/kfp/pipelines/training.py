@@ -1,5 +1,6 @@
-"""The ``training`` pipeline: cluster → curate → finetune → evaluate → promote (gate) →
-train retriever → export the Triton repository of the champions.
+"""The ``training`` pipeline: cluster → curate → finetune ‖ train retriever → evaluate (against
+every cluster-choice baseline, the retriever-ranked sibling included) → promote (gate) →
+export the Triton repository of the champions.
 
 The gate (``promote``) moves ``@champion`` only when the challenger is not worse than the
 champion and beats the best baseline of the ``evaluate`` step's report by more than
@@ -65,15 +66,17 @@ def training_pipeline(data_uri: str, mlflow_uri: str = "",
                      settings=finetune_settings, **RUN)
     model.set_accelerator_type(GPU).set_accelerator_limit(gpus)
     model.set_memory_request("8G").set_cpu_request("4")
-    ev = evaluate(data=data.output, tree=tree.outputs["tree"],
-                  examples=examples.outputs["examples"], model=model.outputs["model"],
-                  mlflow_uri=mlflow_uri, k=eval_k, **RUN)
-    # the gate beats evaluate's baselines on the same held-out examples (issue 15), not only
-    # the previous champion
-    gate = promote(mlflow_uri=mlflow_uri, metric=gate_metric, baselines=ev.outputs["Output"],
-                   margin=gate_margin, force=force_promote)
+    # the retriever trains beside the fine-tune (it needs only the tree), so evaluate can rank
+    # its baseline too: the retriever-ranked sibling
     retr = train_retriever(data=data.output, tree=tree.outputs["tree"], mlflow_uri=mlflow_uri,
                            settings=retriever_settings, force=force_promote, **RUN)
+    ev = evaluate(data=data.output, tree=tree.outputs["tree"],
+                  examples=examples.outputs["examples"], model=model.outputs["model"],
+                  mlflow_uri=mlflow_uri, k=eval_k, retriever=retr.outputs["retriever"], **RUN)
+    # the gate beats evaluate's baselines (random sibling, transition statistics, retriever-
+    # ranked sibling) on the same held-out cases (issue 15), not only the previous champion
+    gate = promote(mlflow_uri=mlflow_uri, metric=gate_metric, baselines=ev.outputs["Output"],
+                   margin=gate_margin, force=force_promote)
     repo = export(mlflow_uri=mlflow_uri, instances=export_instances).after(gate, retr)
     for task in (model, ev, gate, retr, repo):          # they talk to the MLflow server
         task.set_retry(**RETRY)
