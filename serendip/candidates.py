@@ -196,11 +196,15 @@ class CandidateIndex:
         cl = cidx.fill_null(-1).to_numpy().astype(np.int64, copy=False)
         ok = (rows >= 0) & (cl >= 0)
         own = np.where(rows >= 0, self.own[np.maximum(rows, 0)], -1)
-        if self.level - self.delta >= 1:
-            same_parent = self.group[np.maximum(own, 0)] == self.group[np.maximum(cl, 0)]
-        else:
-            same_parent = np.ones(len(rows), dtype=bool)
-        return ok & (cl != own) & same_parent
+        return ok & self.is_candidate_code(np.maximum(own, 0), np.maximum(cl, 0)) & (cl != own)
+
+    def is_candidate_code(self, own: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+        """bool [n]: is cluster code ``cluster[i]`` a candidate of cluster code ``own[i]``
+        (another level-l cluster under the same level-(l − δ) cluster)? Vectorised."""
+        own, cluster = np.asarray(own), np.asarray(cluster)
+        if self.level - self.delta < 1:
+            return own != cluster
+        return (own != cluster) & (self.group[own] == self.group[cluster])
 
     def n_candidates(self, item_ids: Sequence[str]) -> np.ndarray:
         """int64 [n]: number of candidates per context item (0 for an unknown item)."""

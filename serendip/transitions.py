@@ -69,14 +69,11 @@ class TransitionPrior:
         into = np.bincount(b, weights=s, minlength=n)
         keys, inv = np.unique(a * n + b, return_inverse=True)
         flow = np.bincount(inv, weights=s, minlength=len(keys))
-        cand = np.zeros((n, n), dtype=bool)
-        for j, m in enumerate(index.members):
-            cand[j, m] = True
+        src, dst = keys // n, keys % n
+        keep = index.is_candidate_code(src, dst) & (flow > 0)
         flows: dict[str, dict[str, float]] = {}
-        for k, f in zip(keys.tolist(), flow.tolist()):
-            i, j = divmod(k, n)
-            if cand[i, j] and f > 0:
-                flows.setdefault(index.cluster_ids[i], {})[index.cluster_ids[j]] = f
+        for i, j, f in zip(src[keep].tolist(), dst[keep].tolist(), flow[keep].tolist()):
+            flows.setdefault(index.cluster_ids[i], {})[index.cluster_ids[j]] = f
         return cls(index.level, flows,
                    {c: float(v) for c, v in zip(index.cluster_ids, into) if v > 0})
 
