@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from mllm_truth import trained_tiny, write_truth_workdir
+from serving_fixtures import unscored_items
 
 from serendip.errors import ConfigError
 from serendip.transitions import PRIOR_FILE, TransitionPrior
@@ -123,7 +124,7 @@ def test_the_served_model_ranks_with_the_curations_prior(served_wd, mllm_handler
     catalog = ItemCatalog(served_wd)
     by_desc = {d: c for c, d in zip(p.cluster_ids, p.descriptions)}
     changed = 0
-    for item in _some_items(served_wd):
+    for item in unscored_items(served_wd)[:12]:
         info = catalog(item)
         cands = list(info["candidates"])
         req = mllm_request(info)
@@ -144,11 +145,6 @@ def test_the_served_model_ranks_with_the_curations_prior(served_wd, mllm_handler
         assert plain[0] == alone
     assert changed > 0                                  # the prior does change answers here
 
-
-def _some_items(wd, n: int = 12) -> list[str]:
-    from serving_fixtures import unscored_items
-
-    return unscored_items(wd)[:n]
 
 
 def test_another_prior_weight_re_saves_the_trained_model_without_training(synth_dir, tmp_path):
