@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from serendip.errors import ConfigError
 
@@ -131,12 +130,3 @@ class TransitionPrior:
             raise ConfigError(f"{source}: a negative flow", field="transition_prior",
                               fix="re-run serendip curate and serendip finetune")
         return cls(int(doc.get("level", 0)), flows, into)
-
-
-def training_transitions(interactions: pa.Table, held_out_contexts: set[str]) -> pa.Table:
-    """The transitions whose context item is not held out."""
-    if not held_out_contexts:
-        return interactions
-    mask = pc.is_in(interactions.column("context_item_id"),
-                    value_set=pa.array(sorted(held_out_contexts), pa.string()))
-    return interactions.filter(pc.invert(mask))

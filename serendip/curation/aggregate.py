@@ -71,3 +71,14 @@ def split_by_context(context_ids: list[str], test_fraction: float, seed: int) ->
             test[int(np.argmax(u))] = False
     return {c: ("test" if t else "train") for c, t in zip(uniq, test)}
 
+
+def split_logged_transitions(interactions: pa.Table, test_fraction: float, seed: int
+                             ) -> tuple[pa.Table, pa.Table, set[str]]:
+    """(training transitions, held-out transitions, held-out context ids): every logged
+    context item split by :func:`split_by_context` (so a context's split never depends on
+    which others were curated); ``test_fraction`` 0 holds nothing out."""
+    ctx = pc.unique(interactions.column("context_item_id")).to_pylist()
+    held = {c for c, s in split_by_context(ctx, test_fraction, seed).items() if s == "test"}
+    mask = pc.is_in(interactions.column("context_item_id"),
+                    value_set=pa.array(sorted(held), pa.string()))
+    return interactions.filter(pc.invert(mask)), interactions.filter(mask), held

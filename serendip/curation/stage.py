@@ -11,13 +11,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serendip.curation.aggregate import SELECTED_SCHEMA, select_diversified, split_by_context
+from serendip.curation.aggregate import (
+    SELECTED_SCHEMA,
+    select_diversified,
+    split_by_context,
+    split_logged_transitions,
+)
 from serendip.curation.config import CurationConfig, CurationResult
 from serendip.curation.examples import build_examples, choose_prompt
 from serendip.curation.manifest import CurationManifest, write_curation
 from serendip.curation.pairs import _Coded, pair_stats, premise_grid
 from serendip.errors import ConfigError, SchemaError
-from serendip.transitions import PRIOR_FILE, TransitionPrior, training_transitions
+from serendip.transitions import PRIOR_FILE, TransitionPrior
 
 
 def _check_targets_are_candidates(selected: pa.Table, clusters: pa.Table,
@@ -122,16 +127,14 @@ def training_prior(interactions: pa.Table, clusters: pa.Table, item_clusters: pa
                    cfg: CurationConfig) -> TransitionPrior:
     """The transition prior (:mod:`serendip.transitions`) of the **training** context items:
     every logged context item is split by the same hash as the examples
-    (:func:`split_by_context`, ``cfg.test_fraction``, ``cfg.seed``), so no held-out context's
-    transition informs it — the same training logs the baselines are computed on
+    (:func:`split_logged_transitions`, ``cfg.test_fraction``, ``cfg.seed``), so no held-out
+    context's transition informs it — the same training logs the baselines are computed on
     (:func:`serendip.evaluation.baselines.split_transitions`)."""
     from serendip.candidates import CandidateIndex
 
-    ctx = pc.unique(interactions.column("context_item_id")).to_pylist()
-    held = {c for c, s in split_by_context(ctx, cfg.test_fraction, cfg.seed).items()
-            if s == "test"}
+    train, _, _ = split_logged_transitions(interactions, cfg.test_fraction, cfg.seed)
     index = CandidateIndex.build(item_clusters, clusters, cfg.level, cfg.delta)
-    return TransitionPrior.fit(training_transitions(interactions, held), index)
+    return TransitionPrior.fit(train, index)
 
 
 

@@ -74,17 +74,12 @@ def split_transitions(interactions: pa.Table, test_fraction: float = 0.2, seed: 
     Raises:
         ConfigError: ``test_fraction`` outside (0, 1).
     """
-    from serendip.curation import split_by_context
+    from serendip.curation.aggregate import split_logged_transitions
 
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test_fraction={test_fraction}", field="test_fraction",
                           fix="use a fraction in (0, 1), e.g. 0.2")
-    ctx = pc.unique(interactions.column("context_item_id")).to_pylist()
-    split = split_by_context(ctx, test_fraction, seed)
-    held = {c for c, s in split.items() if s == "test"}
-    mask = pc.is_in(interactions.column("context_item_id"),
-                    value_set=pa.array(sorted(held), pa.string()))
-    return interactions.filter(pc.invert(mask)), interactions.filter(mask), held
+    return split_logged_transitions(interactions, test_fraction, seed)
 
 
 def heldout_cases(heldout: pa.Table, item_clusters: pa.Table, index: CandidateIndex,
