@@ -142,10 +142,14 @@ class CandidateIndex:
                    group, members)
 
     # ------------------------------------------------------------------ queries
-    def _codes(self, item_ids: Sequence[str]) -> np.ndarray:
-        """Row codes of ``item_ids`` (−1 for items without clusters)."""
-        idx = pc.index_in(pa.array(list(item_ids), pa.string()),
-                          value_set=pa.array(self.item_ids, pa.string()))
+    def _codes(self, item_ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Row codes of ``item_ids`` (−1 for items without clusters); an Arrow column is
+        resolved as it is, without a round trip through Python strings."""
+        if not isinstance(item_ids, (pa.Array, pa.ChunkedArray)):
+            item_ids = pa.array(list(item_ids), pa.string())
+        elif item_ids.type != pa.string():
+            item_ids = item_ids.cast(pa.string())
+        idx = pc.index_in(item_ids, value_set=pa.array(self.item_ids, pa.string()))
         return idx.fill_null(-1).to_numpy().astype(np.int64, copy=False)
 
     def transition_codes(self, transitions: pa.Table
@@ -154,8 +158,8 @@ class CandidateIndex:
         ``next_item_id``, ``satisfaction``): the level-l cluster codes of both items (int64
         [m]) and the satisfaction (float64 [m]), for the m transitions whose two items both
         have clusters."""
-        ctx = self._codes(transitions.column("context_item_id").to_pylist())
-        nxt = self._codes(transitions.column("next_item_id").to_pylist())
+        ctx = self._codes(transitions.column("context_item_id"))
+        nxt = self._codes(transitions.column("next_item_id"))
         sat = transitions.column("satisfaction").to_numpy().astype(np.float64)
         ok = (ctx >= 0) & (nxt >= 0)
         return self.own[ctx[ok]], self.own[nxt[ok]], sat[ok]
