@@ -29,8 +29,11 @@ batch scoring and both serving backends apply exactly the same scores.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -130,3 +133,27 @@ class TransitionPrior:
             raise ConfigError(f"{source}: a negative flow", field="transition_prior",
                               fix="re-run serendip curate and serendip finetune")
         return cls(int(doc.get("level", 0)), flows, into)
+
+
+def write_prior(directory: str | os.PathLike, prior: TransitionPrior) -> Path:
+    """Write ``<directory>/transition_prior.json`` atomically; returns its path."""
+    from serendip.data.io import atomic_write_bytes
+
+    path = Path(directory) / PRIOR_FILE
+    atomic_write_bytes(path, json.dumps(prior.to_json()).encode())
+    return path
+
+
+def read_prior(directory: str | os.PathLike) -> TransitionPrior | None:
+    """The transition prior curation wrote in ``directory``; None when it predates priors.
+
+    Raises:
+        ConfigError: the file is not a transition prior (re-run curate)."""
+    path = Path(directory) / PRIOR_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError:
+        doc = None
+    return TransitionPrior.from_json(doc, str(path))

@@ -3,7 +3,6 @@ and its stage entry on a work directory, :func:`curate_stage` (CLI, KFP, demo)."
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from serendip.candidates import CandidateIndex
 from serendip.curation.aggregate import (
     SELECTED_SCHEMA,
     select_diversified,
@@ -22,17 +22,14 @@ from serendip.curation.examples import build_examples, choose_prompt
 from serendip.curation.manifest import CurationManifest, write_curation
 from serendip.curation.pairs import _Coded, pair_stats, premise_grid
 from serendip.errors import ConfigError, SchemaError
-from serendip.transitions import PRIOR_FILE, TransitionPrior
+from serendip.transitions import TransitionPrior, write_prior
 
 
-def _check_targets_are_candidates(selected: pa.Table, clusters: pa.Table,
-                                  item_clusters: pa.Table, cfg: CurationConfig) -> None:
+def _check_targets_are_candidates(selected: pa.Table, index: CandidateIndex) -> None:
     """Every training target must be one of its context's candidate clusters
-    (:mod:`serendip.candidates`); building the index also refuses item_clusters whose path
-    contradicts the clusters table, which would make pairs "serendipitous" that are not."""
-    from serendip.candidates import CandidateIndex
-
-    index = CandidateIndex.build(item_clusters, clusters, cfg.level, cfg.delta)
+    (:mod:`serendip.candidates`); building the index (the caller's) also refuses
+    item_clusters whose path contradicts the clusters table, which would make pairs
+    "serendipitous" that are not."""
     ok = index.is_candidate(selected.column("context_item_id").to_pylist(),
                             selected.column("target_cluster_id").to_pylist())
     if not ok.all():   # pragma: no cover - guarded by the index's consistency check
@@ -79,7 +76,8 @@ def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
                           fix="use a larger --delta (a broader shared ancestor) or another "
                               "--level; check that the tree has several clusters per parent")
     agg = select_diversified(coded, cfg)
-    _check_targets_are_candidates(agg, clusters, item_clusters, cfg)
+    index = CandidateIndex.build(item_clusters, clusters, cfg.level, cfg.delta)
+    _check_targets_are_candidates(agg, index)
     if agg.num_rows == 0:
         raise ConfigError(f"no (context item, cluster) pair has >= {cfg.min_interactions} "
                           "serendipitous interactions", field="min_interactions",
@@ -120,20 +118,21 @@ def curate(items: pa.Table, interactions: pa.Table, clusters: pa.Table,
     return CurationResult(selected=selected, examples=examples, stats=stats,
                           candidate_cluster_ids=cand_ids,
                           candidates=level_rows.column("description").to_pylist(), prompt=prompt,
-                          prior=training_prior(interactions, clusters, item_clusters, cfg))
+                          prior=training_prior(interactions, clusters, item_clusters, cfg,
+                                               index))
 
 
 def training_prior(interactions: pa.Table, clusters: pa.Table, item_clusters: pa.Table,
-                   cfg: CurationConfig) -> TransitionPrior:
+                   cfg: CurationConfig, index: CandidateIndex | None = None
+                   ) -> TransitionPrior:
     """The transition prior (:mod:`serendip.transitions`) of the **training** context items:
     every logged context item is split by the same hash as the examples
     (:func:`split_logged_transitions`, ``cfg.test_fraction``, ``cfg.seed``), so no held-out
     context's transition informs it — the same training logs the baselines are computed on
     (:func:`serendip.evaluation.baselines.split_transitions`)."""
-    from serendip.candidates import CandidateIndex
-
     train, _, _ = split_logged_transitions(interactions, cfg.test_fraction, cfg.seed)
-    index = CandidateIndex.build(item_clusters, clusters, cfg.level, cfg.delta)
+    if index is None:
+        index = CandidateIndex.build(item_clusters, clusters, cfg.level, cfg.delta)
     return TransitionPrior.fit(train, index)
 
 
@@ -149,7 +148,7 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     Raises:
         SchemaError: a missing or malformed table. ConfigError: as :func:`curate`.
     """
-    from serendip.data.io import atomic_write_bytes, atomic_write_parquet, has_table, read_table, write_table
+    from serendip.data.io import atomic_write_parquet, has_table, read_table, write_table
 
     cfg = cfg or CurationConfig()
     out = Path(out_dir or data_dir)
@@ -165,5 +164,5 @@ def curate_stage(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     write_table(out, "examples", result.examples, refs={"items": items, "clusters": clusters})
     atomic_write_parquet(result.selected, out / "curated_pairs.parquet")
     write_curation(out, CurationManifest.from_result(result, cfg))
-    atomic_write_bytes(out / PRIOR_FILE, json.dumps(result.prior.to_json()).encode())
+    write_prior(out, result.prior)
     return result

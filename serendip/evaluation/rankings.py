@@ -54,6 +54,7 @@ def mllm_cluster_rankings(workdir: Path, contexts: Sequence[str], index: Candida
         desc = read_table(tree, "clusters").to_pandas().set_index("cluster_id").description
         lvl = predictor.level
         inputs = [{"title": r.title,
+                   "context_cluster_id": ic.loc[i, f"c{lvl}"],
                    "context_description": desc[ic.loc[i, f"c{lvl}"]],
                    "images": select_images(predictor.prompt_config, r.thumbnail,
                                            list(r.frames) if r.frames is not None else [])}

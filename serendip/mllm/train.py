@@ -117,11 +117,16 @@ class _Run:
     start: int                        # the step to resume at
     history: list[dict] = field(default_factory=list)
 
-    def predictor(self, cfg: FinetuneConfig) -> ClusterPredictor:
+    def predictor(self, cfg: FinetuneConfig, prior: TransitionPrior | None = None
+                  ) -> ClusterPredictor:
+        """The predictor of the model as it stands; with ``prior``, the one saved (weight
+        ``cfg.prior_weight``); without, the model alone (the in-training evaluation)."""
         return ClusterPredictor(self.model, self.processor, self.cluster_ids, self.descriptions,
                                 self.prompt, self.level, image_size=self.image_size,
                                 reasoning_tokens=cfg.reasoning_tokens,
-                                batch_size=cfg.eval_batch_size, base_dir=self.base_dir)
+                                batch_size=cfg.eval_batch_size, base_dir=self.base_dir,
+                                prior=prior,
+                                prior_weight=cfg.prior_weight if prior is not None else 0.0)
 
 
 
@@ -191,8 +196,7 @@ def _finish(run: _Run, cfg: FinetuneConfig, t0: float,
     if run.ctx.is_main:
         final = {k: v for k, v in run.history[-1].items()
                  if k not in ("elapsed_s", "train_cpu_s")}
-        predictor = run.predictor(cfg)
-        predictor.prior, predictor.prior_weight = prior, cfg.prior_weight
+        predictor = run.predictor(cfg, prior)
         meta = {"base_model": cfg.base_model, "method": run.method, "config": to_jsonable(cfg),
                 "metrics": final, "trainable_params": n_train, "total_params": n_total,
                 "world_size": run.ctx.world, "device": run.ctx.device.type}

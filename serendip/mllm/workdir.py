@@ -12,7 +12,7 @@ import pyarrow as pa
 from serendip.curation import CurationManifest, build_examples, read_curation
 from serendip.data.io import find_table, read_table
 from serendip.prompts import PromptConfig
-from serendip.transitions import PRIOR_FILE, TransitionPrior
+from serendip.transitions import TransitionPrior, read_prior
 
 SELECTION = ["context_item_id", "target_cluster_id", "satisfaction", "split"]
 
@@ -78,22 +78,6 @@ def load_inputs(workdir: str | os.PathLike, tree_dir: str | os.PathLike | None =
     return StageInputs(wd, items, clusters, item_clusters, examples, curation,
                        read_prior(exd))
 
-
-def read_prior(examples_dir: Path) -> TransitionPrior | None:
-    """The transition prior curation wrote beside curation.json; None when it predates it.
-
-    Raises:
-        ConfigError: the file is not a transition prior (re-run curate)."""
-    import json
-
-    path = examples_dir / PRIOR_FILE
-    if not path.exists():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError:
-        doc = None
-    return TransitionPrior.from_json(doc, str(path))
 
 
 def rebuild_examples(inp: StageInputs, prompt: PromptConfig) -> pa.Table:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
 from serendip.curation import CurationConfig, CurationManifest, write_curation
-from serendip.data.io import atomic_write_bytes, read_table, write_table
+from serendip.data.io import read_table, write_table
 from serendip.prompts import PromptConfig
 from serendip.testing.truth import write_truth_workdir
 
@@ -76,10 +75,11 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
     write_curation(wd, CurationManifest(cur_cfg))
     # the transition prior curation writes and a fine-tuned model carries (weight 1, default)
     from serendip.curation.stage import training_prior
-    from serendip.transitions import PRIOR_FILE
+    from serendip.transitions import write_prior
 
-    prior = training_prior(read_table(wd, "interactions"), clusters, item_clusters, cur_cfg)
-    atomic_write_bytes(wd / PRIOR_FILE, json.dumps(prior.to_json()).encode())
+    interactions = read_table(wd, "interactions")
+    prior = training_prior(interactions, clusters, item_clusters, cur_cfg)
+    write_prior(wd, prior)
 
     torch.manual_seed(cfg.seed)
     cand = [r for r in clusters.to_pylist() if r["level"] == cfg.level]
@@ -92,7 +92,7 @@ def build_serving_workdir(workdir: str | Path, cfg: FixtureConfig | None = None)
                                  prior_weight=1.0)
     mllm_dir = predictor.save(wd / "mllm" / "serving-tiny")
 
-    train_retriever(read_table(wd, "interactions"), item_clusters,
+    train_retriever(interactions, item_clusters,
                     RetrieverConfig(epochs=cfg.retriever_epochs, dim=32, torchscript=False,
                                     seed=cfg.seed), wd / "retriever", progress=False)
 
