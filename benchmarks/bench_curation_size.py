@@ -98,15 +98,14 @@ def curate_top_k(base: Path, wd: Path, top_k: int, data: str = "ml100k") -> dict
 def heldout_check(wd: Path, train_ctx: list[str]) -> dict:
     """The evaluation's held-out context items (``split_transitions`` on every logged
     transition) and their overlap with the training examples' context items (must be 0)."""
+    from serendip.curation import read_curation
     from serendip.data.io import read_table
     from serendip.evaluation.baselines import split_transitions
 
-    cur = json.loads((wd / "curation.json").read_text())
-    conf = cur.get("config", {})
+    cur = read_curation(wd)
     items = read_table(wd, "items", columns=["item_id"])
     inter = read_table(wd, "interactions", refs={"items": items})
-    _, _, held = split_transitions(inter, float(conf.get("test_fraction", 0.2)),
-                                   int(conf.get("seed", 0)))
+    _, _, held = split_transitions(inter, cur.test_fraction, cur.seed)
     overlap = sorted(set(train_ctx) & held)
     if overlap:
         raise SystemExit(f"leak: {len(overlap)} training context items are held out, "

@@ -154,6 +154,7 @@ def headroom(wd: Path, k_nn: int = K_NN, beta: float = BETA, n_boot: int = N_BOO
     import pyarrow.parquet as pq
 
     from serendip.candidates import CandidateIndex
+    from serendip.curation import read_curation
     from serendip.data.io import read_table
     from serendip.evaluation.baselines import (
         choice_metrics,
@@ -164,15 +165,13 @@ def headroom(wd: Path, k_nn: int = K_NN, beta: float = BETA, n_boot: int = N_BOO
         transition_rankings,
     )
 
-    cur = json.loads((wd / "curation.json").read_text())
-    conf = cur.get("config", {})
-    level, delta = int(cur["level"]), int(cur["delta"])
+    cur = read_curation(wd)
+    level, delta = cur.level, cur.delta
     items = read_table(wd, "items", columns=["item_id"])
     inter = read_table(wd, "interactions", refs={"items": items})
     ic, cl = read_table(wd, "item_clusters"), read_table(wd, "clusters")
     index = CandidateIndex.build(ic, cl, level, delta)
-    train, held, held_ctx = split_transitions(inter, float(conf.get("test_fraction", 0.2)),
-                                              int(conf.get("seed", 0)))
+    train, held, held_ctx = split_transitions(inter, cur.test_fraction, cur.seed)
     cases = heldout_cases(held, ic, index)
     ctxs = sorted(set(cases.context_ids))
     n, n_items = len(index.cluster_ids), len(index.item_ids)

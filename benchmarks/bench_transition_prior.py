@@ -28,13 +28,12 @@ models and prepared data under ``--root`` are reused, so a cut-short run resumes
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.bench_world_knowledge import RESULTS, _ms, write_results
+from benchmarks.bench_world_knowledge import RESULTS, _ms, _save_partial, write_results
 
 
 def prepared(root: Path, data: str, top_k: int) -> Path:
@@ -70,42 +69,29 @@ def trained(root: Path, data: str, wd: Path, top_k: int, seed: int, budget_s: fl
 
 
 def evaluate(wd: Path, model_dir: Path, weights) -> dict:
-    """τ → the model's recall on every held-out context's serendipitous pairs, against the
-    baselines (the prior is the curation's, refitted here for a model trained without it)."""
-    from serendip.candidates import CandidateIndex
-    from serendip.curation import read_curation
-    from serendip.curation.stage import training_prior
-    from serendip.data.io import read_table
-    from serendip.evaluation.baselines import evaluate_baselines, split_transitions
-    from serendip.evaluation.rankings import mllm_cluster_rankings
+    """τ → the model's recall on every held-out context's serendipitous pairs against the
+    baselines (:func:`serendip.evaluation.baselines.baselines_stage`: the work directories
+    hold no retriever, so the retriever-ranked sibling is left out), with the prior the
+    curation wrote (``transition_prior.json``; a model trained before priors gets it here)."""
+    from serendip.evaluation.baselines import baselines_stage
     from serendip.mllm.inference import ClusterPredictor
+    from serendip.transitions import read_prior
 
-    cur = read_curation(wd)
-    items = read_table(wd, "items", columns=["item_id"])
-    inter = read_table(wd, "interactions", refs={"items": items})
-    ic, cl = read_table(wd, "item_clusters"), read_table(wd, "clusters")
-    index = CandidateIndex.build(ic, cl, cur.level, cur.delta)
-    _, _, held = split_transitions(inter, cur.test_fraction, cur.seed)
     pred = ClusterPredictor.load(model_dir, base_dir=str(wd))
+    pred.prior = pred.prior or read_prior(wd)
     if pred.prior is None:
-        from serendip.curation import CurationConfig
-
-        pred.prior = training_prior(inter, cl, ic, CurationConfig(
-            level=cur.level, delta=cur.delta, test_fraction=cur.test_fraction, seed=cur.seed))
+        raise SystemExit(f"{wd} has no transition_prior.json: re-run serendip curate")
     out = {}
     for tau in weights:
         pred.prior_weight = float(tau)
-        ranks, stats = mllm_cluster_rankings(wd, sorted(held), index, pred, 10,
-                                             use_scored=False)
-        rep = evaluate_baselines(inter, ic, cl, cur.level, cur.delta, cur.test_fraction,
-                                 cur.seed, None, None, ranks, (1, 5), 1000)
+        rep = baselines_stage(wd, predictor=pred, ks=(1, 5), n_boot=1000)
         cs = rep["case_sets"][0]
         out[str(tau)] = {
             "n_cases": cs["n_cases"], "n_contexts": cs["n_contexts"],
             "best_baseline": cs["best_baseline"],
             "methods": {m: {k: {kk: vv for kk, vv in v.items() if kk != "lift"}
                             for k, v in r.items()} for m, r in cs["methods"].items()},
-            "top1_is_own_cluster": stats["top1_is_own_cluster"]}
+            "top1_is_own_cluster": rep["model"]["top1_is_own_cluster"]}
     return out
 
 
@@ -126,7 +112,7 @@ def run(datas, top_ks, seeds, weights, budget_s: float, root: Path, partial: Pat
                        "wall_s": round(time.perf_counter() - t0, 1)}
                 res["runs"].append(row)
                 res["summary"] = summarize(res)
-                partial.write_text(json.dumps(res, indent=2))
+                _save_partial(partial, res)
                 for tau, r in row["by_weight"].items():
                     m = r["methods"]["model"]["recall"]
                     print(f"[{time.strftime('%H:%M:%S')}] {data} top_k={k} seed={seed} "

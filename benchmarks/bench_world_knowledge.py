@@ -111,14 +111,13 @@ def choice_eval(wd: Path, predictor=None, max_contexts: int = 100) -> dict:
     import pyarrow.parquet as pq
 
     from serendip.candidates import CandidateIndex
+    from serendip.curation import read_curation
     from serendip.data.io import read_table
     from serendip.evaluation.baselines import evaluate_baselines, split_transitions
     from serendip.evaluation.rankings import mllm_cluster_rankings
 
-    cur = json.loads((wd / "curation.json").read_text())
-    conf = cur.get("config", {})
-    level, delta = int(cur.get("level", 3)), int(cur.get("delta", 1))
-    tf, seed = float(conf.get("test_fraction", 0.2)), int(conf.get("seed", 0))
+    cur = read_curation(wd)
+    level, delta, tf, seed = cur.level, cur.delta, cur.test_fraction, cur.seed
     items = read_table(wd, "items", columns=["item_id"])
     inter = read_table(wd, "interactions", refs={"items": items})
     ic, cl = read_table(wd, "item_clusters"), read_table(wd, "clusters")
