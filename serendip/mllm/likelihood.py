@@ -182,7 +182,7 @@ def _shared_prefix_len(model, inputs: dict, mrope) -> int:
         return 0
     lengths = mask.long().sum(-1).tolist()
     p = ids.shape[1]
-    rows = [ids[i, p - n:].tolist() for i, n in enumerate(lengths)]
+    rows = [r[p - n:] for r, n in zip(ids.tolist(), lengths)]      # one device-to-host copy
     limit = min(lengths) - 1
     first = rows[0]
     k = 0
@@ -232,7 +232,9 @@ class _Packed:
         self.n_candidates = len(seqs)
 
 
-@lru_cache(maxsize=4096)
+# Each entry holds an n_nodes x n_nodes ancestor mask (MBs for a level's every cluster); typical
+# use needs one entry per candidate set (an own cluster's siblings, or all clusters).
+@lru_cache(maxsize=256)
 def _packed(seqs: tuple[tuple[int, ...], ...]) -> _Packed:
     return _Packed(seqs)
 
