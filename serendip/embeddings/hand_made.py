@@ -121,17 +121,11 @@ def visual_features(thumbnails: list, cfg: EmbeddingConfig,
     if which is None:
         which = tuple(b for b in VISUAL_BLOCKS if getattr(cfg, f"w_{b}") > 0)
     rows: dict[str, list[np.ndarray]] = {b: [] for b in which}
-    silent = _silent_blocks(cfg, which)
     for ref in tqdm(thumbnails, desc="visual features", disable=len(thumbnails) < 5000,
                     mininterval=5):
-        if not gets_hand_made(ref, cfg):
-            blocks = silent
-        elif ref is None:
-            blocks = visual_blocks(np.zeros((cfg.image_size, cfg.image_size, 3), np.float32),
-                                   cfg, which)
-        else:
-            pil = load_image(ref, cfg.image_size, base_dir=base_dir, draft=cfg.image_size)
-            blocks = visual_blocks(np.asarray(pil, np.float32) / 255.0, cfg, which)
+        pil = (load_image(ref, cfg.image_size, base_dir=base_dir, draft=cfg.image_size)
+               if ref is not None and gets_hand_made(ref, cfg) else None)
+        blocks = _hand_made(ref, pil, cfg, which)      # the one rule (silent, black, decoded)
         for name, vec in blocks.items():
             rows[name].append(vec)
     n = len(thumbnails)
