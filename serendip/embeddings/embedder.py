@@ -54,13 +54,12 @@ class Embedder:
         fitted_image = self.means.get("image")
         want_image = bool(cfg.w_image > 0 and (len(fitted_image) if fitted_image is not None
                                                else self._has_images(items)))
-        fitted_visual = [len(self.means[b]) for b in VISUAL_BLOCKS if b in self.means]
-        # the blocks this embedder was fitted with, else (fitting) those weighted > 0
-        which = (tuple(b for b in VISUAL_BLOCKS if len(self.means.get(b, ()))) if fitted_visual
-                 else tuple(b for b in VISUAL_BLOCKS if getattr(cfg, f"w_{b}") > 0))
-        want_visual = bool(which) and (any(fitted_visual) if fitted_visual else any(
-            t is not None and gets_hand_made(t, cfg) for t in thumbs))
-        which = which if want_visual else ()
+        if any(b in self.means for b in VISUAL_BLOCKS):    # the blocks it was fitted with
+            which = tuple(b for b in VISUAL_BLOCKS if len(self.means.get(b, ())))
+        else:      # fitting: those weighted > 0, when a thumbnail gets hand-made cues at all
+            which = tuple(b for b in VISUAL_BLOCKS if getattr(cfg, f"w_{b}") > 0)
+            if which and not any(t is not None and gets_hand_made(t, cfg) for t in thumbs):
+                which = ()
         if want_image:      # one decode per picture feeds the network and the hand-made blocks
             blocks["image"], visual = image_blocks(thumbs, cfg, base_dir, self.cache_dir, which)
         else:               # no network: the hand-made blocks from thumbnails at image_size
