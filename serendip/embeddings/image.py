@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serendip.embeddings.config import VISUAL_BLOCKS, EmbeddingConfig
-from serendip.embeddings.hand_made import _hand_made
+from serendip.embeddings.hand_made import _hand_made, _silent_blocks, gets_hand_made
 
 IMAGE_FEATURES_FILE = "image_features.parquet"
 _MODEL_CACHE: dict[str, object] = {}      # the image network, loaded once per process
@@ -156,10 +156,13 @@ def image_blocks(refs: list, cfg: EmbeddingConfig, base_dir: str | os.PathLike |
     feats = {h: disk[h] for h in set(hashes) if h in disk}
     feats.update({h: _IMAGE_MEMO[h] for h in set(hashes) if h in _IMAGE_MEMO and h not in feats})
     todo: dict[str, object] = {}          # distinct images still to decode
-    for h, r in zip(hashes, refs):
-        if h not in todo and (which or h not in feats):
-            todo[h] = r
     vis: dict[str, dict[str, np.ndarray]] = {}
+    for h, r in zip(hashes, refs):
+        hand_made = bool(which) and gets_hand_made(r, cfg)
+        if h not in todo and (hand_made or h not in feats):
+            todo[h] = r                   # decoded for the network or the hand-made blocks
+        elif which and not hand_made and h not in todo:
+            vis[h] = _silent_blocks(cfg, which)   # cached photo: no decode for zero blocks
     computed: list[str] = []
     if todo:
         keys = list(todo)
