@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -38,10 +37,11 @@ from pathlib import Path
 
 from benchmarks.bench_world_knowledge import (
     RESULTS,
-    SUBSET,
     _ms,
     _save_partial,
     calibrate,
+    data_prompt,
+    prepare_base,
     train_and_evaluate,
     write_results,
 )
@@ -49,38 +49,13 @@ from benchmarks.bench_world_knowledge import (
 TOP_KS = (10, 50, 100000)
 
 
-def prepare_base(wd: Path, quick: bool, data: str = "ml100k") -> dict:
-    """Import ml-100k and cluster it (tree ``auto``) once; or the synthetic platform at the
-    demo's ``small`` size (2/2/3/2 tree, traffic_power 0.5), as bench_world_knowledge."""
-    from serendip.tree import ClusterConfig, cluster_stage
-
-    wd.mkdir(parents=True, exist_ok=True)
-    if data in ("synth", "synth_large"):
-        from serendip.data.synth import SynthConfig, write_synth
-
-        size = (dict(items=300, users=100, interactions=3000) if quick
-                else dict(items=2400, users=800, interactions=32000) if data == "synth_large"
-                else dict(items=600, users=200, interactions=8000))
-        write_synth(SynthConfig(**size, seed=7, branching=(2, 2, 3, 2)), wd, with_ceiling=False)
-        cluster_stage(wd, wd, ClusterConfig(branching=(2, 2, 3, 2), traffic_power=0.5))
-        return {"source": "serendip synth", "synth": {**size, "branching": [2, 2, 3, 2]}}
-    from serendip.data.recbole import import_recbole
-
-    src = SUBSET if quick else Path(os.environ.get("SERENDIP_ML100K",
-                                                   "/work/shared/data/ml-100k"))
-    info = {"source": str(src), "import": import_recbole(src, wd)}
-    cluster_stage(wd, wd, ClusterConfig())
-    return info
-
-
 def curate_top_k(base: Path, wd: Path, top_k: int, data: str = "ml100k") -> dict:
     """A copy of the clustered directory, curated with ``top_k`` (l = 3, δ = 2; text prompt on
     ml-100k, chain of thought on one frame on the synthetic platform)."""
     from serendip.curation import CurationConfig, curate_stage
-    from serendip.prompts import PromptConfig
 
     shutil.copytree(base, wd)
-    prompt = PromptConfig("cot", 1) if data.startswith("synth") else PromptConfig("text")
+    prompt = data_prompt(data)
     res = curate_stage(wd, wd, CurationConfig(delta=2, top_k=top_k, prompt=prompt))
     ex = res.examples
     split = ex.column("split").to_pylist()

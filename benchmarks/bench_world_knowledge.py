@@ -61,37 +61,47 @@ MODELS = ("tiny", "pretrained")
 
 
 # ------------------------------------------------------------------ data (once per data set)
-def prepare(name: str, wd: Path, quick: bool) -> dict:
-    """Import or generate, cluster, curate into ``wd``; returns what was built and its cost."""
-    from serendip.curation import CurationConfig, curate_stage
-    from serendip.prompts import PromptConfig
+def prepare_base(wd: Path, quick: bool, data: str = "ml100k") -> dict:
+    """Import ml-100k and cluster it (tree ``auto``) once; or the synthetic platform at the
+    demo's ``small`` size (2/2/3/2 tree, traffic_power 0.5); ``synth_large``: 2,400 items."""
     from serendip.tree import ClusterConfig, cluster_stage
 
-    t0, c0 = time.perf_counter(), time.process_time()
     wd.mkdir(parents=True, exist_ok=True)
-    if name == "ml100k":
-        from serendip.data.recbole import import_recbole
-
-        src = SUBSET if quick else Path(os.environ.get("SERENDIP_ML100K",
-                                                       "/work/shared/data/ml-100k"))
-        info = {"source": str(src), "import": import_recbole(src, wd)}
-        cluster_stage(wd, wd, ClusterConfig())                       # branching auto
-        prompt = PromptConfig("text")
-    else:
+    if data in ("synth", "synth_large"):
         from serendip.data.synth import SynthConfig, write_synth
 
         size = (dict(items=300, users=100, interactions=3000) if quick
+                else dict(items=2400, users=800, interactions=32000) if data == "synth_large"
                 else dict(items=600, users=200, interactions=8000))
-        info = {"source": "serendip synth", "synth": {**size, "branching": [2, 2, 3, 2]}}
         write_synth(SynthConfig(**size, seed=7, branching=(2, 2, 3, 2)), wd, with_ceiling=False)
         cluster_stage(wd, wd, ClusterConfig(branching=(2, 2, 3, 2), traffic_power=0.5))
-        prompt = PromptConfig("cot", 1)
-    import dataclasses
+        return {"source": "serendip synth", "synth": {**size, "branching": [2, 2, 3, 2]}}
+    from serendip.data.recbole import import_recbole
 
-    # an explicit prompt is kept (older configs also had adapt_prompt, switched off here)
-    fixed = ({"adapt_prompt": False} if "adapt_prompt" in
-             {f.name for f in dataclasses.fields(CurationConfig)} else {})
-    res = curate_stage(wd, wd, CurationConfig(delta=2, prompt=prompt, **fixed))
+    src = SUBSET if quick else Path(os.environ.get("SERENDIP_ML100K",
+                                                   "/work/shared/data/ml-100k"))
+    info = {"source": str(src), "import": import_recbole(src, wd)}
+    cluster_stage(wd, wd, ClusterConfig())
+    return info
+
+
+def data_prompt(data: str):
+    """The prompt each data set is curated with: chain of thought on one frame for the
+    synthetic platform, the text prompt (titles) for ml-100k."""
+    from serendip.prompts import PromptConfig
+
+    return PromptConfig("cot", 1) if data.startswith("synth") else PromptConfig("text")
+
+
+def prepare(name: str, wd: Path, quick: bool) -> dict:
+    """Import or generate, cluster (:func:`prepare_base`), curate into ``wd``; returns what
+    was built and its cost."""
+    from serendip.curation import CurationConfig, curate_stage
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    info = prepare_base(wd, quick, name)
+    prompt = data_prompt(name)
+    res = curate_stage(wd, wd, CurationConfig(delta=2, prompt=prompt))
     split = res.examples.column("split").to_pylist()
     info.update(prompt={"strategy": prompt.strategy, "n_frames": prompt.n_frames},
                 level=3, delta=2, train_examples=split.count("train"),
